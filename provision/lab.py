@@ -1,0 +1,241 @@
+"""`ztm lab up|down|status`: a real zero-trust deployment on this machine.
+
+The database runs in netns ztm-db on its lab address; the assessor (this process) reaches it
+over the lab bridge from an allowlisted address. State lives in the lab folder
+(default ./lab, or $ZTM_LAB_DIR); engine binaries that take long to fetch are cached in
+$ZTM_CACHE_DIR (default /var/cache/ztm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+import tomli_w
+
+from provision import netns, server
+from provision.accounts import (
+    LOGIN_ACCOUNTS,
+    PROBE_ACCOUNT,
+    LoginAccount,
+    apply_login_account,
+    apply_probe_account,
+    drop_default_accounts,
+)
+from provision.engines import engine_for
+from provision.engines.base import Engine
+from provision.files import ensure_secret, write_private
+from provision.os_packages import ensure_packages
+from provision.pki import PkiLayout, issue_all
+from ztm.errors import NotRootError, UserError
+from ztm.schemas import validate
+
+SERVER_NAME = "db.ztm.lab"
+PORT = 3306
+DATABASE = "securedb"
+ACCOUNT_HOST = "10.77.0.%"  # the lab subnet; the firewall narrows who can actually connect
+BASE_PACKAGES = ["iproute2", "nftables", "procps"]
+
+
+def default_lab_dir() -> Path:
+    return Path(os.environ.get("ZTM_LAB_DIR", "lab")).resolve()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ZTM_CACHE_DIR", "/var/cache/ztm"))
+
+
+@dataclass(frozen=True)
+class Lab:
+    dir: Path
+
+    pki = property(lambda self: PkiLayout(self.dir / "pki"))
+    server = property(lambda self: server.ServerLayout(self.dir / "db"))
+    secrets = property(lambda self: self.dir / "secrets")
+    state_file = property(lambda self: self.dir / "state.json")
+    target_file = property(lambda self: self.dir / "target.toml")
+
+    def state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def engine(self) -> Engine:
+        name = self.state().get("engine")
+        if not name:
+            raise UserError(f"no lab in {self.dir}: run 'ztm lab up' first")
+        return engine_for(name)
+
+    def password(self, role: str) -> str:
+        return ensure_secret(self.secrets / f"{role}.password")
+
+    def admin(self) -> pymysql.connections.Connection:
+        """Break-glass admin over the server's unix socket."""
+        return pymysql.connect(unix_socket=str(self.server.socket), user="root", password=self.password("admin"),
+                               autocommit=True, connect_timeout=5)
+
+    # -- server lifecycle -------------------------------------------------------------
+    def render_config(self, overrides: server.Overrides | None = None) -> None:
+        text = server.render_config(self.engine(), self.server, bind_address=netns.DB.address, port=PORT,
+                                    overrides=overrides)
+        server.write_config(self.server, text)
+
+    def start_server(self) -> None:
+        engine = self.engine()
+        engine.attach(self.server.root)
+        server.start(engine, self.server, netns.in_netns(netns.DB.netns, []))
+
+    def restart(self, overrides: server.Overrides | None = None) -> None:
+        server.stop(self.server)
+        self.render_config(overrides)
+        self.start_server()
+
+    @contextmanager
+    def reconfigured(self, overrides: server.Overrides) -> Iterator[None]:
+        """Run the server with some settings broken, then put the hardened config back."""
+        self.restart(overrides)
+        try:
+            yield
+        finally:
+            self.restart()
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotRootError(what)
+
+
+def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
+    """Bring the lab up (idempotent); returns timings of the steps, in seconds."""
+    require_root("ztm lab up")
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    engine = engine_for(engine_name)
+    ensure_packages(BASE_PACKAGES)
+    engine.install(default_cache_dir())
+    timings["install"] = time.monotonic() - t0
+
+    lab.dir.mkdir(parents=True, exist_ok=True)
+    lab.dir.chmod(0o755)
+    lab.secrets.mkdir(exist_ok=True)
+    lab.secrets.chmod(0o700)
+    previous = lab.state().get("engine")
+    if previous and previous != engine_name:  # switching engines: the datadirs are not compatible
+        _stop_and_remove_server(lab, engine_for(previous))
+    write_private(lab.state_file, json.dumps({"engine": engine_name}) + "\n", mode=0o644)
+
+    t = time.monotonic()
+    netns.up()
+    timings["network"] = time.monotonic() - t
+
+    t = time.monotonic()
+    if not lab.pki.server("pem").exists():
+        issue_all(lab.pki, server_name=SERVER_NAME, server_address=netns.DB.address, users=LOGIN_ACCOUNTS)
+    timings["pki"] = time.monotonic() - t
+
+    t = time.monotonic()
+    layout = lab.server
+    server.prepare_folders(layout, lab.pki.root / "server")
+    lab.render_config()
+    engine.attach(layout.root)
+    fresh = not (layout.datadir / "mysql").is_dir()
+    server.initialize(engine, layout, netns.in_netns(netns.DB.netns, []))
+    lab.start_server()
+    timings["server"] = time.monotonic() - t
+
+    t = time.monotonic()
+    _bootstrap_accounts(lab, fresh)
+    timings["accounts"] = time.monotonic() - t
+    write_target(lab, engine)
+    timings["total"] = time.monotonic() - t0
+    return timings
+
+
+def _bootstrap_accounts(lab: Lab, fresh: bool) -> None:
+    admin_password = lab.password("admin")
+    if fresh:  # the install left root@localhost without a password: set it before anything else
+        conn = pymysql.connect(unix_socket=str(lab.server.socket), user="root", password="", autocommit=True)
+        with conn.cursor() as cur:
+            cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (admin_password,))
+        conn.close()
+    with lab.admin() as conn:
+        drop_default_accounts(conn)
+        for role, user in LOGIN_ACCOUNTS.items():
+            apply_login_account(conn, LoginAccount(user=user, host=ACCOUNT_HOST, password=lab.password(role),
+                                                   cert=lab.pki.client(role, "pem")))
+        apply_probe_account(conn, PROBE_ACCOUNT, ACCOUNT_HOST, lab.password("probe"))
+
+
+def write_target(lab: Lab, engine: Engine) -> None:
+    pki, layout = lab.pki, lab.server
+    roles = {
+        role: {"user": user, "cert": str(pki.client(role, "pem")), "key": str(pki.client(role, "key")),
+               "password": {"file": str(lab.secrets / f"{role}.password")}}
+        for role, user in LOGIN_ACCOUNTS.items()
+    }
+    roles["probe"] = {"user": PROBE_ACCOUNT, "password": {"file": str(lab.secrets / "probe.password")}}
+    roles["admin"] = {"user": "root", "socket": str(layout.socket),
+                      "password": {"file": str(lab.secrets / "admin.password")}}
+    doc = {
+        "target": {"name": f"ztm-lab-{engine.name}", "engine": engine.name, "version": _version_prefix(engine.version()),
+                   "host": netns.DB.address, "port": PORT, "server_name": SERVER_NAME, "database": DATABASE},
+        "tls": {"ca": str(pki.ca_cert), "crl": str(pki.crl)},
+        "roles": roles,
+        "negative": {kind: {"cert": str(pki.negative(kind, "pem")), "key": str(pki.negative(kind, "key"))}
+                     for kind in ("foreign_ca", "revoked", "expired")},
+        "host": {
+            "spec": "local://", "netns": netns.DB.netns,
+            "config_files": [str(layout.defaults_file)], "datadir": str(layout.datadir),
+            "key_files": [str(p) for p in layout.key_files], "server_account": "mysql",
+            "forbidden_files": [str(layout.root / "etc" / "tls" / "ca.key")],
+        },
+        "network": {"allowlisted_cidrs": [netns.ALLOWLIST], "assessor_address": netns.ASSESSOR_ADDRESS,
+                    "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
+                    "listen_ports": [PORT]},
+        "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
+        "lab": {"dir": str(lab.dir)},
+    }
+    if engine.dialect.persisted_config_supported:
+        doc["host"]["persisted_config"] = str(layout.datadir / "mysqld-auto.cnf")
+    validate(doc, "target.schema.json", "generated lab target")
+    write_private(lab.target_file, "# Written by 'ztm lab up'. Paths are absolute.\n" + tomli_w.dumps(doc), mode=0o644)
+
+
+def _version_prefix(version: str) -> str:
+    """'10.11.19-MariaDB-0+deb12u1' -> '10.11': the series a target expects."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if not match:
+        raise UserError(f"cannot read a version number from {version!r}")
+    return f"{match[1]}.{match[2]}"
+
+
+def _stop_and_remove_server(lab: Lab, engine: Engine) -> None:
+    server.stop(lab.server)
+    engine.detach(lab.server.root)
+    shutil.rmtree(lab.server.root, ignore_errors=True)
+
+
+def down(lab: Lab) -> None:
+    require_root("ztm lab down")
+    state = lab.state()
+    if state.get("engine"):
+        _stop_and_remove_server(lab, engine_for(state["engine"]))
+    netns.down()
+    shutil.rmtree(lab.dir, ignore_errors=True)
+
+
+def status(lab: Lab) -> dict[str, object]:
+    info: dict[str, object] = dict(netns.status())
+    info["engine"] = lab.state().get("engine")
+    info["server pid"] = server.read_pid(lab.server)
+    info["target file"] = str(lab.target_file) if lab.target_file.exists() else None
+    return info

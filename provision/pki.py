@@ -1,0 +1,230 @@
+"""The lab PKI, built with `cryptography` (no openssl subprocess).
+
+One CA issues the server certificate and one client certificate per role; a CRL revokes
+one client. For negative tests it also makes an expired client certificate and one from a
+foreign CA, all with a subject that an account would otherwise accept, so that a refusal
+can only be due to what is wrong with them. Private keys are written 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provision.files import write_private, write_public
+
+ORG = "ZTM Lab"
+CA_NAME = "ZTM Lab Root CA"
+FOREIGN_CA_NAME = "Foreign Lookalike CA"
+LEAF_DAYS = 90
+CA_DAYS = 3650
+CRL_DAYS = 30
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class PkiLayout:
+    root: Path
+
+    @property
+    def ca_dir(self) -> Path:  # stays off the database host
+        return self.root / "ca"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.ca_dir / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.ca_dir / "ca.key"
+
+    @property
+    def crl(self) -> Path:
+        return self.ca_dir / "crl.pem"
+
+    def server(self, suffix: str) -> Path:
+        return self.root / "server" / f"server.{suffix}"
+
+    def client(self, role: str, suffix: str) -> Path:
+        return self.root / "clients" / f"{role}.{suffix}"
+
+    def negative(self, kind: str, suffix: str) -> Path:
+        return self.root / "negative" / f"{kind}.{suffix}"
+
+    def signer(self, suffix: str) -> Path:
+        return self.root / "evidence" / f"signer.{suffix}"
+
+
+def subject_for(user: str) -> x509.Name:
+    """The client subject an account is bound to (REQUIRE SUBJECT)."""
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                      x509.NameAttribute(NameOID.COMMON_NAME, user)])
+
+
+def ca_subject(cn: str = CA_NAME) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def oneline(name: x509.Name) -> str:
+    """OpenSSL's X509_NAME_oneline form, which MySQL and MariaDB compare against."""
+    return "".join(f"/{attr.rfc4514_attribute_name}={attr.value}" for attr in name)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _pem_key(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _load_key(path: Path) -> PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey))
+    return key
+
+
+def _make_ca(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    now = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA384())
+    )
+
+
+@dataclass
+class Issuer:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    def issue(self, subject: x509.Name, public_key, *, server: bool = False, names: tuple[str, ...] = (),
+              addresses: tuple[str, ...] = (), not_before: dt.datetime | None = None,
+              not_after: dt.datetime | None = None, usage: ExtendedKeyUsageOID | None = None) -> x509.Certificate:
+        now = _now()
+        eku = usage or (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH)
+        builder = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
+            .public_key(public_key).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - dt.timedelta(minutes=5))
+            .not_valid_after(not_after or now + dt.timedelta(days=LEAF_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+        )
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(self.key, hashes.SHA384())
+
+
+def _issuer(cert_path: Path, key_path: Path) -> Issuer:
+    key = _load_key(key_path)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return Issuer(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
+
+
+def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: PrivateKey) -> None:
+    write_private(key_path, _pem_key(key))
+    write_public(cert_path, _pem_cert(cert))
+
+
+def ensure_ca(layout: PkiLayout) -> Issuer:
+    """Create the CA once; an existing CA is kept (rotation reissues leaves, not the root)."""
+    if not layout.ca_cert.exists():
+        key = ec.generate_private_key(ec.SECP384R1())
+        _write_pair(layout.ca_cert, layout.ca_key, _make_ca(ca_subject(), key), key)
+    layout.ca_dir.chmod(0o700)
+    return _issuer(layout.ca_cert, layout.ca_key)
+
+
+def issue_all(layout: PkiLayout, *, server_name: str, server_address: str, users: dict[str, str],
+              revoked_role: str = "app") -> None:
+    """Issue (or reissue: rotation) the server, client, negative and signer certificates and the CRL.
+
+    ``users`` maps role -> database account; ``revoked_role`` gets a second, revoked
+    certificate with the same subject as its valid one.
+    """
+    ca = ensure_ca(layout)
+    now = _now()
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = ca.issue(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                               x509.NameAttribute(NameOID.COMMON_NAME, server_name)]),
+                    key.public_key(), server=True, names=(server_name,), addresses=(server_address,))
+    _write_pair(layout.server("pem"), layout.server("key"), cert, key)
+    write_public(layout.root / "server" / "ca.pem", layout.ca_cert.read_bytes())
+
+    for role, user in users.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_pair(layout.client(role, "pem"), layout.client(role, "key"),
+                    ca.issue(subject_for(user), key.public_key()), key)
+
+    target_subject = subject_for(users[revoked_role])
+    # Revoked: same subject as a valid certificate, so only the CRL can refuse it.
+    key = ec.generate_private_key(ec.SECP256R1())
+    revoked = ca.issue(target_subject, key.public_key())
+    _write_pair(layout.negative("revoked", "pem"), layout.negative("revoked", "key"), revoked, key)
+    # Expired: same subject, validity entirely in the past.
+    key = ec.generate_private_key(ec.SECP256R1())
+    expired = ca.issue(target_subject, key.public_key(), not_before=now - dt.timedelta(days=60),
+                       not_after=now - dt.timedelta(days=1))
+    _write_pair(layout.negative("expired", "pem"), layout.negative("expired", "key"), expired, key)
+    # Foreign: a lookalike CA with the same issuer DN as ours, issuing the same subject.
+    foreign_key = ec.generate_private_key(ec.SECP384R1())
+    foreign = Issuer(_make_ca(ca_subject(), foreign_key), foreign_key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    _write_pair(layout.negative("foreign_ca", "pem"), layout.negative("foreign_ca", "key"),
+                foreign.issue(target_subject, key.public_key()), key)
+
+    write_crl(layout, ca, [revoked.serial_number])
+
+    signer_key = ed25519.Ed25519PrivateKey.generate()
+    signer = ca.issue(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, "ZTM evidence signer")]),
+                      signer_key.public_key(), usage=ExtendedKeyUsageOID.CODE_SIGNING)
+    _write_pair(layout.signer("pem"), layout.signer("key"), signer, signer_key)
+
+
+def write_crl(layout: PkiLayout, ca: Issuer, serials: list[int]) -> None:
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+               .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=CRL_DAYS)))
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    crl = builder.sign(ca.key, hashes.SHA384())
+    write_public(layout.crl, crl.public_bytes(serialization.Encoding.PEM))
+    write_public(layout.root / "server" / "crl.pem", layout.crl.read_bytes())
+
+
+def revoked_serials(layout: PkiLayout) -> list[int]:
+    crl = x509.load_pem_x509_crl(layout.crl.read_bytes())
+    return [r.serial_number for r in crl]
+
+
+def cert_subject_issuer(path: Path) -> tuple[str, str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return oneline(cert.subject), oneline(cert.issuer)

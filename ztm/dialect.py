@@ -1,0 +1,101 @@
+"""Engine dialects: every MariaDB/MySQL difference lives here, nowhere else.
+
+Callers ask the dialect (``target.dialect``) instead of testing ``engine ==``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+APPROVED_TLS13_SUITES = ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    # Server variable that carries the TLS 1.3 suite list.
+    tls13_suites_variable: str
+    # Errors a server returns when a TCP login arrives without TLS under
+    # require_secure_transport=ON (what makes a refusal "because plaintext").
+    insecure_transport_errors: frozenset[int]
+    # Variables that can only be read from the on-disk config after a restart.
+    persisted_config_supported: bool
+    # The mysqld binary name inside its install.
+    server_binary: str
+    # Option name for the TLS 1.3 suites in my.cnf.
+    tls13_suites_option: str
+
+    def server_settings(self, *, crl: str, secure_file_priv: str) -> dict[str, str]:
+        """The hardened variables (ZTM-CFG-1) as my.cnf [mysqld] options."""
+        return {
+            "require_secure_transport": "ON",
+            "tls_version": "TLSv1.3",
+            self.tls13_suites_option: ":".join(APPROVED_TLS13_SUITES),
+            "ssl_crl": crl,
+            "local_infile": "0",
+            "skip_name_resolve": "ON",
+            "sql_mode": "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
+            "secure_file_priv": secure_file_priv,
+            "event_scheduler": "ON",
+        }
+
+    def expected_live_variables(self, *, crl_basename: str | None) -> dict[str, str]:
+        """What SHOW GLOBAL VARIABLES must say on a hardened server.
+
+        Values are normalised by ``normalise_variable`` before comparison.
+        """
+        return {
+            "require_secure_transport": "ON",
+            "tls_version": "TLSv1.3",
+            self.tls13_suites_variable: ":".join(APPROVED_TLS13_SUITES),
+            "local_infile": "OFF",
+            "skip_name_resolve": "ON",
+            "sql_mode": "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
+            "event_scheduler": "ON",
+        }
+
+    def account_lock_clause(self) -> str:
+        return "ACCOUNT LOCK"
+
+    def uuid_to_bin(self, expr: str) -> str:
+        """SQL turning a textual UUID into BINARY(16)."""
+        if self.name == "mysql":
+            return f"UUID_TO_BIN({expr})"
+        return f"UNHEX(REPLACE({expr}, '-', ''))"
+
+    def bin_to_uuid(self, expr: str) -> str:
+        if self.name == "mysql":
+            return f"BIN_TO_UUID({expr})"
+        h = f"LOWER(HEX({expr}))"
+        return (
+            f"CONCAT_WS('-', SUBSTR({h},1,8), SUBSTR({h},9,4), SUBSTR({h},13,4), "
+            f"SUBSTR({h},17,4), SUBSTR({h},21))"
+        )
+
+
+MARIADB = Dialect(
+    name="mariadb",
+    tls13_suites_variable="ssl_cipher",
+    tls13_suites_option="ssl_cipher",
+    insecure_transport_errors=frozenset({1045, 3159}),
+    persisted_config_supported=False,
+    server_binary="mariadbd",
+)
+
+MYSQL = Dialect(
+    name="mysql",
+    tls13_suites_variable="tls_ciphersuites",
+    tls13_suites_option="tls_ciphersuites",
+    insecure_transport_errors=frozenset({3159}),
+    persisted_config_supported=True,
+    server_binary="mysqld",
+)
+
+_DIALECTS = {d.name: d for d in (MARIADB, MYSQL)}
+
+
+def dialect_for(engine: str) -> Dialect:
+    try:
+        return _DIALECTS[engine]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {sorted(_DIALECTS)}") from None

@@ -1,0 +1,145 @@
+"""The target file: one deployment under assessment (schemas/target.schema.json)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ztm.dialect import Dialect, dialect_for
+from ztm.errors import UserError
+from ztm.schemas import validate
+
+ROLES = ("app", "auditor", "migration", "probe", "admin")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret referenced by file or environment variable; read only when used."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    def reveal(self) -> str:
+        if self.file is not None:
+            try:
+                return self.file.read_text().splitlines()[0] if self.file.stat().st_size else ""
+            except OSError as exc:
+                raise UserError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+        assert self.env is not None
+        value = os.environ.get(self.env)
+        if value is None:
+            raise UserError(f"environment variable {self.env} (a secret named by the target) is not set")
+        return value
+
+    def describe(self) -> str:
+        """Where the secret is, never what it is (for logs and evidence)."""
+        return f"file:{self.file}" if self.file is not None else f"env:{self.env}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    role: str
+    user: str
+    cert: Path | None = None
+    key: Path | None = None
+    password: SecretRef | None = None
+    socket: Path | None = None
+
+
+@dataclass(frozen=True)
+class Credential:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Target:
+    path: Path
+    raw: dict[str, Any]
+    name: str
+    engine: str
+    version: str | None
+    host: str
+    port: int
+    server_name: str
+    database: str
+    ca: Path
+    crl: Path | None
+    roles: dict[str, Identity]
+    negative: dict[str, Credential] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> Dialect:
+        return dialect_for(self.engine)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A raw optional section (host, network, kms, anchor, ...) or {}."""
+        return self.raw.get(name, {})
+
+    def resolve(self, value: str) -> Path:
+        return _resolve(self.path.parent, value)
+
+    @property
+    def lab_dir(self) -> Path | None:
+        lab = self.raw.get("lab")
+        return self.resolve(lab["dir"]) if lab and "dir" in lab else None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _secret(base: Path, ref: dict[str, str] | None) -> SecretRef | None:
+    if not ref:
+        return None
+    return SecretRef(file=_resolve(base, ref["file"]) if "file" in ref else None, env=ref.get("env"))
+
+
+def load_target(path: str | os.PathLike[str]) -> Target:
+    """Read, validate and resolve a target file; UserError on anything wrong."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"target file {p} does not exist (run 'ztm lab up' to create the lab's)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read target file {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"target file {p} is not valid TOML: {exc}") from None
+    validate(raw, "target.schema.json", f"target file {p}")
+    base = p.resolve().parent
+    t, tls = raw["target"], raw["tls"]
+    roles = {
+        role: Identity(
+            role=role,
+            user=spec["user"],
+            cert=_resolve(base, spec["cert"]) if "cert" in spec else None,
+            key=_resolve(base, spec["key"]) if "key" in spec else None,
+            password=_secret(base, spec.get("password")),
+            socket=_resolve(base, spec["socket"]) if "socket" in spec else None,
+        )
+        for role, spec in raw["roles"].items()
+    }
+    negative = {
+        kind: Credential(cert=_resolve(base, c["cert"]), key=_resolve(base, c["key"]))
+        for kind, c in raw.get("negative", {}).items()
+    }
+    return Target(
+        path=p.resolve(),
+        raw=raw,
+        name=t["name"],
+        engine=t["engine"],
+        version=t.get("version"),
+        host=t["host"],
+        port=t["port"],
+        server_name=t["server_name"],
+        database=t["database"],
+        ca=_resolve(base, tls["ca"]),
+        crl=_resolve(base, tls["crl"]) if "crl" in tls else None,
+        roles=roles,
+        negative=negative,
+    )
