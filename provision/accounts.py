@@ -46,7 +46,8 @@ def apply_probe_account(conn: pymysql.connections.Connection, user: str, host: s
         cur.execute("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, host))
 
 
-def drop_default_accounts(conn: pymysql.connections.Connection, keep_hosts_for_root: tuple[str, ...] = ("localhost",)) -> list[str]:
+def drop_default_accounts(conn: pymysql.connections.Connection,
+                          keep_hosts_for_root: tuple[str, ...] = ("localhost",)) -> list[str]:
     """Drop anonymous accounts and root reachable over TCP that a fresh install may create."""
     dropped = []
     with conn.cursor() as cur:

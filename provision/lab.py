@@ -186,8 +186,9 @@ def write_target(lab: Lab, engine: Engine) -> None:
     roles["admin"] = {"user": "root", "socket": str(layout.socket),
                       "password": {"file": str(lab.secrets / "admin.password")}}
     doc = {
-        "target": {"name": f"ztm-lab-{engine.name}", "engine": engine.name, "version": _version_prefix(engine.version()),
-                   "host": netns.DB.address, "port": PORT, "server_name": SERVER_NAME, "database": DATABASE},
+        "target": {"name": f"ztm-lab-{engine.name}", "engine": engine.name,
+                   "version": _version_prefix(engine.version()), "host": netns.DB.address, "port": PORT,
+                   "server_name": SERVER_NAME, "database": DATABASE},
         "tls": {"ca": str(pki.ca_cert), "crl": str(pki.crl)},
         "roles": roles,
         "negative": {kind: {"cert": str(pki.negative(kind, "pem")), "key": str(pki.negative(kind, "key"))}

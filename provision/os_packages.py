@@ -23,7 +23,8 @@ def ensure_packages(names: list[str]) -> None:
     if not missing:
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    for argv in (["apt-get", "update", "-qq"], install):
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
