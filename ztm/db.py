@@ -56,6 +56,8 @@ def connect(target: Target, identity: Identity, *, tls: bool = True, present_cer
     if tls:
         ssl_ctx = (client_context(target, cert or identity.cert, key or identity.key) if present_cert
                    else client_context(target, None, None))
+    if ssl_ctx is None:  # pymysql >= 1.2 otherwise "prefers" TLS on its own
+        return pymysql.connect(host=target.host, port=target.port, ssl_disabled=True, **common)
     return pymysql.connect(host=target.host, port=target.port, ssl=ssl_ctx, **common)
 
 

@@ -54,6 +54,18 @@ class Dialect:
             "event_scheduler": "ON",
         }
 
+    @property
+    def accounts_query(self) -> str:
+        """user, host, ssl_type, x509_subject, x509_issuer, locked ('Y'/'N') of every account."""
+        if self.name == "mysql":
+            return ("SELECT user, host, ssl_type, x509_subject, x509_issuer, account_locked "
+                    "FROM mysql.user ORDER BY user, host")
+        # MariaDB's mysql.user is a view without the lock flag; it lives in global_priv's JSON.
+        return ("SELECT u.User, u.Host, u.ssl_type, u.x509_subject, u.x509_issuer, "
+                "IF(JSON_VALUE(g.Priv, '$.account_locked') = 'true', 'Y', 'N') "
+                "FROM mysql.user u JOIN mysql.global_priv g ON g.User = u.User AND g.Host = u.Host "
+                "ORDER BY u.User, u.Host")
+
     def account_lock_clause(self) -> str:
         return "ACCOUNT LOCK"
 

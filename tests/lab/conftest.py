@@ -1,0 +1,57 @@
+"""Lab fixtures for the project's own integration and sensitivity tests.
+
+The lab is brought up once per session (``ztm lab up`` is idempotent and fast when warm);
+the engine comes from $ZTM_ENGINE (mariadb by default), so one tox env runs each engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from provision import lab as lab_mod
+from tests.control_runner import ControlRun, run_control
+
+
+@pytest.fixture(scope="session")
+def lab() -> lab_mod.Lab:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, firewall, server processes); run the tests as root")
+    the_lab = lab_mod.Lab(lab_mod.default_lab_dir())
+    lab_mod.up(the_lab, os.environ.get("ZTM_ENGINE", "mariadb"))
+    return the_lab
+
+
+@pytest.fixture(scope="session")
+def lab_target(lab):
+    from ztm.target import load_target
+
+    return load_target(lab.target_file)
+
+
+@pytest.fixture
+def control(lab) -> Callable[..., ControlRun]:
+    """``control("ZTM-TLS-1")`` runs that control's module against the lab, in a new process."""
+    return lambda *ids, **kw: run_control(lab.target_file, *ids, **kw)
+
+
+@pytest.fixture
+def admin_change(lab) -> Callable[..., object]:
+    """Apply SQL as the break-glass admin and undo it afterwards, even if the test fails."""
+
+    @contextmanager
+    def change(do: list[str], undo: list[str]) -> Iterator[None]:
+        with lab.admin() as conn, conn.cursor() as cur:
+            for statement in do:
+                cur.execute(statement)
+        try:
+            yield
+        finally:
+            with lab.admin() as conn, conn.cursor() as cur:
+                for statement in undo:
+                    cur.execute(statement)
+
+    return change

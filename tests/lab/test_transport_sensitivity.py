@@ -1,0 +1,84 @@
+"""ZTM-TLS-2, ZTM-TLS-3, ZTM-CFG-1 fail, and say why, when the lab is broken the way each exists to catch."""
+
+import pytest
+
+pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
+
+PROBE = "'ztm_probe'@'10.77.0.%'"
+
+
+# -- ZTM-TLS-2 -----------------------------------------------------------------------
+def test_tls2_fails_when_secure_transport_switched_off_at_runtime(admin_change, control):
+    with admin_change(["SET GLOBAL require_secure_transport = OFF"], ["SET GLOBAL require_secure_transport = ON"]):
+        run = control("ZTM-TLS-2")
+    run.assert_failed("test_plaintext_login_refused_while_tls_login_succeeds", "plaintext", "accepted")
+    run.assert_failed("test_require_secure_transport_is_on", "require_secure_transport = OFF")
+
+
+def test_tls2_fails_when_config_disables_secure_transport(lab, control):
+    with lab.reconfigured({"require_secure_transport": "OFF"}):
+        run = control("ZTM-TLS-2")
+    run.assert_failed("test_plaintext_login_refused_while_tls_login_succeeds", "plaintext", "accepted")
+
+
+def test_tls2_cannot_pass_when_probe_cannot_log_in_at_all(admin_change, control, lab):
+    """A plaintext refusal proves nothing if the probe is refused over TLS too."""
+    with admin_change([f"ALTER USER {PROBE} IDENTIFIED BY 'not-the-probe-password'"],
+                      [f"ALTER USER {PROBE} IDENTIFIED BY '{lab.password('probe')}'"]):
+        run = control("ZTM-TLS-2")
+    run.assert_failed("test_plaintext_login_refused_while_tls_login_succeeds", "cannot log in even over TLS")
+
+
+# -- ZTM-TLS-3 -----------------------------------------------------------------------
+def test_tls3_fails_for_account_without_certificate_binding(admin_change, control, lab_target):
+    from provision.pki import cert_subject_issuer
+
+    subject, issuer = cert_subject_issuer(lab_target.roles["auditor"].cert)
+    with admin_change(["ALTER USER 'auditor'@'10.77.0.%' REQUIRE NONE"],
+                      [f"ALTER USER 'auditor'@'10.77.0.%' REQUIRE SUBJECT '{subject}' AND ISSUER '{issuer}'"]):
+        run = control("ZTM-TLS-3")
+    run.assert_failed("test_every_login_account_requires_bound_certificate", "'auditor'@'10.77.0.%'", "REQUIRE NONE")
+
+
+def test_tls3_fails_when_crl_not_configured(lab, control):
+    with lab.reconfigured({"ssl_crl": None}):
+        run = control("ZTM-TLS-3")
+    run.assert_failed("test_bad_certificate_refused", "revoked", "CRL is not honoured")
+
+
+def test_tls3_fails_when_any_certificate_of_the_ca_is_accepted(admin_change, control, lab_target):
+    from provision.pki import cert_subject_issuer
+
+    subject, issuer = cert_subject_issuer(lab_target.roles["auditor"].cert)
+    with admin_change(["ALTER USER 'auditor'@'10.77.0.%' REQUIRE X509"],
+                      [f"ALTER USER 'auditor'@'10.77.0.%' REQUIRE SUBJECT '{subject}' AND ISSUER '{issuer}'"]):
+        run = control("ZTM-TLS-3")
+    run.assert_failed("test_certificate_of_one_account_cannot_log_in_as_another", "certificate logged in as auditor")
+    run.assert_failed("test_every_login_account_requires_bound_certificate", "REQUIRE X509")
+
+
+def test_tls3_fails_when_probe_gains_privileges(admin_change, control):
+    with admin_change([f"GRANT PROCESS ON *.* TO {PROBE}"], [f"REVOKE PROCESS ON *.* FROM {PROBE}"]):
+        run = control("ZTM-TLS-3")
+    run.assert_failed("test_transport_canary_holds_no_privileges", "beyond USAGE", "PROCESS")
+
+
+# -- ZTM-CFG-1 -----------------------------------------------------------------------
+def test_cfg1_fails_when_local_infile_enabled_at_runtime(admin_change, control):
+    with admin_change(["SET GLOBAL local_infile = 1"], ["SET GLOBAL local_infile = 0"]):
+        run = control("ZTM-CFG-1")
+    run.assert_failed("test_live_variables_hardened", "local_infile = ON")
+
+
+def test_cfg1_fails_when_sql_mode_lax_on_disk(lab, control):
+    with lab.reconfigured({"sql_mode": "NO_ENGINE_SUBSTITUTION"}):
+        run = control("ZTM-CFG-1")
+    run.assert_failed("test_live_variables_hardened", "sql_mode")
+    run.assert_failed("test_on_disk_configuration_hardened", "sql_mode = NO_ENGINE_SUBSTITUTION")
+
+
+def test_cfg1_fails_when_crl_missing_from_config(lab, control):
+    with lab.reconfigured({"ssl_crl": None}):
+        run = control("ZTM-CFG-1")
+    run.assert_failed("test_on_disk_configuration_hardened", "ssl_crl is not set")
+    run.assert_failed("test_live_variables_hardened", "ssl_crl is empty")

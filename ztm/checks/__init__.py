@@ -1,0 +1,1 @@
+"""Reusable observations for controls: each returns data; the control decides pass/fail."""

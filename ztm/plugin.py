@@ -1,0 +1,110 @@
+"""The pytest plugin behind every control: --target and the shared fixtures.
+
+Fixtures: ``target`` (the loaded target file), ``connect(role, **overrides)`` (pymysql over
+mTLS with a verified server name, closed at session end), ``admin`` (the admin path, for
+reading configuration), ``host`` (pytest-testinfra host of the database server) and
+``tls_probe`` (the MySQL-protocol TLS scanner bound to the target).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from ztm.errors import UserError
+from ztm.target import Target, load_target
+
+TARGET_INFO: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+DEFAULT_LAB_TARGET = Path("lab/target.toml")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ztm", "Zero-Trust MySQL target")
+    group.addoption("--target", metavar="FILE", default=None,
+                    help="target file (TOML); default $ZTM_TARGET, else lab/target.toml if the lab is up")
+
+
+def target_path(config: pytest.Config) -> Path | None:
+    value = config.getoption("target") or os.environ.get("ZTM_TARGET")
+    if value:
+        return Path(value)
+    lab = Path(config.rootpath) / DEFAULT_LAB_TARGET
+    return lab if lab.exists() else None
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config) -> Target:
+    path = target_path(pytestconfig)
+    if path is None:
+        pytest.exit("ztm: no target: pass --target FILE (or run 'ztm lab up' to create lab/target.toml)", returncode=4)
+    try:
+        loaded = load_target(path)
+    except UserError as exc:
+        pytest.exit(f"ztm: {exc}", returncode=4)
+    pytestconfig.stash[TARGET_INFO] = {"name": loaded.name, "host": loaded.host, "port": loaded.port,
+                                       "engine": loaded.engine, "target_file": str(loaded.path)}
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def admin(target: Target, pytestconfig: pytest.Config) -> Iterator[pymysql.connections.Connection]:
+    """The admin path: reads configuration and grants. Also records the server's identity."""
+    from ztm.db import connect
+
+    try:
+        conn = connect(target, target.roles["admin"])
+    except pymysql.err.OperationalError as exc:
+        pytest.exit(f"ztm: cannot reach target {target.name} through the admin path: {exc.args[-1]}", returncode=4)
+    except UserError as exc:
+        pytest.exit(f"ztm: {exc}", returncode=4)
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        (version,) = cur.fetchone()
+    pytestconfig.stash[TARGET_INFO]["server_version"] = version
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def connect(target: Target) -> Iterator[Callable[..., pymysql.connections.Connection]]:
+    """``connect(role, **overrides)``: a new connection as a target role (see ztm.db.connect)."""
+    from ztm.db import connect as _connect
+
+    opened: list[pymysql.connections.Connection] = []
+
+    def factory(role: str, **overrides: Any) -> pymysql.connections.Connection:
+        conn = _connect(target, target.roles[role], **overrides)
+        opened.append(conn)
+        return conn
+
+    yield factory
+    for conn in opened:
+        if conn.open:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def host(target: Target):
+    """pytest-testinfra host of the database server (target's [host].spec)."""
+    import testinfra
+
+    spec = target.section("host").get("spec")
+    if not spec:
+        pytest.skip("the target has no [host] section: host-level checks need a testinfra host spec")
+    return testinfra.get_host(spec)
+
+
+@pytest.fixture(scope="session")
+def tls_probe(target: Target):
+    """The MySQL-protocol TLS scanner bound to the target (address, CA, server name)."""
+    from ztm import tls_scan
+
+    def scan(**kwargs: Any):
+        return tls_scan.scan(target.host, target.port, ca=target.ca, server_name=target.server_name, **kwargs)
+
+    return scan
