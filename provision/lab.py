@@ -41,12 +41,12 @@ from ztm.schemas import validate
 SERVER_NAME = "db.ztm.lab"
 PORT = 3306
 DATABASE = "securedb"
-ACCOUNT_HOST = "10.77.0.%"  # the lab subnet; the firewall narrows who can actually connect
 BASE_PACKAGES = ["iproute2", "nftables", "procps"]
 
 
 def default_lab_dir() -> Path:
-    return Path(os.environ.get("ZTM_LAB_DIR", "lab")).resolve()
+    default = "lab" if netns.INSTANCE == 0 else f"lab-{netns.INSTANCE}"
+    return Path(os.environ.get("ZTM_LAB_DIR", default)).resolve()
 
 
 def default_cache_dir() -> Path:
@@ -170,9 +170,9 @@ def _bootstrap_accounts(lab: Lab, fresh: bool) -> None:
     with lab.admin() as conn:
         drop_default_accounts(conn)
         for role, user in LOGIN_ACCOUNTS.items():
-            apply_login_account(conn, LoginAccount(user=user, host=ACCOUNT_HOST, password=lab.password(role),
+            apply_login_account(conn, LoginAccount(user=user, host=netns.ACCOUNT_HOST, password=lab.password(role),
                                                    cert=lab.pki.client(role, "pem")))
-        apply_probe_account(conn, PROBE_ACCOUNT, ACCOUNT_HOST, lab.password("probe"))
+        apply_probe_account(conn, PROBE_ACCOUNT, netns.ACCOUNT_HOST, lab.password("probe"))
 
 
 def write_target(lab: Lab, engine: Engine) -> None:

@@ -19,6 +19,9 @@ import pytest
 from ztm.errors import UserError
 from ztm.target import Target, load_target
 
+# Fixture modules of the other control families, kept apart so each stays small.
+pytest_plugins = ["ztm.fixtures_data", "ztm.fixtures_host"]
+
 TARGET_INFO: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
 DEFAULT_LAB_TARGET = Path("lab/target.toml")
 

@@ -4,7 +4,10 @@ import pytest
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
 
-PROBE = "'ztm_probe'@'10.77.0.%'"
+from provision.netns import ACCOUNT_HOST
+
+PROBE = f"'ztm_probe'@'{ACCOUNT_HOST}'"
+AUDITOR = f"'auditor'@'{ACCOUNT_HOST}'"
 
 
 # -- ZTM-TLS-2 -----------------------------------------------------------------------
@@ -34,10 +37,10 @@ def test_tls3_fails_for_account_without_certificate_binding(admin_change, contro
     from provision.pki import cert_subject_issuer
 
     subject, issuer = cert_subject_issuer(lab_target.roles["auditor"].cert)
-    with admin_change(["ALTER USER 'auditor'@'10.77.0.%' REQUIRE NONE"],
-                      [f"ALTER USER 'auditor'@'10.77.0.%' REQUIRE SUBJECT '{subject}' AND ISSUER '{issuer}'"]):
+    with admin_change([f"ALTER USER {AUDITOR} REQUIRE NONE"],
+                      [f"ALTER USER {AUDITOR} REQUIRE SUBJECT '{subject}' AND ISSUER '{issuer}'"]):
         run = control("ZTM-TLS-3")
-    run.assert_failed("test_every_login_account_requires_bound_certificate", "'auditor'@'10.77.0.%'", "REQUIRE NONE")
+    run.assert_failed("test_every_login_account_requires_bound_certificate", AUDITOR, "REQUIRE NONE")
 
 
 def test_tls3_fails_when_crl_not_configured(lab, control):
@@ -50,8 +53,8 @@ def test_tls3_fails_when_any_certificate_of_the_ca_is_accepted(admin_change, con
     from provision.pki import cert_subject_issuer
 
     subject, issuer = cert_subject_issuer(lab_target.roles["auditor"].cert)
-    with admin_change(["ALTER USER 'auditor'@'10.77.0.%' REQUIRE X509"],
-                      [f"ALTER USER 'auditor'@'10.77.0.%' REQUIRE SUBJECT '{subject}' AND ISSUER '{issuer}'"]):
+    with admin_change([f"ALTER USER {AUDITOR} REQUIRE X509"],
+                      [f"ALTER USER {AUDITOR} REQUIRE SUBJECT '{subject}' AND ISSUER '{issuer}'"]):
         run = control("ZTM-TLS-3")
     run.assert_failed("test_certificate_of_one_account_cannot_log_in_as_another", "certificate logged in as auditor")
     run.assert_failed("test_every_login_account_requires_bound_certificate", "REQUIRE X509")

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the data controls (registered by ztm.plugin)."""

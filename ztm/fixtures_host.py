@@ -1,0 +1,1 @@
+"""Pytest fixtures for the host controls (registered by ztm.plugin)."""
