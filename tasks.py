@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""The project's two entry points, runnable on a fresh Debian 12 machine as root with only python3.
+
+    python3 tasks.py assess   bring up the lab, run every control, write and verify bundle.tar.gz
+    python3 tasks.py test     run the project's own tests on both engines
+
+Each installs what it needs: Debian packages with apt-get, Python packages into .venv.
+Standard library only: this file runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+# What the lab and the tests use; the lab also installs its own needs on demand.
+APT_PACKAGES = [
+    "python3-venv", "python3-dev", "gcc", "git", "iproute2", "procps", "nftables", "fail2ban",
+    "mariadb-server", "mariadb-client", "softhsm2", "opensc", "debootstrap", "openssl", "e2fsprogs",
+    "openscap-scanner", "ssg-debian", "ssg-debderived",
+]
+ENGINES = ("mariadb", "mysql")
+NO_TESTS_COLLECTED = 5
+
+
+def run(argv: list[str], **kwargs) -> int:
+    print("+ " + " ".join(argv), flush=True)
+    return subprocess.run(argv, cwd=ROOT, **kwargs).returncode
+
+
+def check(argv: list[str], **kwargs) -> None:
+    rc = run(argv, **kwargs)
+    if rc != 0:
+        sys.exit(f"tasks.py: '{' '.join(argv)}' failed with exit code {rc}")
+
+
+def install() -> None:
+    if os.geteuid() != 0:
+        sys.exit("tasks.py: run as root (it installs Debian packages and builds network namespaces)")
+    missing = [p for p in APT_PACKAGES if subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout != "install ok installed"]
+    if missing:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        check(["apt-get", "update", "-qq"], env=env)
+        check(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    if not PY.exists():
+        check([sys.executable, "-m", "venv", str(VENV)])
+    check([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    check([str(PY), "-m", "pip", "install", "-q", "-e", ".[all]"])
+
+
+def pytest(args: list[str], env: dict[str, str] | None = None) -> int:
+    rc = run([str(PY), "-m", "pytest", *args], env=env)
+    if rc == NO_TESTS_COLLECTED:
+        print("tasks.py: pytest collected no tests: that is a failure, not a pass", file=sys.stderr)
+        return 1
+    return rc
+
+
+def assess(engine: str, bundle: Path) -> int:
+    install()
+    ztm = str(VENV / "bin" / "ztm")
+    check([ztm, "lab", "up", "--engine", engine])
+    rc = pytest(["controls", "--target", "lab/target.toml", "--evidence-out", str(bundle),
+                 "--junitxml", "reports/controls-junit.xml"])
+    if not bundle.exists():
+        print(f"tasks.py: no evidence bundle was written to {bundle}", file=sys.stderr)
+        return rc or 1
+    verify = run([ztm, "evidence", "verify", str(bundle), "--ca", "lab/pki/ca/ca.pem"])
+    return rc or verify
+
+
+def test(engines: list[str]) -> int:
+    install()
+    check([str(VENV / "bin" / "ruff"), "check", "."])
+    worst = 0
+    # Unit tests first (no lab), then the lab suites once per engine.
+    worst = max(worst, pytest(["tests", "-m", "not lab", "--junitxml", "reports/unit-junit.xml"]))
+    for engine in engines:
+        env = dict(os.environ, ZTM_ENGINE=engine)
+        worst = max(worst, pytest(["tests", "-m", "lab", "--junitxml", f"reports/lab-{engine}-junit.xml"], env=env))
+    return worst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="task", required=True)
+    a = sub.add_parser("assess", help="lab up, every control, verified evidence bundle")
+    a.add_argument("--engine", choices=ENGINES, default="mariadb")
+    a.add_argument("--bundle", type=Path, default=ROOT / "bundle.tar.gz")
+    t = sub.add_parser("test", help="the project's own tests")
+    t.add_argument("--engine", choices=ENGINES, action="append", help="default: both engines")
+    args = parser.parse_args()
+    if shutil.which("apt-get") is None:
+        sys.exit("tasks.py: needs a Debian machine (apt-get)")
+    if args.task == "assess":
+        return assess(args.engine, args.bundle)
+    return test(args.engine or list(ENGINES))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
