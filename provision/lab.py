@@ -31,7 +31,7 @@ from provision.accounts import (
     drop_default_accounts,
 )
 from provision.engines import engine_for
-from provision.engines.base import Engine
+from provision.engines.base import Engine, default_cache_dir
 from provision.files import ensure_secret, write_private
 from provision.os_packages import ensure_packages
 from provision.pki import PkiLayout, issue_all
@@ -47,10 +47,6 @@ BASE_PACKAGES = ["iproute2", "nftables", "procps"]
 def default_lab_dir() -> Path:
     default = "lab" if netns.INSTANCE == 0 else f"lab-{netns.INSTANCE}"
     return Path(os.environ.get("ZTM_LAB_DIR", default)).resolve()
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ZTM_CACHE_DIR", "/var/cache/ztm"))
 
 
 @dataclass(frozen=True)

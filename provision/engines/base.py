@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ztm.dialect import Dialect
+
+
+def default_cache_dir() -> Path:
+    """Where engine binaries that take long to fetch are kept between labs ($ZTM_CACHE_DIR)."""
+    return Path(os.environ.get("ZTM_CACHE_DIR", "/var/cache/ztm"))
 
 
 class Engine(ABC):

@@ -85,3 +85,12 @@ def test_cfg1_fails_when_crl_missing_from_config(lab, control):
         run = control("ZTM-CFG-1")
     run.assert_failed("test_on_disk_configuration_hardened", "ssl_crl is not set")
     run.assert_failed("test_live_variables_hardened", "ssl_crl is empty")
+
+
+def test_cfg1_fails_when_set_persist_overrides_hardening(lab, lab_target, admin_change, control):
+    if not lab_target.dialect.persisted_config_supported:
+        pytest.skip(f"{lab_target.engine} has no SET PERSIST, so no persisted variable can override the config")
+    with admin_change(["SET PERSIST local_infile = ON"], ["RESET PERSIST local_infile", "SET GLOBAL local_infile = 0"]):
+        run = control("ZTM-CFG-1")
+    run.assert_failed("test_persisted_variables_hardened", "SET PERSIST", "local_infile")
+    run.assert_failed("test_live_variables_hardened", "local_infile = ON")

@@ -40,3 +40,10 @@ def test_dialects_carry_the_engine_differences():
         settings = dialect.server_settings(crl="/c.pem", secure_file_priv="/f")
         assert settings["require_secure_transport"] == "ON" and settings["tls_version"] == "TLSv1.3"
         assert settings[dialect.tls13_suites_option] == "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+
+def test_persisted_variables_version_2_format():
+    # What MySQL 9.7 writes after SET PERSIST local_infile = ON (captured from the lab).
+    text = ('{"Version": 2, "mysql_dynamic_variables": {"local_infile": {"Value": "ON", "Metadata": '
+            '{"Host": "localhost", "User": "root", "Timestamp": 1795357134954525}}}}')
+    assert parse_persisted(text) == {"local_infile": "ON"}

@@ -56,17 +56,20 @@ def parse_mycnf(text: str, sections: tuple[str, ...] = ("mysqld", "server", "mar
 
 
 def parse_persisted(text: str) -> dict[str, str]:
-    """MySQL's mysqld-auto.cnf (SET PERSIST): {"mysql_server": {"name": {"Value": ...}}}."""
-    doc: dict[str, Any] = json.loads(text)
-    server = doc.get("mysql_server", {})
+    """MySQL's mysqld-auto.cnf (SET PERSIST), either format:
+    version 1 ``{"mysql_server": {"name": {"Value": ...}, "mysql_server_static_options": {...}}}``,
+    version 2 ``{"Version": 2, "mysql_dynamic_variables": {"name": {"Value": ...}}, ...}``."""
     flat: dict[str, str] = {}
-    for key, entry in server.items():
-        if isinstance(entry, dict) and "Value" in entry:
-            flat[normalise_name(key)] = str(entry["Value"])
-        elif isinstance(entry, dict):  # mysql_server_static_options and similar groups
-            for inner, inner_entry in entry.items():
-                if isinstance(inner_entry, dict) and "Value" in inner_entry:
-                    flat[normalise_name(inner)] = str(inner_entry["Value"])
+
+    def walk(group: dict[str, Any]) -> None:
+        for key, entry in group.items():
+            if isinstance(entry, dict) and "Value" in entry:
+                flat[normalise_name(key)] = str(entry["Value"])
+            elif isinstance(entry, dict):
+                walk(entry)
+
+    doc = json.loads(text)
+    walk(doc if isinstance(doc, dict) else {})
     return flat
 
 
