@@ -98,8 +98,8 @@ class Lab:
     @contextmanager
     def reconfigured(self, overrides: server.Overrides) -> Iterator[None]:
         """Run the server with some settings broken, then put the hardened config back."""
-        self.restart(overrides)
         try:
+            self.restart(overrides)
             yield
         finally:
             self.restart()

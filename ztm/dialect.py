@@ -30,7 +30,7 @@ class Dialect:
         return {
             "require_secure_transport": "ON",
             "tls_version": "TLSv1.3",
-            self.tls13_suites_option: ":".join(APPROVED_TLS13_SUITES),
+            **self.cipher_options(APPROVED_TLS13_SUITES),
             "ssl_crl": crl,
             "local_infile": "0",
             "skip_name_resolve": "ON",
@@ -38,6 +38,18 @@ class Dialect:
             "secure_file_priv": secure_file_priv,
             "event_scheduler": "ON",
         }
+
+    def cipher_options(self, tls13_suites: tuple[str, ...] | list[str],
+                       tls12_ciphers: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
+        """my.cnf options allowing exactly these suites. MariaDB takes both kinds in
+        ssl_cipher; MySQL keeps TLS 1.3 suites in tls_ciphersuites and refuses to start
+        if ssl_cipher names them."""
+        if self.tls13_suites_option == "ssl_cipher":
+            return {"ssl_cipher": ":".join([*tls13_suites, *tls12_ciphers])}
+        options = {self.tls13_suites_option: ":".join(tls13_suites)}
+        if tls12_ciphers:
+            options["ssl_cipher"] = ":".join(tls12_ciphers)
+        return options
 
     def expected_live_variables(self, *, crl_basename: str | None) -> dict[str, str]:
         """What SHOW GLOBAL VARIABLES must say on a hardened server.

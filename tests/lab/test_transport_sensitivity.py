@@ -1,10 +1,15 @@
-"""ZTM-TLS-2, ZTM-TLS-3, ZTM-CFG-1 fail, and say why, when the lab is broken the way each exists to catch."""
+"""ZTM-TLS-1, ZTM-TLS-2, ZTM-TLS-3, ZTM-CFG-1 fail, and say why, when the lab is broken the way each exists to catch."""
+
+import os
+import shutil
 
 import pytest
 
-pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
-
 from provision.netns import ACCOUNT_HOST
+from provision.server import mysql_ids
+from ztm.dialect import APPROVED_TLS13_SUITES
+
+pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
 
 PROBE = f"'ztm_probe'@'{ACCOUNT_HOST}'"
 AUDITOR = f"'auditor'@'{ACCOUNT_HOST}'"
@@ -94,3 +99,37 @@ def test_cfg1_fails_when_set_persist_overrides_hardening(lab, lab_target, admin_
         run = control("ZTM-CFG-1")
     run.assert_failed("test_persisted_variables_hardened", "SET PERSIST", "local_infile")
     run.assert_failed("test_live_variables_hardened", "local_infile = ON")
+
+
+# -- ZTM-TLS-1 -----------------------------------------------------------------------
+def test_tls1_fails_when_tls12_is_enabled(lab, lab_target, control):
+    # A TLS 1.2 cipher must be allowed too, or TLS 1.2 would still fail for want of a suite.
+    ciphers = lab_target.dialect.cipher_options(APPROVED_TLS13_SUITES, ["ECDHE-ECDSA-AES256-GCM-SHA384"])
+    with lab.reconfigured({"tls_version": "TLSv1.2,TLSv1.3", **ciphers}):
+        run = control("ZTM-TLS-1")
+    run.assert_failed("test_only_tls13_is_accepted", "TLSv1.2 accepted")
+    run.assert_failed("test_only_approved_suites_are_accepted", "ECDHE-ECDSA-AES256-GCM-SHA384")
+
+
+def test_tls1_fails_when_aes128_suite_is_added(lab, lab_target, control):
+    with lab.reconfigured(lab_target.dialect.cipher_options([*APPROVED_TLS13_SUITES, "TLS_AES_128_GCM_SHA256"])):
+        run = control("ZTM-TLS-1")
+    run.assert_failed("test_only_approved_suites_are_accepted", "unapproved", "TLS_AES_128_GCM_SHA256")
+
+
+def test_tls1_fails_when_server_presents_a_certificate_not_made_for_it(lab, control):
+    """A certificate of the right CA but for another identity (the app's client certificate: another
+    name, client-only purpose) must not pass as the server's."""
+    tls = lab.server.tls
+    for suffix in ("pem", "key"):  # where the server (also a chrooted one) can read it, as its own key files are
+        dest = tls / f"wrong-name.{suffix}"
+        shutil.copyfile(lab.pki.client("app", suffix), dest)
+        os.chown(dest, *mysql_ids())
+    try:
+        with lab.reconfigured({"ssl_cert": str(tls / "wrong-name.pem"), "ssl_key": str(tls / "wrong-name.key")}):
+            run = control("ZTM-TLS-1")
+    finally:
+        for suffix in ("pem", "key"):
+            (tls / f"wrong-name.{suffix}").unlink()
+    run.assert_failed("test_server_certificate_is_valid_for_the_target", "does not verify", "for name db.ztm.lab",
+                     "unsuitable certificate purpose")

@@ -1,0 +1,349 @@
+"""A TLS scanner that speaks the MySQL protocol.
+
+MySQL does not start TLS on connect: the server sends its greeting in plaintext, the
+client answers with an SSLRequest packet, and only then does the TLS handshake begin.
+Generic scanners (nmap, testssl.sh) need a STARTTLS mode for that; this one does it
+directly with pyOpenSSL, one fresh connection per probe, and closes right after the
+handshake (no login is ever attempted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from OpenSSL import SSL
+
+from ztm.errors import UserError
+
+CLIENT_LONG_PASSWORD = 0x1
+CLIENT_PROTOCOL_41 = 0x200
+CLIENT_SSL = 0x800
+CLIENT_SECURE_CONNECTION = 0x8000
+CLIENT_PLUGIN_AUTH = 0x80000
+SSL_REQUEST_FLAGS = (CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_SSL | CLIENT_SECURE_CONNECTION
+                     | CLIENT_PLUGIN_AUTH)
+MAX_PACKET = 16 * 1024 * 1024
+UTF8MB4_GENERAL_CI = 45
+
+PROTOCOLS: dict[str, int] = {
+    "TLSv1": SSL.TLS1_VERSION,
+    "TLSv1.1": SSL.TLS1_1_VERSION,
+    "TLSv1.2": SSL.TLS1_2_VERSION,
+    "TLSv1.3": SSL.TLS1_3_VERSION,
+}
+TLS13_SUITES = (
+    "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256",
+)
+# The TLS 1.2 suites servers commonly offer, strong and weak (OpenSSL names).
+TLS12_SUITES = (
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "DHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES256-GCM-SHA384", "AES128-GCM-SHA256",
+    "AES256-SHA", "AES128-SHA", "DES-CBC3-SHA",
+)
+
+
+# -- the MySQL side -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Greeting:
+    protocol: int
+    server_version: str
+    connection_id: int
+    capabilities: int
+
+    @property
+    def tls_supported(self) -> bool:
+        return bool(self.capabilities & CLIENT_SSL)
+
+
+def parse_greeting(payload: bytes) -> Greeting:
+    """Parse a protocol-10 handshake packet (payload without the 4-byte header)."""
+    if not payload:
+        raise ValueError("empty greeting")
+    if payload[0] == 0xFF:  # an error packet instead of a greeting ("Host ... is blocked", ...)
+        code = struct.unpack_from("<H", payload, 1)[0]
+        message = payload[3:].lstrip(b"#")[5:] if payload[3:4] == b"#" else payload[3:]
+        raise ConnectionRefusedError(f"server error {code}: {message.decode(errors='replace')}")
+    if payload[0] != 10:
+        raise ValueError(f"not a MySQL protocol-10 greeting (first byte {payload[0]})")
+    end = payload.index(b"\0", 1)
+    version = payload[1:end].decode(errors="replace")
+    pos = end + 1
+    connection_id = struct.unpack_from("<I", payload, pos)[0]
+    pos += 4 + 8 + 1  # connection id, auth-plugin-data part 1, filler
+    caps_low = struct.unpack_from("<H", payload, pos)[0]
+    pos += 2
+    caps_high = 0
+    if len(payload) >= pos + 5:
+        pos += 1 + 2  # character set, status flags
+        caps_high = struct.unpack_from("<H", payload, pos)[0]
+    return Greeting(10, version, connection_id, caps_low | (caps_high << 16))
+
+
+def ssl_request_packet() -> bytes:
+    """The 32-byte SSLRequest payload with its header (sequence id 1)."""
+    payload = struct.pack("<IIB23x", SSL_REQUEST_FLAGS, MAX_PACKET, UTF8MB4_GENERAL_CI)
+    return struct.pack("<I", len(payload))[:3] + b"\x01" + payload
+
+
+def _read_packet(sock: socket.socket) -> bytes:
+    header = _read_exact(sock, 4)
+    length = int.from_bytes(header[:3], "little")
+    return _read_exact(sock, length)
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    return data
+
+
+def _open(host: str, port: int, timeout: float) -> tuple[socket.socket, Greeting]:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise UserError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        greeting = parse_greeting(_read_packet(sock))
+    except ConnectionRefusedError as exc:
+        sock.close()
+        raise UserError(f"{host}:{port} refused the connection: {exc}") from None
+    except (OSError, ValueError, struct.error) as exc:
+        sock.close()
+        raise UserError(f"{host}:{port} does not speak the MySQL protocol: {exc}") from None
+    return sock, greeting
+
+
+# -- one TLS handshake ----------------------------------------------------------------
+@dataclass
+class Probe:
+    """One handshake attempt with the client restricted to one version or suite."""
+
+    accepted: bool
+    reason: str = ""
+    version: str | None = None
+    cipher: str | None = None
+    group: str | None = None
+    untestable: bool = False  # the local OpenSSL cannot even offer it
+
+
+@dataclass
+class Handshake:
+    probe: Probe
+    chain: list[x509.Certificate] = field(default_factory=list)
+    verify_error: str | None = None
+
+
+def _context(version: int | None, tls13_suite: str | None, tls12_suite: str | None,
+             ca: Path | None, cert: Path | None, key: Path | None) -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    if version is not None:
+        ctx.set_min_proto_version(version)
+        ctx.set_max_proto_version(version)
+    # Security level 0 lets the client *offer* legacy versions and suites; what the server
+    # accepts is the question, so the client must not refuse on its own.
+    ctx.set_cipher_list((f"{tls12_suite}:@SECLEVEL=0" if tls12_suite else "ALL:@SECLEVEL=0").encode())
+    if tls13_suite is not None:
+        ctx.set_tls13_ciphersuites(tls13_suite.encode())
+    if ca is not None:
+        ctx.load_verify_locations(str(ca))
+        ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errno, depth, ok: bool(ok))
+    else:
+        ctx.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+    if cert is not None and key is not None:
+        ctx.use_certificate_file(str(cert))
+        ctx.use_privatekey_file(str(key))
+    return ctx
+
+
+def handshake(host: str, port: int, *, version: int | None = None, tls13_suite: str | None = None,
+              tls12_suite: str | None = None, ca: Path | None = None, server_name: str | None = None,
+              cert: Path | None = None, key: Path | None = None, timeout: float = 5.0) -> Handshake:
+    try:
+        ctx = _context(version, tls13_suite, tls12_suite, ca, cert, key)
+    except SSL.Error as exc:
+        return Handshake(Probe(False, f"the local OpenSSL cannot offer this: {_ssl_reason(exc)}", untestable=True))
+    verify_errors: list[str] = []
+    if ca is not None:
+        def remember(conn: SSL.Connection, c: Any, errno: int, depth: int, ok: int) -> bool:
+            if not ok:
+                verify_errors.append(f"{_verify_error(errno)} (certificate depth {depth})")
+            return bool(ok)
+
+        ctx.set_verify(SSL.VERIFY_PEER, remember)
+    sock, greeting = _open(host, port, timeout)
+    try:
+        if not greeting.tls_supported:
+            return Handshake(Probe(False, "the server does not offer TLS (no CLIENT_SSL capability)"))
+        sock.sendall(ssl_request_packet())
+        # pyOpenSSL treats a socket with a Python timeout as non-blocking; use kernel timeouts.
+        sock.settimeout(None)
+        limit = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        conn = SSL.Connection(ctx, sock)
+        conn.set_connect_state()
+        if server_name:
+            conn.set_tlsext_host_name(server_name.encode())
+            if ca is not None:
+                _check_host(conn, server_name)
+        try:
+            conn.do_handshake()
+        except SSL.Error as exc:
+            reason = "; ".join(verify_errors) or _ssl_reason(exc)
+            untestable = "no protocols available" in reason or "no ciphers available" in reason
+            return Handshake(Probe(False, reason, untestable=untestable), verify_error=reason if ca else None)
+        except SSL.WantReadError:
+            return Handshake(Probe(False, f"no answer within {timeout:.0f} s during the handshake"))
+        except OSError as exc:
+            return Handshake(Probe(False, f"connection closed during the handshake: {exc}"))
+        chain = list(conn.get_peer_cert_chain(as_cryptography=True) or [])
+        probe = Probe(True, "", conn.get_protocol_version_name(), conn.get_cipher_name(), _group(conn))
+        with contextlib.suppress(SSL.Error):
+            conn.shutdown()
+        return Handshake(probe, chain)
+    finally:
+        sock.close()
+
+
+def _check_host(conn: SSL.Connection, name: str) -> None:
+    """Ask OpenSSL to verify the server name against the certificate's SAN."""
+    from OpenSSL._util import ffi, lib
+
+    param = lib.SSL_get0_param(conn._ssl)
+    encoded = name.encode()
+    if all(part.isdigit() for part in name.split(".")) and name.count(".") == 3:
+        lib.X509_VERIFY_PARAM_set1_ip_asc(param, encoded)
+    else:
+        lib.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded))
+    del ffi
+
+
+def _verify_error(errno: int) -> str:
+    from OpenSSL._util import ffi, lib
+
+    return ffi.string(lib.X509_verify_cert_error_string(errno)).decode()
+
+
+def _group(conn: SSL.Connection) -> str | None:
+    try:
+        name = conn.get_group_name()
+    except (AttributeError, SSL.Error):
+        return None
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def _ssl_reason(exc: Exception) -> str:
+    parts = []
+    for entry in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
+        if isinstance(entry, tuple) and entry:
+            parts.append(str(entry[-1]))
+    text = "; ".join(parts) or str(exc) or type(exc).__name__
+    return text.replace("tlsv1 alert ", "alert: ").replace("sslv3 alert ", "alert: ")
+
+
+# -- the scan -------------------------------------------------------------------------
+@dataclass
+class CertificateInfo:
+    subject: str
+    issuer: str
+    serial: str
+    not_before: str
+    not_after: str
+    days_left: int
+    san_dns: list[str]
+    san_ip: list[str]
+    key: str
+    signature: str
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> CertificateInfo:
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            dns, ips = san.get_values_for_type(x509.DNSName), [str(i) for i in san.get_values_for_type(x509.IPAddress)]
+        except x509.ExtensionNotFound:
+            dns, ips = [], []
+        left = (cert.not_valid_after_utc - datetime.now(UTC)).days
+        return cls(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), format(cert.serial_number, "x"),
+                   cert.not_valid_before_utc.isoformat(), cert.not_valid_after_utc.isoformat(), left, dns, ips,
+                   _describe_key(cert), cert.signature_algorithm_oid._name)
+
+
+def _describe_key(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    return type(key).__name__
+
+
+@dataclass
+class ScanResult:
+    address: str
+    server_version: str
+    tls_supported: bool
+    protocols: dict[str, Probe] = field(default_factory=dict)
+    tls13_suites: dict[str, Probe] = field(default_factory=dict)
+    tls12_suites: dict[str, Probe] = field(default_factory=dict)
+    negotiated: Probe | None = None
+    chain: list[CertificateInfo] = field(default_factory=list)
+    verified: bool | None = None
+    verify_error: str | None = None
+
+    def accepted_protocols(self) -> list[str]:
+        return [name for name, probe in self.protocols.items() if probe.accepted]
+
+    def accepted_suites(self) -> list[str]:
+        return [name for table in (self.tls13_suites, self.tls12_suites) for name, p in table.items() if p.accepted]
+
+    def untestable(self) -> list[str]:
+        return [name for table in (self.protocols, self.tls13_suites, self.tls12_suites)
+                for name, p in table.items() if p.untestable]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scan(host: str, port: int, *, ca: Path | None = None, server_name: str | None = None,
+         cert: Path | None = None, key: Path | None = None, timeout: float = 5.0) -> ScanResult:
+    """Probe every protocol version and suite; one verified handshake for the chain."""
+    sock, greeting = _open(host, port, timeout)
+    sock.close()
+    result = ScanResult(f"{host}:{port}", greeting.server_version, greeting.tls_supported)
+    if not greeting.tls_supported:
+        return result
+    common = dict(cert=cert, key=key, timeout=timeout)
+    for name, version in PROTOCOLS.items():
+        result.protocols[name] = handshake(host, port, version=version, **common).probe
+    for suite in TLS13_SUITES:
+        result.tls13_suites[suite] = handshake(host, port, version=SSL.TLS1_3_VERSION, tls13_suite=suite,
+                                               **common).probe
+    for suite in TLS12_SUITES:
+        result.tls12_suites[suite] = handshake(host, port, version=SSL.TLS1_2_VERSION, tls12_suite=suite,
+                                               **common).probe
+    default = handshake(host, port, **common)
+    result.negotiated = default.probe
+    result.chain = [CertificateInfo.of(c) for c in default.chain]
+    if ca is not None:
+        checked = handshake(host, port, ca=ca, server_name=server_name, **common)
+        result.verified = checked.probe.accepted
+        result.verify_error = None if checked.probe.accepted else checked.probe.reason
+    return result
+
