@@ -1,0 +1,56 @@
+"""Write the evidence bundle: files, MANIFEST.sha256, its Ed25519 signature, then tar.gz.
+
+Layout (DESIGN §7): ``bundle/`` holding MANIFEST.sha256 (sha256sum format, every other
+file), MANIFEST.sha256.sig (raw 64-byte Ed25519 signature), signer.pub.pem (and
+signer.pem when the signer has a certificate), run.json, results.json, catalog.json,
+oscal/, report.html, junit.xml, evidence/<control>/<test>/...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from evidence.sign import public_pem
+
+ROOT = "bundle"
+MANIFEST = "MANIFEST.sha256"
+SIGNATURE = "MANIFEST.sha256.sig"
+UNLISTED = {MANIFEST, SIGNATURE}
+
+
+def json_bytes(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+
+
+def manifest_text(files: dict[str, bytes]) -> bytes:
+    lines = [f"{hashlib.sha256(data).hexdigest()}  {name}" for name, data in sorted(files.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_bundle(out: Path, files: dict[str, bytes], key: Ed25519PrivateKey, cert_pem: bytes | None) -> None:
+    """Sign ``files`` (bundle-relative name -> content) and write the tar.gz atomically."""
+    files = dict(files)
+    files["signer.pub.pem"] = public_pem(key.public_key())
+    if cert_pem is not None:
+        files["signer.pem"] = cert_pem
+    manifest = manifest_text(files)
+    files[MANIFEST] = manifest
+    files[SIGNATURE] = key.sign(manifest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    now = int(time.time())
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(f"{ROOT}/{name}")
+            info.size, info.mtime, info.mode = len(files[name]), now, 0o644
+            tar.addfile(info, io.BytesIO(files[name]))
+    tmp.replace(out)

@@ -1,0 +1,245 @@
+"""pytest plugin: control ids from the catalog, the ``evidence`` fixture, waivers, and
+``--evidence-out`` (the signed bundle of DESIGN §7).
+
+Two small classes, registered in ``pytest_configure`` as pytest-reportlog does:
+``CatalogGate`` (every process: unknown ids, --control, --controls-list, waivers) and
+``BundleWriter`` (the controller only, never an xdist worker: collects reports and writes
+the bundle once, after JUnit and pytest-html have written theirs).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import tomllib
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evidence.catalog import Catalog, load_catalog
+from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
+from evidence.results import TestResult
+from evidence.waivers import Waiver, load_waivers
+from ztm.errors import UserError
+
+RECORDER = pytest.StashKey[EvidenceRecorder]()
+LAB_SIGNER = ("lab/pki/evidence/signer.key", "lab/pki/evidence/signer.pem")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ztm-evidence", "Zero-Trust MySQL evidence")
+    group.addoption("--evidence-out", metavar="PATH", default=None,
+                    help="write the signed evidence bundle (tar.gz) here at the end of the run")
+    group.addoption("--evidence-key", metavar="FILE", default=None,
+                    help="Ed25519 private key (PEM, mode 0600) that signs the bundle; default: the target's "
+                         "[evidence].signing_key, else the lab's")
+    group.addoption("--evidence-cert", metavar="FILE", default=None,
+                    help="the signer's certificate, put in the bundle (default: next to the lab key)")
+    group.addoption("--control", action="append", default=[], metavar="ID",
+                    help="run only the tests of this control (repeatable), e.g. --control ZTM-TLS-1")
+    group.addoption("--controls-list", action="store_true", help="list the catalog and which controls have tests")
+    group.addoption("--waivers", metavar="FILE", default=None,
+                    help="waiver file (TOML or JSON): control, justification, approver, expires")
+
+
+def controls_of(item: pytest.Item) -> list[str]:
+    ids: list[str] = []
+    for mark in item.iter_markers("control"):
+        ids += [str(a) for a in mark.args if str(a) not in ids]
+    return ids
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        catalog = load_catalog()
+        waivers = load_waivers(Path(config.option.waivers)) if config.option.waivers else []
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(CatalogGate(config, catalog, waivers), "ztm-catalog-gate")
+    if config.option.evidence_out and not hasattr(config, "workerinput"):
+        key, cert = _signer_paths(config)
+        config.pluginmanager.register(BundleWriter(config, catalog, waivers, key, cert), "ztm-bundle-writer")
+
+
+def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
+    """The signing key is checked before any test runs: no key, no run (never an unsigned bundle)."""
+    from evidence.sign import load_signing_key
+
+    key = config.option.evidence_key
+    cert = config.option.evidence_cert
+    if key is None:
+        section = _target_evidence_section(config)
+        key, cert = section.get("signing_key"), cert or section.get("signing_cert")
+    if key is None and (Path(config.rootpath) / LAB_SIGNER[0]).exists():
+        key, cert = (str(Path(config.rootpath) / p) for p in LAB_SIGNER)
+    if key is None:
+        raise pytest.UsageError("--evidence-out needs a signing key: pass --evidence-key FILE (Ed25519, PEM) "
+                                "or name one in the target's [evidence] section; an unsigned bundle is never written")
+    try:
+        load_signing_key(Path(key))
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    cert_path = Path(cert) if cert else None
+    if cert_path is not None and not cert_path.is_file():
+        raise pytest.UsageError(f"signer certificate {cert_path} does not exist")
+    return Path(key), cert_path
+
+
+def _target_evidence_section(config: pytest.Config) -> dict[str, str]:
+    from ztm.plugin import target_path
+
+    path = target_path(config)
+    if path is None or not path.is_file():
+        return {}
+    try:
+        section = tomllib.loads(path.read_text()).get("evidence", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}  # the target fixture reports a bad target file in its own words
+    return {k: str((path.parent / v) if not Path(v).is_absolute() else v) for k, v in section.items()}
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> EvidenceRecorder:
+    """Attach observed data to this test's evidence: ``evidence.json(name, data)``, ``evidence.text(name, s)``."""
+    recorder = EvidenceRecorder()
+    request.node.stash[RECORDER] = recorder
+    return recorder
+
+
+class CatalogGate:
+    """Control ids must exist in the catalog; --control selects; waived failures are marked."""
+
+    def __init__(self, config: pytest.Config, catalog: Catalog, waivers: list[Waiver]) -> None:
+        self.config = config
+        self.catalog = catalog
+        today = date.today()
+        self.active = {w.control: w for w in waivers if not w.expired(today)}
+        self.expired = [w for w in waivers if w.expired(today)]
+        self.covered: set[str] = set()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        unknown = [f"{cid} (on {item.nodeid})" for item in items for cid in controls_of(item)
+                   if self.catalog.get(cid) is None]
+        if unknown:
+            raise pytest.UsageError("unknown control id " + ", ".join(unknown)
+                                    + ": every id must be defined in controls/catalog.toml")
+        self.covered = {cid for item in items for cid in controls_of(item)}
+        wanted = config.option.control
+        if wanted:
+            missing = [c for c in wanted if self.catalog.get(c) is None]
+            if missing:
+                raise pytest.UsageError(f"--control {', '.join(missing)}: not in controls/catalog.toml")
+            keep = [i for i in items if set(controls_of(i)) & set(wanted)]
+            dropped = [i for i in items if i not in keep]
+            if dropped:
+                config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+        if config.option.controls_list:
+            self._print_catalog(config)
+            pytest.exit("listed the control catalog", returncode=0)
+
+    def _print_catalog(self, config: pytest.Config) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        write = tr.write_line if tr else print
+        for c in self.catalog.controls.values():
+            state = "tests" if c.id in self.covered else "NO TESTS"
+            write(f"{c.id:<10} {state:<8} {c.title}{' (optional)' if c.optional else ''}")
+            write(f"{'':<20}{c.mapping_text()}")
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        for cid in controls_of(item):
+            item.user_properties.append(("control", cid))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
+        report: pytest.TestReport = yield
+        if report.when == "call" and report.failed:
+            waiver = next((self.active[c] for c in controls_of(item) if c in self.active), None)
+            if waiver is not None:
+                reason = f"{waiver.control} waived: {waiver.describe()}"
+                item.user_properties.append(("waiver", reason))
+                report.outcome = "skipped"  # shown as xfail: the failure is known and accepted, until expiry
+                report.wasxfail = reason
+                setattr(report, "ztm_waiver", reason)  # noqa: B010  (travels to the xdist controller)
+        if report.when == "teardown":
+            recorder = item.stash.get(RECORDER, None)
+            setattr(report, REPORT_ATTRIBUTE, recorder.items if recorder else [])
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for waiver in self.expired:
+            terminalreporter.write_line(f"ztm: waiver for {waiver.control} expired on {waiver.expires} and was "
+                                        "ignored", yellow=True)
+        uncovered = [c for c in self.catalog.controls if c not in self.covered]
+        if self.covered and uncovered and not self.config.option.control:
+            terminalreporter.write_line(f"ztm: catalog controls without tests in this run: {', '.join(uncovered)}")
+
+    # -- pytest-html columns (only called when pytest-html is active) --------------------
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        cells.insert(2, "<th>Controls</th>")
+        cells.insert(3, "<th>Mappings</th>")
+
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        from html import escape
+
+        ids = [v for k, v in report.user_properties if k == "control"]
+        waiver = getattr(report, "ztm_waiver", None)
+        maps = "; ".join(c.mapping_text() for i in ids if (c := self.catalog.get(i)))
+        cells.insert(2, f"<td>{escape(', '.join(ids))}{'<br>WAIVED: ' + escape(waiver) if waiver else ''}</td>")
+        cells.insert(3, f"<td>{escape(maps)}</td>")
+
+
+class BundleWriter:
+    """Collects every report on the controller and writes the bundle at the very end."""
+
+    def __init__(self, config: pytest.Config, catalog: Catalog, waivers: list[Waiver], key: Path,
+                 cert: Path | None) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.waivers = waivers
+        self.key, self.cert = key, cert
+        self.out = Path(config.option.evidence_out).resolve()
+        self.results: dict[str, TestResult] = {}
+        self.started = datetime.now(UTC)
+        self.workdir = Path(tempfile.mkdtemp(prefix="ztm-evidence-"))
+        # JUnit and HTML reports go into the bundle: arrange them when the user did not ask.
+        if not config.option.xmlpath:
+            config.option.xmlpath = str(self.workdir / "junit.xml")
+        if config.pluginmanager.hasplugin("html") and not getattr(config.option, "htmlpath", None):
+            config.option.htmlpath = str(self.workdir / "report.html")
+        if hasattr(config.option, "self_contained_html"):
+            config.option.self_contained_html = True
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = self.results.get(report.nodeid)
+        if result is None:
+            controls = [v for k, v in report.user_properties if k == "control"]
+            result = self.results[report.nodeid] = TestResult(report.nodeid, report.nodeid.split("::")[-1], controls)
+        result.add(report)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):
+        outcome = yield  # JUnit and pytest-html write their files inside this call
+        from evidence.assemble import assemble
+
+        began = time.monotonic()
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            size = assemble(self, int(session.exitstatus))
+        except UserError as exc:
+            if tr:
+                tr.write_line(f"ztm evidence: no bundle written: {exc}", red=True, bold=True)
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        else:
+            if tr:
+                tr.write_line(f"ztm evidence: signed bundle {self.out} ({size / 1024:.0f} KiB, "
+                              f"{len(self.results)} tests, built in {time.monotonic() - began:.2f} s)")
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return outcome

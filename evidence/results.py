@@ -1,0 +1,94 @@
+"""Per-test results, assembled from the setup/call/teardown reports of each test."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from evidence.recorder import REPORT_ATTRIBUTE
+
+MAX_MESSAGE = 4000
+UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    name: str
+    controls: list[str]
+    outcome: str = "passed"  # passed, failed, skipped, waived, error
+    duration: float = 0.0
+    message: str = ""
+    waiver: str | None = None
+    evidence: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def folder(self) -> str:
+        """Where this test's evidence files live in the bundle."""
+        return f"evidence/{self.controls[0] if self.controls else '_untagged'}/{UNSAFE.sub('_', self.name)[:120]}"
+
+    def add(self, report: pytest.TestReport) -> None:
+        self.duration += report.duration
+        self.evidence.extend(getattr(report, REPORT_ATTRIBUTE, None) or [])
+        waiver = getattr(report, "ztm_waiver", None)
+        if waiver:  # a failure accepted by a waiver: reported as xfail by pytest, "waived" here
+            self.message = _failure_message(report)
+            self.waive(waiver)
+            return
+        if report.passed and not hasattr(report, "wasxfail"):
+            return
+        if report.skipped:
+            if self.outcome == "passed":
+                self.outcome, self.message = "skipped", _skip_reason(report)
+            return
+        if report.failed:
+            kind = "failed" if report.when == "call" else "error"
+            if self.outcome not in ("failed", "error"):
+                self.outcome, self.message = kind, _failure_message(report)
+
+    def waive(self, reason: str) -> None:
+        self.waiver = reason
+        self.outcome = "waived"
+        self.message = f"waived: {reason}; failure: {self.message}"[:MAX_MESSAGE]
+
+    def to_json(self, mappings: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid, "name": self.name,
+            "controls": [{"id": c, "mappings": mappings.get(c, {})} for c in self.controls],
+            "outcome": self.outcome, "duration": round(self.duration, 4), "message": self.message,
+            "waiver": self.waiver,
+            "evidence": [f"{self.folder}/{item['name']}.{'json' if item['kind'] == 'json' else 'txt'}"
+                         for item in self.evidence],
+        }
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return f"expected failure: {report.wasxfail}"
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)[-MAX_MESSAGE:]
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    if report.when != "call":
+        text = f"error in {report.when}: {text}"
+    return text[:MAX_MESSAGE]
+
+
+def control_status(results: list[TestResult]) -> str:
+    """A control passes when none of its tests failed and at least one passed."""
+    outcomes = {r.outcome for r in results}
+    if not results:
+        return "not-covered"
+    if outcomes & {"failed", "error"}:
+        return "failed"
+    if "waived" in outcomes:
+        return "waived"
+    return "passed" if "passed" in outcomes else "skipped"
