@@ -1,1 +1,4 @@
-"""Root conftest: the project's pytest plugins (also installed as pytest11 entry points)."""
+"""Root conftest. The control fixtures come from the installed plugins (ztm.plugin,
+evidence.plugin); pytester serves the plugin's own tests under tests/unit."""
+
+pytest_plugins = ["pytester"]
