@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 import pymysql
 import tomli_w
 
-from provision import netns, server
+from provision import netns, schema, server
 from provision.accounts import (
     LOGIN_ACCOUNTS,
     PROBE_ACCOUNT,
@@ -41,6 +42,10 @@ from ztm.schemas import validate
 SERVER_NAME = "db.ztm.lab"
 PORT = 3306
 DATABASE = "securedb"
+# Fixed, so that a rebuilt lab keeps the same assessment tenants.
+TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-a.assessment.ztm.lab"))
+TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-b.assessment.ztm.lab"))
+TENANT_UNGRANTED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-ungranted.assessment.ztm.lab"))
 BASE_PACKAGES = ["iproute2", "nftables", "procps"]
 
 
@@ -52,6 +57,10 @@ def default_lab_dir() -> Path:
 @dataclass(frozen=True)
 class Lab:
     dir: Path
+
+    def __post_init__(self) -> None:
+        # Paths end up in my.cnf and are read by a server with another working directory.
+        object.__setattr__(self, "dir", Path(self.dir).resolve())
 
     pki = property(lambda self: PkiLayout(self.dir / "pki"))
     server = property(lambda self: server.ServerLayout(self.dir / "db"))
@@ -151,6 +160,11 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     t = time.monotonic()
     _bootstrap_accounts(lab, fresh)
     timings["accounts"] = time.monotonic() - t
+    t = time.monotonic()
+    with lab.admin() as conn:
+        schema.apply(conn, account_host=netns.ACCOUNT_HOST)
+        seed_tenants(conn)
+    timings["data plane"] = time.monotonic() - t
     write_target(lab, engine)
     timings["total"] = time.monotonic() - t0
     return timings
@@ -169,6 +183,18 @@ def _bootstrap_accounts(lab: Lab, fresh: bool) -> None:
             apply_login_account(conn, LoginAccount(user=user, host=netns.ACCOUNT_HOST, password=lab.password(role),
                                                    cert=lab.pki.client(role, "pem")))
         apply_probe_account(conn, PROBE_ACCOUNT, netns.ACCOUNT_HOST, lab.password("probe"))
+
+
+def seed_tenants(conn: pymysql.connections.Connection) -> None:
+    """Two assessment tenants granted to the app and the auditor, and one granted to no one."""
+    with conn.cursor() as cur:
+        for tenant_id, name in ((TENANT_A, "Assessment tenant A"), (TENANT_B, "Assessment tenant B"),
+                                (TENANT_UNGRANTED, "Assessment tenant never granted")):
+            cur.execute("INSERT IGNORE INTO securedb.tenants (tenant_id, name) VALUES (%s, %s)", (tenant_id, name))
+        for user in (LOGIN_ACCOUNTS["app"], LOGIN_ACCOUNTS["auditor"]):
+            for tenant_id in (TENANT_A, TENANT_B):
+                cur.execute("INSERT IGNORE INTO securedb.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
+                            (user, tenant_id))
 
 
 def write_target(lab: Lab, engine: Engine) -> None:
@@ -198,6 +224,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
         "network": {"allowlisted_cidrs": [netns.ALLOWLIST], "assessor_address": netns.ASSESSOR_ADDRESS,
                     "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
                     "listen_ports": [PORT]},
+        "tenants": {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED},
         "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
         "lab": {"dir": str(lab.dir)},
     }

@@ -38,6 +38,7 @@ class ServerLayout:
     log_dir = property(lambda self: self.root / "log")
     error_log = property(lambda self: self.root / "log" / "error.log")
     secure_files = property(lambda self: self.root / "secure-files")
+    init_file = property(lambda self: self.root / "etc" / "init.sql")
 
     @property
     def key_files(self) -> list[Path]:
@@ -60,6 +61,8 @@ def render_config(engine: Engine, layout: ServerLayout, *, bind_address: str, po
         **engine.dialect.server_settings(crl=str(layout.tls / "crl.pem"), secure_file_priv=str(layout.secure_files)),
         **engine.extra_options(),
     }
+    if layout.init_file.exists():  # clears stale tenant contexts at every start (provision/sql/000_init.sql)
+        options["init_file"] = str(layout.init_file)
     options.update(overrides or {})
     lines = ["# Written by ztm provision. Hardened settings: see ztm/dialect.py.", "[mysqld]"]
     lines += [f"{k} = {v}" for k, v in options.items() if v is not None]
@@ -85,6 +88,10 @@ def prepare_folders(layout: ServerLayout, pki_server_dir: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(mode)
         os.chown(folder, uid if folder != layout.root else 0, gid)
+    from provision.schema import INIT_FILE, SQL_DIR
+
+    write_private(layout.init_file, (SQL_DIR / INIT_FILE).read_bytes(), mode=0o640)
+    os.chown(layout.init_file, 0, gid)
     for name, mode in (("server.pem", 0o644), ("ca.pem", 0o644), ("crl.pem", 0o644), ("server.key", 0o600)):
         dest = layout.tls / name
         write_private(dest, (pki_server_dir / name).read_bytes(), mode=mode)

@@ -1,0 +1,78 @@
+"""Apply the data plane (provision/sql/*.sql) to a server, idempotently, on either engine.
+
+The SQL files are the source of truth; they use the mysql client's ``DELIMITER`` syntax
+for routine bodies and ``${name}`` placeholders for deployment facts (the account host).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import pymysql
+
+from ztm.errors import UserError
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+DATABASE = "securedb"
+INIT_FILE = "000_init.sql"
+
+
+def sql_files() -> list[Path]:
+    folder = SQL_DIR if SQL_DIR.is_dir() else Path(str(resources.files("provision").joinpath("sql")))
+    return sorted(folder.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+def split_statements(text: str) -> list[str]:
+    """Statements of a file written for the mysql client: ';' ends a statement unless a
+    ``DELIMITER`` line changed it; the delimiter must end its line. Comment lines are dropped."""
+    statements: list[str] = []
+    delimiter, current = ";", []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("--")):
+            continue
+        if stripped.upper().startswith("DELIMITER "):
+            delimiter = stripped.split(None, 1)[1]
+            continue
+        if stripped.endswith(delimiter):
+            current.append(line.rstrip()[: -len(delimiter)])
+            statements.append("\n".join(current).strip())
+            current = []
+        else:
+            current.append(line)
+    if any(part.strip() and not part.strip().startswith("--") for part in current):
+        raise ValueError(f"unterminated statement at the end: {' '.join(current)[:80]}")
+    return [s for s in statements if s]
+
+
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+def render(path: Path, facts: dict[str, str]) -> str:
+    """Replace ``${name}`` (and nothing else: '$' also appears in regular expressions)."""
+
+    def fact(match: re.Match[str]) -> str:
+        if match[1] not in facts:
+            raise UserError(f"{path.name} needs the deployment fact {match[1]!r}")
+        return facts[match[1]]
+
+    return PLACEHOLDER.sub(fact, path.read_text())
+
+
+def apply(conn: pymysql.connections.Connection, *, account_host: str) -> int:
+    """Run every SQL file in order as the admin; returns the number of statements."""
+    facts = {"account_host": account_host}
+    count = 0
+    with conn.cursor() as cur:
+        for path in sql_files():
+            for statement in split_statements(render(path, facts)):
+                try:
+                    cur.execute(statement)
+                except pymysql.MySQLError as exc:
+                    raise UserError(f"{path.name}: {exc.args[-1]} (in: {statement.splitlines()[0][:100]})") from None
+                while cur.nextset():
+                    pass
+                count += 1
+    return count

@@ -1,0 +1,185 @@
+-- Routines and views: all owned by the locked account api_definer and run with its
+-- rights (SQL SECURITY DEFINER), so callers need EXECUTE/SELECT on them and nothing else.
+-- No routine builds SQL at run time (no PREPARE/EXECUTE): ZTM-ACC-1 checks that.
+USE securedb;
+
+DELIMITER //
+
+-- The tenant of this connection, or NULL. Bound to the connection (CONNECTION_ID()), to
+-- the authenticated user it was set by (USER(): the client's own identity even inside a
+-- definer routine) and to a grant that still exists.
+DROP FUNCTION IF EXISTS get_tenant //
+CREATE DEFINER = 'api_definer'@'localhost' FUNCTION get_tenant()
+  RETURNS CHAR(36) CHARACTER SET ascii
+  READS SQL DATA SQL SECURITY DEFINER
+BEGIN
+  RETURN (SELECT c.tenant_id FROM tenant_context c
+          JOIN tenant_grants g ON g.tenant_id = c.tenant_id AND g.user_name = SUBSTRING_INDEX(USER(), '@', 1)
+          WHERE c.connection_id = CONNECTION_ID() AND c.login_user = USER());
+END //
+
+DROP PROCEDURE IF EXISTS security_set_tenant //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE security_set_tenant(IN p_tenant CHAR(36))
+  MODIFIES SQL DATA SQL SECURITY DEFINER
+BEGIN
+  IF p_tenant IS NULL OR NOT EXISTS (
+       SELECT 1 FROM tenant_grants
+       WHERE user_name = SUBSTRING_INDEX(USER(), '@', 1) AND tenant_id = p_tenant) THEN
+    DELETE FROM tenant_context WHERE connection_id = CONNECTION_ID();  -- a refused switch leaves no tenant
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'security_set_tenant: tenant not granted to this account';
+  END IF;
+  REPLACE INTO tenant_context (connection_id, login_user, tenant_id, set_at)
+    VALUES (CONNECTION_ID(), USER(), p_tenant, UTC_TIMESTAMP(6));
+END //
+
+-- JSON helpers for app_create_user_encrypted: a string member or NULL (JSON null, absent,
+-- or another type), and its base64 decoding.
+DROP FUNCTION IF EXISTS api_json_text //
+CREATE DEFINER = 'api_definer'@'localhost' FUNCTION api_json_text(p_doc LONGTEXT, p_path VARCHAR(128))
+  RETURNS LONGTEXT CHARACTER SET utf8mb4
+  DETERMINISTIC NO SQL SQL SECURITY DEFINER
+RETURN IF(JSON_TYPE(JSON_EXTRACT(p_doc, p_path)) = 'STRING', JSON_UNQUOTE(JSON_EXTRACT(p_doc, p_path)), NULL) //
+
+DROP FUNCTION IF EXISTS api_json_bytes //
+CREATE DEFINER = 'api_definer'@'localhost' FUNCTION api_json_bytes(p_doc LONGTEXT, p_path VARCHAR(128))
+  RETURNS LONGBLOB
+  DETERMINISTIC NO SQL SQL SECURITY DEFINER
+RETURN FROM_BASE64(api_json_text(p_doc, p_path)) //
+
+-- Appends one event to the chain. Called by the data triggers with the event body (a JSON
+-- object); prepends {"seq": n, ...}, hashes exactly the stored text, moves the head.
+DROP PROCEDURE IF EXISTS audit_append //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE audit_append(IN p_body LONGTEXT)
+  MODIFIES SQL DATA SQL SECURITY DEFINER
+BEGIN
+  DECLARE v_seq BIGINT UNSIGNED;
+  DECLARE v_prev CHAR(64) CHARACTER SET ascii;
+  DECLARE v_payload LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+  DECLARE v_hash CHAR(64) CHARACTER SET ascii;
+  SELECT seq, head_hash INTO v_seq, v_prev FROM audit_chain_head WHERE id = 1 FOR UPDATE;
+  SET v_seq = v_seq + 1;
+  SET v_payload = CONCAT('{"seq": ', v_seq, ', ', SUBSTRING(p_body, 2));
+  SET v_hash = SHA2(CONCAT(v_prev, v_payload), 256);
+  INSERT INTO audit_events (seq, payload, prev_hash, curr_hash) VALUES (v_seq, v_payload, v_prev, v_hash);
+  UPDATE audit_chain_head SET seq = v_seq, head_hash = v_hash WHERE id = 1;
+END //
+
+-- Create a user from the JSON the client-side envelope produces (ztm envelope encrypt):
+-- {"user_id", "tenant_id"?, "role", "name"|"email"|"phone": {"ct","iv","aad"} (base64),
+--  "pii_wrapped_key" (base64), "pii_kms_key_id", "pii_key_version"?,
+--  "pii_pq_wrapped_key"? (base64), "pq_alg"?}
+DROP PROCEDURE IF EXISTS app_create_user_encrypted //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_create_user_encrypted(IN p_user LONGTEXT)
+  MODIFIES SQL DATA SQL SECURITY DEFINER
+BEGIN
+  DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();
+  DECLARE v_user_id CHAR(36) CHARACTER SET ascii;
+  IF v_tenant IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_user_encrypted: no tenant context (call security_set_tenant)';
+  END IF;
+  IF p_user IS NULL OR NOT JSON_VALID(p_user) THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_user_encrypted: the argument is not a JSON document';
+  END IF;
+  IF api_json_text(p_user, '$.tenant_id') IS NOT NULL AND api_json_text(p_user, '$.tenant_id') <> v_tenant THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_user_encrypted: record belongs to another tenant';
+  END IF;
+  SET v_user_id = api_json_text(p_user, '$.user_id');
+  IF v_user_id IS NULL OR v_user_id NOT REGEXP '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_user_encrypted: user_id must be a lower-case UUID';
+  END IF;
+  IF api_json_bytes(p_user, '$.name.ct') IS NULL OR api_json_bytes(p_user, '$.email.ct') IS NULL
+     OR api_json_bytes(p_user, '$.phone.ct') IS NULL OR api_json_bytes(p_user, '$.pii_wrapped_key') IS NULL
+     OR api_json_text(p_user, '$.pii_kms_key_id') IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_user_encrypted: ciphertext, wrapped key or key id missing or not base64';
+  END IF;
+  INSERT INTO users (user_id, tenant_id, role,
+                     name_ct, name_iv, name_aad, email_ct, email_iv, email_aad, phone_ct, phone_iv, phone_aad,
+                     pii_wrapped_key, pii_kms_key_id, pii_key_version, pii_pq_wrapped_key, pq_alg)
+  VALUES (v_user_id, v_tenant, COALESCE(api_json_text(p_user, '$.role'), 'user'),
+          api_json_bytes(p_user, '$.name.ct'), api_json_bytes(p_user, '$.name.iv'), api_json_bytes(p_user, '$.name.aad'),
+          api_json_bytes(p_user, '$.email.ct'), api_json_bytes(p_user, '$.email.iv'), api_json_bytes(p_user, '$.email.aad'),
+          api_json_bytes(p_user, '$.phone.ct'), api_json_bytes(p_user, '$.phone.iv'), api_json_bytes(p_user, '$.phone.aad'),
+          api_json_bytes(p_user, '$.pii_wrapped_key'), api_json_text(p_user, '$.pii_kms_key_id'),
+          COALESCE(JSON_EXTRACT(p_user, '$.pii_key_version'), 1),
+          api_json_bytes(p_user, '$.pii_pq_wrapped_key'), api_json_text(p_user, '$.pq_alg'));
+  SELECT v_user_id AS user_id;
+END //
+
+DROP PROCEDURE IF EXISTS app_open_account //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_open_account(
+    IN p_user_id CHAR(36), IN p_currency CHAR(3), IN p_initial DECIMAL(19, 4))
+  MODIFIES SQL DATA SQL SECURITY DEFINER
+BEGIN
+  DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();
+  DECLARE v_account CHAR(36) CHARACTER SET ascii DEFAULT UUID();
+  IF v_tenant IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_open_account: no tenant context (call security_set_tenant)';
+  END IF;
+  IF p_initial IS NULL OR p_initial < 0 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_open_account: the opening balance must be zero or more';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM users WHERE user_id = p_user_id AND tenant_id = v_tenant) THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_open_account: no such user in the current tenant';
+  END IF;
+  INSERT INTO accounts (account_id, tenant_id, user_id, currency, balance)
+    VALUES (v_account, v_tenant, p_user_id, p_currency, p_initial);
+  SELECT v_account AS account_id;
+END //
+
+-- Atomic transfer inside the current tenant; never makes a balance negative.
+DROP PROCEDURE IF EXISTS app_transfer //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_transfer(
+    IN p_from CHAR(36), IN p_to CHAR(36), IN p_amount DECIMAL(19, 4))
+  MODIFIES SQL DATA SQL SECURITY DEFINER
+BEGIN
+  DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();
+  DECLARE v_found INT DEFAULT 0;
+  DECLARE v_balance DECIMAL(19, 4);
+  DECLARE v_from_currency CHAR(3);
+  DECLARE v_to_currency CHAR(3);
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    RESIGNAL;
+  END;
+  IF v_tenant IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: no tenant context (call security_set_tenant)';
+  END IF;
+  IF p_amount IS NULL OR p_amount <= 0 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: the amount must be positive';
+  END IF;
+  IF p_from = p_to THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: source and destination are the same account';
+  END IF;
+  START TRANSACTION;
+  -- Lock both rows in primary-key order, so opposite transfers cannot deadlock.
+  SELECT COUNT(*) INTO v_found FROM accounts
+    WHERE account_id IN (p_from, p_to) AND tenant_id = v_tenant ORDER BY account_id FOR UPDATE;
+  IF v_found <> 2 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: account not found in the current tenant';
+  END IF;
+  SELECT balance, currency INTO v_balance, v_from_currency FROM accounts WHERE account_id = p_from FOR UPDATE;
+  SELECT currency INTO v_to_currency FROM accounts WHERE account_id = p_to FOR UPDATE;
+  IF v_from_currency <> v_to_currency THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: accounts hold different currencies';
+  END IF;
+  IF v_balance < p_amount THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: insufficient funds';
+  END IF;
+  UPDATE accounts SET balance = balance - p_amount WHERE account_id = p_from;
+  UPDATE accounts SET balance = balance + p_amount WHERE account_id = p_to;
+  COMMIT;
+END //
+
+DELIMITER ;
+
+-- Tenant-scoped views: rows of the connection's tenant only; nothing without a tenant.
+CREATE OR REPLACE DEFINER = 'api_definer'@'localhost' SQL SECURITY DEFINER VIEW v_users AS
+  SELECT user_id, tenant_id, role, name_ct, name_iv, name_aad, email_ct, email_iv, email_aad,
+         phone_ct, phone_iv, phone_aad, pii_wrapped_key, pii_kms_key_id, pii_key_version,
+         pii_pq_wrapped_key, pq_alg, created_at
+  FROM users WHERE tenant_id = get_tenant();
+
+CREATE OR REPLACE DEFINER = 'api_definer'@'localhost' SQL SECURITY DEFINER VIEW v_accounts AS
+  SELECT account_id, tenant_id, user_id, currency, balance, created_at
+  FROM accounts WHERE tenant_id = get_tenant();

@@ -1,0 +1,31 @@
+-- Least privilege. Every grant is re-asserted from scratch (REVOKE ALL first), so applying
+-- this file also repairs drift. ${account_host} is the host part of the login accounts.
+--
+--   app_user   EXECUTE on the API procedures (and get_tenant), SELECT on the tenant views
+--   auditor    SELECT on the audit tables and the views, EXECUTE to choose a tenant
+--   migration  DDL on the data tables only; nothing on the audit tables
+--   (api_definer's own grants: 025_definer_grants.sql)
+USE securedb;
+
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE securedb.app_create_user_encrypted TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE securedb.app_open_account TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE securedb.app_transfer TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON FUNCTION securedb.get_tenant TO 'app_user'@'${account_host}';
+GRANT SELECT ON securedb.v_users TO 'app_user'@'${account_host}';
+GRANT SELECT ON securedb.v_accounts TO 'app_user'@'${account_host}';
+
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'auditor'@'${account_host}';
+GRANT SELECT ON securedb.audit_events TO 'auditor'@'${account_host}';
+GRANT SELECT ON securedb.audit_chain_head TO 'auditor'@'${account_host}';
+GRANT SELECT ON securedb.v_users TO 'auditor'@'${account_host}';
+GRANT SELECT ON securedb.v_accounts TO 'auditor'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'auditor'@'${account_host}';
+GRANT EXECUTE ON FUNCTION securedb.get_tenant TO 'auditor'@'${account_host}';
+
+REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'migration'@'${account_host}';
+GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.tenants TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.tenant_grants TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.users TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.accounts TO 'migration'@'${account_host}';

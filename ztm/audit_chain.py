@@ -1,0 +1,149 @@
+"""Verify the audit hash chain (provision/sql/020_audit.sql documents the format).
+
+    curr_hash(n) = hex(SHA-256(prev_hash(n) || payload(n)))   (UTF-8 bytes)
+    prev_hash(n) = curr_hash(n-1),  prev_hash(1) = "0" * 64
+
+Rows are streamed (an unbuffered cursor, or a JSON-lines dump read line by line), so
+memory stays constant however long the chain is. Verification can start from a trusted
+(seq, head) pair, e.g. a signed anchor, and check only what came after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from ztm.errors import UserError
+
+GENESIS = "0" * 64
+ROW_QUERY = ("SELECT seq, payload, prev_hash, curr_hash FROM securedb.audit_events "
+             "WHERE seq > %s ORDER BY seq")
+HEAD_QUERY = "SELECT seq, head_hash FROM securedb.audit_chain_head WHERE id = 1"
+
+# Exit codes of `ztm audit verify`.
+EXIT_INTACT, EXIT_BROKEN, EXIT_UNUSABLE = 0, 1, 2
+
+
+def link_hash(prev_hash: str, payload: str) -> str:
+    return hashlib.sha256((prev_hash + payload).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ChainReport:
+    intact: bool
+    checked: int
+    first_seq: int | None
+    last_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    reason: str | None = None
+    head_row: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.intact:
+            span = f"seq {self.first_seq}..{self.last_seq}" if self.checked else f"no events after seq {self.last_seq}"
+            return f"audit chain intact: {self.checked} events checked ({span}), head {self.head_hash}"
+        return f"audit chain broken at seq {self.broken_seq}: {self.reason}"
+
+
+def verify_rows(rows: Iterable[tuple[int, str, str, str]], *, start_seq: int = 0,
+                start_hash: str = GENESIS) -> ChainReport:
+    """Recompute every link; stop at the first broken row and say why."""
+    expected_seq, head, checked, first = start_seq + 1, start_hash, 0, None
+    for seq, payload, prev_hash, curr_hash in rows:
+        seq = int(seq)
+        first = seq if first is None else first
+        if seq != expected_seq:
+            reason = (f"gap: expected seq {expected_seq}, found {seq} (rows {expected_seq}..{seq - 1} missing)"
+                      if seq > expected_seq else f"sequence out of order: seq {seq} after {expected_seq - 1}")
+            return ChainReport(False, checked, first, expected_seq - 1, head, expected_seq, reason)
+        if prev_hash != head:
+            return ChainReport(False, checked, first, seq - 1, head, seq,
+                               f"link mismatch: prev_hash {prev_hash[:16]}... is not the hash of seq {seq - 1} "
+                               f"({head[:16]}...)")
+        computed = link_hash(prev_hash, payload)
+        if computed != curr_hash:
+            return ChainReport(False, checked, first, seq - 1, head, seq,
+                               f"hash mismatch: stored {curr_hash[:16]}..., recomputed {computed[:16]}... "
+                               "(payload or hash altered)")
+        head, expected_seq, checked = curr_hash, seq + 1, checked + 1
+    return ChainReport(True, checked, first, expected_seq - 1, head)
+
+
+def stream_rows(conn: pymysql.connections.Connection, start_seq: int = 0,
+                batch: int = 2000) -> Iterator[tuple[int, str, str, str]]:
+    """Rows after ``start_seq`` through an unbuffered cursor (constant memory)."""
+    with conn.cursor(pymysql.cursors.SSCursor) as cur:
+        cur.execute(ROW_QUERY, (start_seq,))
+        while True:
+            chunk = cur.fetchmany(batch)
+            if not chunk:
+                return
+            yield from chunk
+
+
+def verify_database(conn: pymysql.connections.Connection, *, start_seq: int = 0,
+                    start_hash: str = GENESIS) -> ChainReport:
+    """Verify the stored chain and that the head row points at its last event."""
+    if start_seq:
+        with conn.cursor() as cur:
+            cur.execute("SELECT curr_hash FROM securedb.audit_events WHERE seq = %s", (start_seq,))
+            row = cur.fetchone()
+        if row is None or row[0] != start_hash:
+            found = "no such row" if row is None else f"stored {row[0][:16]}..."
+            return ChainReport(False, 0, None, start_seq, start_hash, start_seq,
+                               f"the trusted starting point does not match the database at seq {start_seq} ({found})")
+    report = verify_rows(stream_rows(conn, start_seq), start_seq=start_seq, start_hash=start_hash)
+    with conn.cursor() as cur:
+        cur.execute(HEAD_QUERY)
+        head = cur.fetchone()
+    report.head_row = {"seq": head[0], "head_hash": head[1]} if head else None
+    if report.intact:
+        if head is None:
+            report.intact, report.broken_seq, report.reason = False, None, "the chain head row is missing"
+        elif int(head[0]) != report.last_seq or head[1] != report.head_hash:
+            report.intact = False
+            report.broken_seq = min(int(head[0]), report.last_seq) + 1
+            report.reason = (f"head mismatch: the head row says seq {head[0]} ({head[1][:16]}...) but the "
+                             f"chain ends at seq {report.last_seq} ({report.head_hash[:16]}...): rows truncated "
+                             "or head moved")
+    return report
+
+
+def export_rows(conn: pymysql.connections.Connection, out: Path) -> int:
+    """Write the chain as JSON lines (seq, payload, prev_hash, curr_hash) for offline checks."""
+    count = 0
+    with open(out, "w", encoding="utf-8") as handle:
+        for seq, payload, prev_hash, curr_hash in stream_rows(conn):
+            handle.write(json.dumps({"seq": seq, "payload": payload, "prev_hash": prev_hash,
+                                     "curr_hash": curr_hash}, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def dump_rows(path: Path, start_seq: int = 0) -> Iterator[tuple[int, str, str, str]]:
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115  (closed when the generator ends)
+    except OSError as exc:
+        raise UserError(f"cannot read audit dump {path}: {exc.strerror}", EXIT_UNUSABLE) from None
+    with handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                row = json.loads(line)
+                seq = int(row["seq"])
+                item = (seq, row["payload"], row["prev_hash"], row["curr_hash"])
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{path}: line {number} is not an audit row (JSON with seq, payload, "
+                                "prev_hash, curr_hash)", EXIT_UNUSABLE) from None
+            if seq > start_seq:
+                yield item
