@@ -74,7 +74,7 @@ class Dialect:
                     "FROM mysql.user ORDER BY user, host")
         # MariaDB's mysql.user is a view without the lock flag; it lives in global_priv's JSON.
         return ("SELECT u.User, u.Host, u.ssl_type, u.x509_subject, u.x509_issuer, "
-                "IF(JSON_VALUE(g.Priv, '$.account_locked') = 'true', 'Y', 'N') "
+                "IF(JSON_VALUE(g.Priv, '$.account_locked') IN ('true', '1'), 'Y', 'N') "
                 "FROM mysql.user u JOIN mysql.global_priv g ON g.User = u.User AND g.Host = u.Host "
                 "ORDER BY u.User, u.Host")
 

@@ -1,0 +1,91 @@
+"""`ztm audit verify` and `ztm audit export`: the audit hash chain, online or from a dump.
+
+Exit codes of `ztm audit verify`: 0 the chain is intact; 1 it is broken (the first broken
+seq and the reason are printed); 2 the input is unusable (bad target, unreachable server,
+unreadable dump, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pymysql
+
+from ztm.audit_chain import (
+    EXIT_BROKEN,
+    EXIT_INTACT,
+    EXIT_UNUSABLE,
+    GENESIS,
+    dump_rows,
+    export_rows,
+    verify_database,
+    verify_rows,
+)
+from ztm.errors import UserError
+
+HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser("audit", help="the hash-chained audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    audit_sub.required = True
+    v = audit_sub.add_parser("verify", help="recompute every hash of the chain (streamed, constant memory)")
+    source = v.add_mutually_exclusive_group(required=True)
+    source.add_argument("--target", type=Path, help="target file: read the chain from the server")
+    source.add_argument("--dump", type=Path, help="a JSON-lines dump from 'ztm audit export': verify offline")
+    v.add_argument("--role", default="auditor", help="target role to read as (default: auditor)")
+    v.add_argument("--from-seq", type=int, default=0, help="trusted starting point: verify only rows after it")
+    v.add_argument("--from-hash", default=GENESIS, help="curr_hash of --from-seq (e.g. from a signed anchor)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=_verify)
+    e = audit_sub.add_parser("export", help="write the chain as JSON lines for offline verification")
+    e.add_argument("--target", type=Path, required=True)
+    e.add_argument("--role", default="auditor")
+    e.add_argument("--out", type=Path, required=True)
+    e.set_defaults(func=_export)
+
+
+def _connect(target_file: Path, role: str) -> pymysql.connections.Connection:
+    from ztm.db import connect
+    from ztm.target import load_target
+
+    target = load_target(target_file)
+    if role not in target.roles:
+        raise UserError(f"the target has no role {role!r}", EXIT_UNUSABLE)
+    try:
+        return connect(target, target.roles[role])
+    except pymysql.err.OperationalError as exc:
+        raise UserError(f"cannot connect to {target.name} as {role}: {exc.args[-1]}", EXIT_UNUSABLE) from None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if args.from_seq < 0 or not HASH.match(args.from_hash):
+        raise UserError("--from-seq must be >= 0 and --from-hash 64 lower-case hex digits", EXIT_UNUSABLE)
+    if args.from_seq == 0 and args.from_hash != GENESIS:
+        raise UserError("--from-hash needs --from-seq (the seq whose curr_hash it is)", EXIT_UNUSABLE)
+    if args.dump is not None:
+        report = verify_rows(dump_rows(args.dump, args.from_seq), start_seq=args.from_seq, start_hash=args.from_hash)
+    else:
+        conn = _connect(args.target, args.role)
+        try:
+            report = verify_database(conn, start_seq=args.from_seq, start_hash=args.from_hash)
+        except pymysql.MySQLError as exc:
+            raise UserError(f"cannot read the audit chain: {exc.args[-1]}", EXIT_UNUSABLE) from None
+        finally:
+            conn.close()
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.describe())
+    return EXIT_INTACT if report.intact else EXIT_BROKEN
+
+
+def _export(args: argparse.Namespace) -> int:
+    conn = _connect(args.target, args.role)
+    try:
+        count = export_rows(conn, args.out)
+    finally:
+        conn.close()
+    print(f"exported {count} audit events to {args.out}")
+    return 0

@@ -1,0 +1,25 @@
+"""The shape of the data plane the controls expect (provision/sql/ builds it)."""
+
+from __future__ import annotations
+
+DATABASE = "securedb"
+DEFINER_USER, DEFINER_HOST = "api_definer", "localhost"
+API_PROCEDURES = ("security_set_tenant", "app_create_user_encrypted", "app_open_account", "app_transfer")
+API_FUNCTIONS = ("get_tenant",)
+TENANT_VIEWS = ("v_users", "v_accounts")
+DATA_TABLES = ("tenants", "tenant_grants", "users", "accounts")
+AUDIT_TABLES = ("audit_events", "audit_chain_head")
+# Guard triggers that make audit_events append-only and keep the head honest: (table, timing, event).
+AUDIT_GUARDS = (
+    ("audit_events", "BEFORE", "INSERT"), ("audit_events", "BEFORE", "UPDATE"), ("audit_events", "BEFORE", "DELETE"),
+    ("audit_chain_head", "BEFORE", "UPDATE"), ("audit_chain_head", "BEFORE", "DELETE"),
+)
+# What each login role may hold, as (privilege, object kind, object) with objects in DATABASE.
+ALLOWED_GRANTS: dict[str, set[tuple[str, str, str]]] = {
+    "app": {("EXECUTE", "PROCEDURE", p) for p in API_PROCEDURES}
+    | {("EXECUTE", "FUNCTION", f) for f in API_FUNCTIONS}
+    | {("SELECT", "TABLE", v) for v in TENANT_VIEWS},
+    "auditor": {("SELECT", "TABLE", t) for t in (*AUDIT_TABLES, *TENANT_VIEWS)}
+    | {("EXECUTE", "PROCEDURE", "security_set_tenant"), ("EXECUTE", "FUNCTION", "get_tenant")},
+    "migration": {(p, "TABLE", t) for p in ("CREATE", "ALTER", "DROP", "INDEX", "REFERENCES") for t in DATA_TABLES},
+}
