@@ -54,8 +54,8 @@ def test_login_role_holds_only_its_allowed_grants(role, admin, account_of, evide
 @pytest.mark.parametrize(("what", "sql", "errno"), APP_PROBES, ids=[p[0] for p in APP_PROBES])
 def test_app_account_is_refused_for_lack_of_privilege(what, sql, errno, session, evidence):
     conn = session("app")
-    baseline = sql_error(conn, "SELECT COUNT(*) FROM securedb.v_users")
-    assert baseline is None, f"app_user cannot even use its tenant view ({baseline}); denials would prove nothing"
+    baseline = sql_error(conn, "SELECT securedb.get_tenant()")
+    assert baseline is None, f"app_user cannot even use its API ({baseline}); denials would prove nothing"
     refusal = sql_error(conn, sql)
     evidence.json("probe", {"probe": what, "sql": sql, "refusal": refusal})
     assert refusal is not None, f"app_user was ALLOWED {what}: {sql}"

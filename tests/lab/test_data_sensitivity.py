@@ -1,0 +1,138 @@
+"""ZTM-ACC-1, ZTM-TEN-1, ZTM-AUD-1 and ZTM-AUD-2 fail, and say why, when the data plane is
+broken the way each exists to catch. Every test restores the data plane afterwards by
+re-applying provision/sql (which re-creates routines, views, triggers and grants)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from provision import schema
+from provision.netns import ACCOUNT_HOST
+
+pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
+
+APP = f"'app_user'@'{ACCOUNT_HOST}'"
+MIGRATION = f"'migration'@'{ACCOUNT_HOST}'"
+DEFINER = "DEFINER = 'api_definer'@'localhost'"
+
+
+@pytest.fixture
+def data_plane(lab) -> Iterator[object]:
+    """Admin SQL runner; the data plane is re-applied after the test whatever it broke."""
+
+    def run(*statements: str, args: tuple = ()) -> list[tuple]:
+        rows: list[tuple] = []
+        with lab.admin() as conn, conn.cursor() as cur:
+            cur.execute("USE securedb")
+            for statement in statements:
+                cur.execute(statement, args if "%s" in statement else None)
+                rows = list(cur.fetchall() or [])
+        return rows
+
+    yield run
+    with lab.admin() as conn:
+        schema.apply(conn, account_host=ACCOUNT_HOST)
+
+
+# -- ZTM-ACC-1 -----------------------------------------------------------------------
+def test_acc1_fails_when_insert_is_granted_on_a_base_table(data_plane, control):
+    data_plane(f"GRANT INSERT ON securedb.users TO {APP}")
+    run = control("ZTM-ACC-1")
+    run.assert_failed("test_login_role_holds_only_its_allowed_grants", "beyond its role", "INSERT", "users")
+    # MySQL lets the no-op INSERT through ("ALLOWED"); MariaDB checks column defaults first (1364):
+    # either way the control names the probe and that it was not a privilege refusal.
+    run.assert_failed("test_app_account_is_refused_for_lack_of_privilege", "INSERT on base table users")
+
+
+def test_acc1_fails_when_a_procedure_runs_as_invoker(data_plane, control):
+    data_plane("ALTER PROCEDURE securedb.app_transfer SQL SECURITY INVOKER")
+    run = control("ZTM-ACC-1")
+    run.assert_failed("test_routines_and_views_run_as_a_locked_definer", "app_transfer is SQL SECURITY INVOKER")
+
+
+def test_acc1_fails_when_a_routine_builds_sql_at_run_time(data_plane, control):
+    data_plane(f"CREATE {DEFINER} PROCEDURE securedb.ztm_report(IN p_sql TEXT) SQL SECURITY DEFINER "
+               "BEGIN SET @q = p_sql; PREPARE s FROM @q; EXECUTE s; DEALLOCATE PREPARE s; END")
+    try:
+        run = control("ZTM-ACC-1")
+    finally:
+        data_plane("DROP PROCEDURE securedb.ztm_report")
+    run.assert_failed("test_no_dynamic_sql_in_routine_bodies", "build SQL at run time", "ztm_report")
+
+
+# -- ZTM-TEN-1 -----------------------------------------------------------------------
+def test_ten1_fails_when_set_tenant_skips_its_grant_check(data_plane, control):
+    data_plane("DROP PROCEDURE security_set_tenant",
+               f"CREATE {DEFINER} PROCEDURE security_set_tenant(IN p_tenant CHAR(36)) MODIFIES SQL DATA "
+               "SQL SECURITY DEFINER REPLACE INTO tenant_context (connection_id, login_user, tenant_id) "
+               "VALUES (CONNECTION_ID(), USER(), p_tenant)",
+               f"GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO {APP}")  # DROP took the grant
+    run = control("ZTM-TEN-1")
+    run.assert_failed("test_ungranted_tenant_is_refused", "accepted a tenant never granted")
+
+
+def test_ten1_fails_when_a_view_loses_its_tenant_filter(data_plane, control):
+    data_plane(f"CREATE OR REPLACE {DEFINER} SQL SECURITY DEFINER VIEW v_users AS SELECT * FROM users")
+    run = control("ZTM-TEN-1")
+    run.assert_failed("test_cross_tenant_reads_are_invisible", "is visible to a session of tenant", "cross-tenant")
+    run.assert_failed("test_without_a_tenant_views_are_empty_and_procedures_refuse", "views show rows")
+
+
+def test_ten1_fails_when_the_context_trusts_a_user_variable(data_plane, control):
+    data_plane("DROP FUNCTION get_tenant",
+               f"CREATE {DEFINER} FUNCTION get_tenant() RETURNS CHAR(36) CHARACTER SET ascii READS SQL DATA "
+               "SQL SECURITY DEFINER RETURN COALESCE(@tenant_id, (SELECT tenant_id FROM tenant_context "
+               "WHERE connection_id = CONNECTION_ID()))",
+               f"GRANT EXECUTE ON FUNCTION securedb.get_tenant TO {APP}")
+    run = control("ZTM-TEN-1")
+    run.assert_failed("test_forged_user_variables_change_nothing", "user variables moved the tenant context")
+
+
+# -- ZTM-AUD-1 -----------------------------------------------------------------------
+def test_aud1_fails_when_the_delete_guard_is_dropped(data_plane, control):
+    data_plane("DROP TRIGGER audit_events_guard_delete")
+    run = control("ZTM-AUD-1")
+    run.assert_failed("test_guard_triggers_exist_with_the_expected_definer", "no BEFORE DELETE trigger on audit_events")
+    run.assert_failed("test_guards_refuse_even_a_privileged_writer", "no trigger refused DELETE")
+
+
+def test_aud1_fails_when_migration_may_delete_audit_rows(data_plane, control):
+    data_plane(f"GRANT DELETE ON securedb.audit_events TO {MIGRATION}")
+    run = control("ZTM-AUD-1")
+    run.assert_failed("test_login_accounts_are_refused_writes_on_audit_tables", "migration was ALLOWED",
+                      "DELETE audit_events")
+    run.assert_failed("test_no_login_account_holds_destructive_privileges_on_audit_tables", "DELETE via GRANT DELETE")
+
+
+# -- ZTM-AUD-2 -----------------------------------------------------------------------
+def _middle_seq(data_plane) -> int:
+    (head,) = data_plane("SELECT MAX(seq) FROM audit_events")[0]
+    assert head and head >= 3, "the lab audit trail needs a few events for this test"
+    return head // 2
+
+
+def test_aud2_fails_when_one_payload_byte_is_changed(data_plane, control):
+    seq = _middle_seq(data_plane)
+    (original,) = data_plane("SELECT payload FROM audit_events WHERE seq = %s", args=(seq,))[0]
+    tampered = original[:12] + ("X" if original[12] != "X" else "Y") + original[13:]
+    data_plane("DROP TRIGGER audit_events_guard_update",
+               "UPDATE audit_events SET payload = %s WHERE seq = %s", args=(tampered, seq))
+    try:
+        run = control("ZTM-AUD-2")
+    finally:
+        data_plane("UPDATE audit_events SET payload = %s WHERE seq = %s", args=(original, seq))
+    run.assert_failed("test_full_chain_recomputes_to_the_head", f"broken at seq {seq}", "hash mismatch")
+
+
+def test_aud2_fails_when_a_middle_row_is_deleted(data_plane, control):
+    seq = _middle_seq(data_plane)
+    row = data_plane("SELECT seq, payload, prev_hash, curr_hash FROM audit_events WHERE seq = %s", args=(seq,))[0]
+    data_plane("DROP TRIGGER audit_events_guard_delete", "DELETE FROM audit_events WHERE seq = %s", args=(seq,))
+    try:
+        run = control("ZTM-AUD-2")
+    finally:
+        data_plane("DROP TRIGGER audit_events_guard_insert",
+                   "INSERT INTO audit_events (seq, payload, prev_hash, curr_hash) VALUES (%s, %s, %s, %s)", args=row)
+    run.assert_failed("test_full_chain_recomputes_to_the_head", f"broken at seq {seq}", "gap")
