@@ -152,9 +152,10 @@ BEGIN
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: source and destination are the same account';
   END IF;
   START TRANSACTION;
-  -- Lock both rows in primary-key order, so opposite transfers cannot deadlock.
-  SELECT COUNT(*) INTO v_found FROM accounts
-    WHERE account_id IN (p_from, p_to) AND tenant_id = v_tenant ORDER BY account_id FOR UPDATE;
+  -- Lock exactly these two rows, through the primary key and in its order: opposite
+  -- transfers cannot deadlock, and a scan of the tenant index would lock other rows too.
+  SELECT COUNT(*) INTO v_found FROM accounts FORCE INDEX (PRIMARY)
+    WHERE account_id IN (p_from, p_to) AND tenant_id = v_tenant FOR UPDATE;
   IF v_found <> 2 THEN
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: account not found in the current tenant';
   END IF;

@@ -1,0 +1,93 @@
+"""The chain verifier against hand-built chains: intact, changed byte, broken link, gap,
+and a trusted starting point; the CLI's exit codes on a dump."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from ztm.audit_chain import GENESIS, dump_rows, link_hash, verify_rows
+from ztm.cli import main as ztm_main
+
+
+def chain(n: int) -> list[tuple[int, str, str, str]]:
+    rows, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        payload = json.dumps({"seq": seq, "table": "users", "op": "INSERT", "after": {"name": "é"}})
+        curr = link_hash(prev, payload)
+        rows.append((seq, payload, prev, curr))
+        prev = curr
+    return rows
+
+
+def test_link_hash_is_sha256_of_prev_then_payload_bytes():
+    assert link_hash(GENESIS, '{"seq": 1}') == hashlib.sha256((GENESIS + '{"seq": 1}').encode()).hexdigest()
+
+
+def test_intact_chain():
+    report = verify_rows(chain(5))
+    assert report.intact and report.checked == 5 and report.last_seq == 5 and report.head_hash == chain(5)[-1][3]
+
+
+def test_changed_byte_is_a_hash_mismatch_at_that_seq():
+    rows = chain(5)
+    seq, payload, prev, curr = rows[2]
+    rows[2] = (seq, payload.replace("INSERT", "INSERX"), prev, curr)
+    report = verify_rows(rows)
+    assert (report.intact, report.broken_seq) == (False, 3) and report.reason.startswith("hash mismatch")
+
+
+def test_rehashed_row_breaks_the_next_link():
+    rows = chain(5)
+    seq, payload, prev, _ = rows[2]
+    forged = payload.replace("INSERT", "DELETE")
+    rows[2] = (seq, forged, prev, link_hash(prev, forged))
+    report = verify_rows(rows)
+    assert report.broken_seq == 4 and report.reason.startswith("link mismatch")
+
+
+def test_missing_middle_row_is_a_gap():
+    rows = chain(5)
+    del rows[2]
+    report = verify_rows(rows)
+    assert report.broken_seq == 3 and report.reason.startswith("gap: expected seq 3, found 4")
+
+
+def test_start_from_a_trusted_point_checks_only_newer_rows():
+    rows = chain(6)
+    report = verify_rows(rows[3:], start_seq=3, start_hash=rows[2][3])
+    assert report.intact and report.checked == 3 and report.first_seq == 4
+    assert not verify_rows(rows[3:], start_seq=3, start_hash=GENESIS).intact
+
+
+def write_dump(path, rows):
+    path.write_text("".join(json.dumps({"seq": s, "payload": p, "prev_hash": a, "curr_hash": b}) + "\n"
+                            for s, p, a, b in rows))
+    return path
+
+
+def test_dump_is_streamed_and_filtered_by_start(tmp_path):
+    dump = write_dump(tmp_path / "d.jsonl", chain(4))
+    assert [r[0] for r in dump_rows(dump, start_seq=2)] == [3, 4]
+
+
+@pytest.mark.parametrize(("mutate", "code", "said"), [
+    (lambda rows: rows, 0, "audit chain intact: 4 events"),
+    (lambda rows: rows[:1] + rows[2:], 1, "broken at seq 2: gap"),
+])
+def test_cli_verify_dump_exit_codes(tmp_path, capsys, mutate, code, said):
+    dump = write_dump(tmp_path / "d.jsonl", mutate(chain(4)))
+    assert ztm_main(["audit", "verify", "--dump", str(dump)]) == code
+    assert said in capsys.readouterr().out
+
+
+def test_cli_unusable_inputs_exit_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    assert ztm_main(["audit", "verify", "--dump", str(bad)]) == 2
+    assert ztm_main(["audit", "verify", "--dump", str(bad), "--from-hash", "xyz"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"ztm: {bad}: line 1 is not an audit row (JSON with seq, payload, prev_hash, curr_hash)"
+    assert len(err) == 2
