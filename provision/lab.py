@@ -22,7 +22,7 @@ from pathlib import Path
 import pymysql
 import tomli_w
 
-from provision import netns, schema, server
+from provision import fail2ban, firewall, netns, schema, server
 from provision.accounts import (
     LOGIN_ACCOUNTS,
     PROBE_ACCOUNT,
@@ -33,6 +33,7 @@ from provision.accounts import (
 )
 from provision.engines import engine_for
 from provision.engines.base import Engine, default_cache_dir
+from provision.fail2ban import Fail2banLayout, JailSettings
 from provision.files import ensure_secret, write_private
 from provision.os_packages import ensure_packages
 from provision.pki import PkiLayout, issue_all
@@ -43,6 +44,12 @@ SERVER_NAME = "db.ztm.lab"
 PORT = 3306
 DATABASE = "securedb"
 # Fixed, so that a rebuilt lab keeps the same assessment tenants.
+# Short enough for tests to trigger, long enough that a ban outlives the test that checks it.
+# The assessor is exempt: its negative-login probes (ZTM-TLS-2/3) would otherwise ban it;
+# ZTM-NET-2 shows the ban from the intruder's allowlisted address and that another
+# allowlisted client (the log host) keeps working.
+JAIL_SETTINGS = JailSettings(maxretry=5, findtime=60, bantime=600,
+                             ignoreip=("127.0.0.1/8", netns.ASSESSOR_ADDRESS))
 TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-a.assessment.ztm.lab"))
 TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-b.assessment.ztm.lab"))
 TENANT_UNGRANTED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-ungranted.assessment.ztm.lab"))
@@ -63,6 +70,8 @@ class Lab:
         object.__setattr__(self, "dir", Path(self.dir).resolve())
 
     pki = property(lambda self: PkiLayout(self.dir / "pki"))
+    host_dir = property(lambda self: self.dir / "host")
+    fail2ban = property(lambda self: Fail2banLayout(self.dir / "host" / "fail2ban"))
     server = property(lambda self: server.ServerLayout(self.dir / "db"))
     secrets = property(lambda self: self.dir / "secrets")
     state_file = property(lambda self: self.dir / "state.json")
@@ -158,6 +167,10 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     timings["server"] = time.monotonic() - t
 
     t = time.monotonic()
+    host_controls_up(lab)
+    timings["firewall, fail2ban"] = time.monotonic() - t
+
+    t = time.monotonic()
     _bootstrap_accounts(lab, fresh)
     timings["accounts"] = time.monotonic() - t
     t = time.monotonic()
@@ -183,6 +196,16 @@ def _bootstrap_accounts(lab: Lab, fresh: bool) -> None:
             apply_login_account(conn, LoginAccount(user=user, host=netns.ACCOUNT_HOST, password=lab.password(role),
                                                    cert=lab.pki.client(role, "pem")))
         apply_probe_account(conn, PROBE_ACCOUNT, netns.ACCOUNT_HOST, lab.password("probe"))
+
+
+def host_controls_up(lab: Lab) -> None:
+    """Default-deny firewall and fail2ban inside the database namespace (idempotent)."""
+    lab.host_dir.mkdir(exist_ok=True)
+    ruleset = firewall.nftables_ruleset([netns.ALLOWLIST], db_port=PORT)
+    firewall.apply_nftables(ruleset, lab.host_dir / "firewall.nft", netns.in_netns(netns.DB.netns, []))
+    layout = lab.fail2ban
+    fail2ban.write_config(layout, lab.server.error_log, JAIL_SETTINGS)
+    fail2ban.start(layout, netns.in_netns(netns.DB.netns, []))
 
 
 def seed_tenants(conn: pymysql.connections.Connection) -> None:
@@ -220,6 +243,9 @@ def write_target(lab: Lab, engine: Engine) -> None:
             "config_files": [str(layout.defaults_file)], "datadir": str(layout.datadir),
             "key_files": [str(p) for p in layout.key_files], "server_account": "mysql",
             "forbidden_files": [str(layout.root / "etc" / "tls" / "ca.key")],
+            "key_scan_dirs": [str(layout.etc), str(layout.secure_files), str(layout.run)],
+            "config_dirs": [str(layout.etc)],
+            "fail2ban_socket": str(lab.fail2ban.socket), "fail2ban_jail": fail2ban.JAIL,
         },
         "network": {"allowlisted_cidrs": [netns.ALLOWLIST], "assessor_address": netns.ASSESSOR_ADDRESS,
                     "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
@@ -251,6 +277,7 @@ def _stop_and_remove_server(lab: Lab, engine: Engine) -> None:
 def down(lab: Lab) -> None:
     require_root("ztm lab down")
     state = lab.state()
+    fail2ban.stop(lab.fail2ban)
     if state.get("engine"):
         _stop_and_remove_server(lab, engine_for(state["engine"]))
     netns.down()

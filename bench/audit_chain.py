@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Audit chain benchmarks on the lab; writes JSON (default bench/results/audit_chain-<engine>.json).
+
+1. Verify throughput over N events (default 1,000,000) next to the raw row-fetch rate and
+   the raw hashlib rate on the same rows. The events are synthetic but chained exactly as
+   the triggers chain them, in a scratch database (ztm_bench) so the lab's trail is untouched.
+2. Audited vs unaudited write throughput of app_transfer with 1, 8 and 32 writers; the
+   unaudited run drops the accounts audit triggers for its duration and the data plane is
+   re-applied afterwards.
+
+Usage (root, lab up, project root): PYTHONPATH=. .venv/bin/python bench/audit_chain.py [--events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pymysql
+import pymysql.cursors
+
+from provision import lab as lab_mod
+from provision import schema
+from provision.netns import ACCOUNT_HOST
+from tests.lab.fake_records import fake_record
+from ztm.audit_chain import GENESIS, link_hash, verify_rows
+from ztm.db import connect
+from ztm.target import load_target
+
+SCRATCH = "ztm_bench"
+ROOT = Path(__file__).resolve().parent
+
+
+def build_scratch_chain(admin: pymysql.connections.Connection, events: int, batch: int = 5000) -> None:
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {SCRATCH}")
+        cur.execute(f"CREATE DATABASE {SCRATCH}")
+        cur.execute(f"CREATE TABLE {SCRATCH}.audit_events LIKE securedb.audit_events")
+        prev, rows = GENESIS, []
+        for seq in range(1, events + 1):
+            payload = json.dumps({"seq": seq, "table": "accounts", "op": "UPDATE", "key": str(uuid.UUID(int=seq)),
+                                  "actor": "app_user@10.77.0.1", "at": "2026-11-22T00:00:00.000000Z",
+                                  "before": {"balance": seq}, "after": {"balance": seq + 1}})
+            curr = link_hash(prev, payload)
+            rows.append((seq, payload, prev, curr))
+            prev = curr
+            if len(rows) == batch:
+                cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s)", rows)
+                rows = []
+        if rows:
+            cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s)", rows)
+
+
+def stream(admin, query: str):
+    with admin.cursor(pymysql.cursors.SSCursor) as cur:
+        cur.execute(query)
+        while chunk := cur.fetchmany(5000):
+            yield from chunk
+
+
+def measure_verify(admin, events: int) -> dict[str, float]:
+    query = f"SELECT seq, payload, prev_hash, curr_hash FROM {SCRATCH}.audit_events ORDER BY seq"
+    t = time.perf_counter()
+    fetched = sum(1 for _ in stream(admin, query))
+    fetch_s = time.perf_counter() - t
+    t = time.perf_counter()
+    hashed = 0
+    for _, payload, prev, _ in stream(admin, query):
+        hashlib.sha256((prev + payload).encode()).hexdigest()
+        hashed += 1
+    hash_s = time.perf_counter() - t
+    t = time.perf_counter()
+    report = verify_rows(stream(admin, query))
+    verify_s = time.perf_counter() - t
+    assert fetched == hashed == events and report.intact and report.checked == events, report.describe()
+    return {"events": events, "fetch_rows_per_s": round(events / fetch_s), "fetch_plus_hashlib_rows_per_s":
+            round(events / hash_s), "verify_rows_per_s": round(events / verify_s),
+            "fetch_s": round(fetch_s, 2), "fetch_plus_hashlib_s": round(hash_s, 2), "verify_s": round(verify_s, 2)}
+
+
+def transfers_per_second(target, writers: int, calls: int) -> float:
+    tenants = target.raw["tenants"]["granted"]
+    barrier = threading.Barrier(writers + 1)
+
+    def writer(index: int) -> None:
+        conn = connect(target, target.roles["app"], database="securedb")
+        with conn.cursor() as cur:
+            cur.execute("CALL security_set_tenant(%s)", (tenants[index % 2],))
+            user_id = str(uuid.uuid4())
+            cur.execute("CALL app_create_user_encrypted(%s)", (fake_record(user_id),))
+            cur.fetchall()
+            accounts = []
+            for _ in range(2):
+                cur.execute("CALL app_open_account(%s, 'EUR', 1000)", (user_id,))
+                accounts.append(cur.fetchall()[0][0])
+            barrier.wait()
+            for call in range(calls):
+                source, dest = accounts if call % 2 == 0 else accounts[::-1]
+                cur.execute("CALL app_transfer(%s, %s, 1)", (source, dest))
+        conn.close()
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        futures = [pool.submit(writer, i) for i in range(writers)]
+        barrier.wait()
+        t = time.perf_counter()
+        for f in futures:
+            f.result()
+        elapsed = time.perf_counter() - t
+    return writers * calls / elapsed
+
+
+def measure_writes(lab, target, calls: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {"audited": {}, "unaudited": {}}
+    for writers in (1, 8, 32):
+        results["audited"][str(writers)] = round(transfers_per_second(target, writers, calls), 1)
+    with lab.admin() as conn, conn.cursor() as cur:
+        for op in ("insert", "update", "delete"):
+            cur.execute(f"DROP TRIGGER securedb.accounts_audit_{op}")
+    try:
+        for writers in (1, 8, 32):
+            results["unaudited"][str(writers)] = round(transfers_per_second(target, writers, calls), 1)
+    finally:
+        with lab.admin() as conn:
+            schema.apply(conn, account_host=ACCOUNT_HOST)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--calls", type=int, default=200, help="transfers per writer in the write benchmark")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    lab = lab_mod.Lab(lab_mod.default_lab_dir())
+    target = load_target(lab.target_file)
+    admin = connect(target, target.roles["admin"])
+    t = time.perf_counter()
+    build_scratch_chain(admin, args.events)
+    build_s = time.perf_counter() - t
+    verify = measure_verify(admin, args.events)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE {SCRATCH}")
+    writes = measure_writes(lab, target, args.calls)
+    doc = {"benchmark": "audit_chain", "engine": target.engine, "server_version": admin.get_server_info(),
+           "python": platform.python_version(), "machine": platform.machine(), "build_scratch_chain_s":
+           round(build_s, 1), "verify": verify, "transfers_per_s": writes,
+           "transfer_calls_per_writer": args.calls, "note": "a transfer updates two rows: two audit events"}
+    out = args.out or ROOT / "results" / f"audit_chain-{target.engine}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
