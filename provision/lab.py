@@ -249,6 +249,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
         },
         "network": {"allowlisted_cidrs": [netns.ALLOWLIST], "assessor_address": netns.ASSESSOR_ADDRESS,
                     "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
+                    "intruder_allowlisted_address": netns.INTRUDER.addresses[1], "other_client_netns": netns.LOG.netns,
                     "listen_ports": [PORT]},
         "tenants": {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED},
         "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},

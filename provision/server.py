@@ -87,7 +87,8 @@ def prepare_folders(layout: ServerLayout, pki_server_dir: Path) -> None:
                          (layout.run, 0o755), (layout.log_dir, 0o750), (layout.secure_files, 0o750)):
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(mode)
-        os.chown(folder, uid if folder != layout.root else 0, gid)
+        # The server reads its configuration and TLS folder but must not be able to rewrite them.
+        os.chown(folder, 0 if folder in (layout.root, layout.etc, layout.tls) else uid, gid)
     from provision.schema import INIT_FILE, SQL_DIR
 
     write_private(layout.init_file, (SQL_DIR / INIT_FILE).read_bytes(), mode=0o640)
