@@ -9,6 +9,7 @@ from pathlib import Path
 from provision import lab as lab_mod
 from provision.accounts import LOGIN_ACCOUNTS
 from provision.pki import PkiLayout, issue_all
+from ztm.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +24,56 @@ def register(sub: argparse._SubParsersAction) -> None:
         func=_lab_down)
     lab_sub.add_parser("status", help="what is running").set_defaults(func=_lab_status)
 
+    _register_provision(sub)
+
     pki = sub.add_parser("pki", help="the lab PKI")
     pki.add_argument("--dir", type=Path, default=None, help="lab folder (default ./lab or $ZTM_LAB_DIR)")
     pki_sub = pki.add_subparsers(dest="pki_command", metavar="ACTION")
     pki_sub.required = True
     pki_sub.add_parser("rotate", help="reissue server and client certificates and the CRL (CA kept); "
                                       "restarts the lab server").set_defaults(func=_pki_rotate)
+
+
+def _register_provision(sub: argparse._SubParsersAction) -> None:
+    prov = sub.add_parser("provision", help="install pieces of the deployment on this host (a VM)")
+    prov_sub = prov.add_subparsers(dest="provision_command", metavar="PART")
+    prov_sub.required = True
+    fw = prov_sub.add_parser("firewall", help="default-deny firewall: database port only from allowlisted CIDRs")
+    fw.add_argument("--firewall", choices=("nftables", "ufw"), default="nftables")
+    fw.add_argument("--allow", action="append", required=True, metavar="CIDR", help="allowlisted client network")
+    fw.add_argument("--port", type=int, default=3306)
+    fw.add_argument("--apply", action="store_true", help="apply it (root); without: print what would be applied")
+    fw.set_defaults(func=_provision_firewall)
+
+
+def _provision_firewall(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+    import tempfile
+
+    from provision import firewall
+
+    if args.firewall == "ufw":
+        commands = firewall.ufw_commands(args.allow, db_port=args.port)
+        if not args.apply:
+            print("\n".join(" ".join(c) for c in commands))
+            return 0
+        lab_mod.require_root("ztm provision firewall --apply")
+        if shutil.which("ufw") is None:
+            raise UserError("ufw is not installed on this host; use --firewall nftables")
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        print(f"ufw: default deny incoming, {args.port}/tcp from {', '.join(args.allow)}, 22/tcp")
+        return 0
+    ruleset = firewall.nftables_ruleset(args.allow, db_port=args.port)
+    if not args.apply:
+        print(ruleset)
+        return 0
+    lab_mod.require_root("ztm provision firewall --apply")
+    with tempfile.TemporaryDirectory() as tmp:
+        firewall.apply_nftables(ruleset, Path(tmp) / "ztm.nft", [])
+    print(f"nftables: table inet {firewall.TABLE} loaded (input policy drop)")
+    return 0
 
 
 def _lab(args: argparse.Namespace) -> lab_mod.Lab:
