@@ -26,10 +26,11 @@ from pathlib import Path
 import pymysql
 import pymysql.cursors
 
+from envelope.setup import client_for
 from provision import lab as lab_mod
 from provision import schema
 from provision.netns import ACCOUNT_HOST
-from tests.lab.fake_records import fake_record
+from tests.lab.fake_records import lab_record
 from ztm.audit_chain import GENESIS, link_hash, verify_rows
 from ztm.db import connect
 from ztm.target import load_target
@@ -88,13 +89,15 @@ def measure_verify(admin, events: int) -> dict[str, float]:
 def transfers_per_second(target, writers: int, calls: int) -> float:
     tenants = target.raw["tenants"]["granted"]
     barrier = threading.Barrier(writers + 1)
+    envelope = client_for(target)
 
     def writer(index: int) -> None:
         conn = connect(target, target.roles["app"], database="securedb")
         with conn.cursor() as cur:
             cur.execute("CALL security_set_tenant(%s)", (tenants[index % 2],))
             user_id = str(uuid.uuid4())
-            cur.execute("CALL app_create_user_encrypted(%s)", (fake_record(user_id),))
+            record = lab_record(envelope, tenants[index % 2], user_id)
+            cur.execute("CALL app_create_user_encrypted(%s)", (record,))
             cur.fetchall()
             accounts = []
             for _ in range(2):

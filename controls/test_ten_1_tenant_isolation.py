@@ -21,8 +21,20 @@ pytestmark = pytest.mark.control("ZTM-TEN-1")
 FORGED_VARIABLES = ("tenant", "tenant_id", "current_tenant", "ztm_tenant", "app_tenant")
 
 
-def _fake_record(user_id: str) -> str:
-    """An API record with random bytes where the client would put ciphertext (no PII exists here)."""
+def _record(target, tenant: str, user_id: str) -> str:
+    """A record as the application writes it: through the envelope client when the target has
+    a KMS; otherwise random bytes stand in for ciphertext (tenant isolation does not read them)."""
+    if target.section("kms"):
+        from envelope.client import api_json
+        from envelope.setup import client_for
+
+        client = client_for(target)
+        try:
+            return api_json(client.encrypt_user(tenant, {"name": "tenant probe", "email": "probe@example.invalid",
+                                                         "phone": "+15550000001"}, "ztm-assessment", user_id))
+        finally:
+            client.kms.close()
+
     def b64(n: int) -> str:
         return base64.b64encode(os.urandom(n)).decode()
 
@@ -45,7 +57,7 @@ def probe_data(target, tenants):
             for name in ("A", "B"):
                 cur.execute("CALL security_set_tenant(%s)", (tenants[name],))
                 user_id = str(uuid.uuid4())
-                cur.execute("CALL app_create_user_encrypted(%s)", (_fake_record(user_id),))
+                cur.execute("CALL app_create_user_encrypted(%s)", (_record(target, tenants[name], user_id),))
                 cur.fetchall()
                 account_ids = []
                 for _ in range(2):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pymysql
 import tomli_w
 
-from provision import fail2ban, firewall, netns, schema, server
+from provision import fail2ban, firewall, kms, netns, schema, server
 from provision.accounts import (
     LOGIN_ACCOUNTS,
     PROBE_ACCOUNT,
@@ -35,6 +35,7 @@ from provision.engines import engine_for
 from provision.engines.base import Engine, default_cache_dir
 from provision.fail2ban import Fail2banLayout, JailSettings
 from provision.files import ensure_secret, write_private
+from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
 from provision.pki import PkiLayout, issue_all
 from ztm.errors import NotRootError, UserError
@@ -53,7 +54,7 @@ JAIL_SETTINGS = JailSettings(maxretry=5, findtime=60, bantime=600,
 TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-a.assessment.ztm.lab"))
 TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-b.assessment.ztm.lab"))
 TENANT_UNGRANTED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-ungranted.assessment.ztm.lab"))
-BASE_PACKAGES = ["iproute2", "nftables", "procps"]
+BASE_PACKAGES = ["iproute2", "nftables", "procps", "fail2ban", "softhsm2"]
 
 
 def default_lab_dir() -> Path:
@@ -71,6 +72,7 @@ class Lab:
 
     pki = property(lambda self: PkiLayout(self.dir / "pki"))
     host_dir = property(lambda self: self.dir / "host")
+    kms = property(lambda self: KmsLayout(self.dir / "kms"))
     fail2ban = property(lambda self: Fail2banLayout(self.dir / "host" / "fail2ban"))
     server = property(lambda self: server.ServerLayout(self.dir / "db"))
     secrets = property(lambda self: self.dir / "secrets")
@@ -171,6 +173,11 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     timings["firewall, fail2ban"] = time.monotonic() - t
 
     t = time.monotonic()
+    kms.ensure_token(lab.kms, lab.password("kms-user"), lab.password("kms-so"))
+    kms.ensure_keys(lab.kms, lab.password("kms-user"))
+    timings["kms"] = time.monotonic() - t
+
+    t = time.monotonic()
     _bootstrap_accounts(lab, fresh)
     timings["accounts"] = time.monotonic() - t
     t = time.monotonic()
@@ -252,6 +259,12 @@ def write_target(lab: Lab, engine: Engine) -> None:
                     "intruder_allowlisted_address": netns.INTRUDER.addresses[1], "other_client_netns": netns.LOG.netns,
                     "listen_ports": [PORT]},
         "tenants": {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED},
+        "kms": {"provider": "pkcs11", "module": kms.MODULE, "token_label": kms.TOKEN_LABEL,
+                "key_label_prefix": kms.KEY_PREFIX, "key_version": 1,
+                "pin": {"file": str(lab.secrets / "kms-user.password")},
+                "env": {"SOFTHSM2_CONF": str(lab.kms.conf)}},
+        "crypto": {"require_pq": True, "pq_public_key": str(lab.kms.pq_public),
+                   "pq_private_wrapped": str(lab.kms.pq_private_wrapped)},
         "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
         "lab": {"dir": str(lab.dir)},
     }

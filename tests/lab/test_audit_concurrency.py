@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pymysql
 import pytest
 
-from tests.lab.fake_records import fake_record
+from envelope.setup import client_for
+from tests.lab.fake_records import lab_record
 from ztm.audit_chain import verify_database
 from ztm.db import connect
 
@@ -31,6 +32,7 @@ def test_concurrent_writers_leave_one_intact_chain(lab_target, record_property):
         (events_before,) = cur.fetchone()
     tenants = lab_target.raw["tenants"]["granted"]
     start = threading.Barrier(WRITERS)
+    envelope = client_for(lab_target)  # one client, its DEK cache shared by the writers
     errors: list[int] = []
 
     def writer(index: int) -> tuple[int, int, int]:
@@ -40,7 +42,8 @@ def test_concurrent_writers_leave_one_intact_chain(lab_target, record_property):
             with conn.cursor() as cur:
                 cur.execute("CALL security_set_tenant(%s)", (tenants[index % 2],))
                 user_id = str(uuid.uuid4())
-                cur.execute("CALL app_create_user_encrypted(%s)", (fake_record(user_id),))
+                record = lab_record(envelope, tenants[index % 2], user_id)
+                cur.execute("CALL app_create_user_encrypted(%s)", (record,))
                 cur.fetchall()
                 accounts = []
                 for _ in range(2):

@@ -1,0 +1,21 @@
+"""KMS providers behind one interface (``Kms``), chosen by the target's [kms] section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envelope.kms.base import Kms, WrappedKey
+from ztm.errors import UserError
+
+__all__ = ["Kms", "WrappedKey", "kms_for"]
+
+
+def kms_for(section: dict[str, Any], resolve) -> Kms:
+    provider = section.get("provider")
+    if provider == "pkcs11":
+        from envelope.kms.pkcs11 import Pkcs11Kms
+
+        return Pkcs11Kms.from_section(section, resolve)
+    if provider in ("aws", "kmip", "gcp", "azure"):
+        raise UserError(f"KMS provider {provider!r} is not implemented in this version; use 'pkcs11'")
+    raise UserError(f"the target's [kms] section names no known provider ({provider!r})")

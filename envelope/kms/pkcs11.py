@@ -1,0 +1,102 @@
+"""PKCS#11 KMS (python-pkcs11): an AES-256 KEK that never leaves the token wraps each DEK
+with AES-GCM, the encryption context as AAD. The lab uses a SoftHSM2 token."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism
+from pkcs11.mechanisms import GCMParams
+
+from envelope.kms.base import Kms, WrappedKey
+from ztm.errors import UserError
+
+BLOB_VERSION = b"\x01"
+IV_BYTES = 12
+
+
+class Pkcs11Kms(Kms):
+    def __init__(self, module: str, token_label: str, key_label_prefix: str, pin: str, version: int,
+                 env: dict[str, str] | None = None) -> None:
+        for name, value in (env or {}).items():
+            os.environ[name] = value  # e.g. SOFTHSM2_CONF: the module reads it when loaded
+        try:
+            self._lib = pkcs11.lib(module)
+            token = self._lib.get_token(token_label=token_label)
+            self._session = token.open(user_pin=pin, rw=True)  # rw: key creation (rotation, set-up)
+        except (pkcs11.exceptions.PKCS11Error, RuntimeError) as exc:
+            raise UserError(f"cannot open PKCS#11 token {token_label!r} with {module}: {type(exc).__name__}") from None
+        self.token_label, self.prefix, self._version = token_label, key_label_prefix, version
+        self._lock = threading.Lock()  # one session, used from several threads
+        self.calls = 0
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any], resolve) -> Pkcs11Kms:
+        from ztm.target import SecretRef
+
+        pin_ref = section.get("pin", {})
+        pin = SecretRef(file=resolve(pin_ref["file"]) if "file" in pin_ref else None, env=pin_ref.get("env")).reveal()
+        env = {k: str(resolve(v)) if k.endswith("_CONF") else v for k, v in section.get("env", {}).items()}
+        return cls(section["module"], section["token_label"], section.get("key_label_prefix", "ztm-kek-v"), pin,
+                   int(section.get("key_version", 1)), env)
+
+    @property
+    def current_version(self) -> int:
+        return self._version
+
+    def key_id(self, version: int) -> str:
+        return f"pkcs11:token={self.token_label};object={self.prefix}{version}"
+
+    def _kek(self, version: int):
+        try:
+            return self._session.get_key(label=f"{self.prefix}{version}", key_type=KeyType.AES)
+        except pkcs11.exceptions.NoSuchKey:
+            raise UserError(f"no key-encryption key {self.prefix}{version} on token {self.token_label}") from None
+
+    def wrap(self, dek: bytes, context: bytes, key_version: int | None = None) -> WrappedKey:
+        version = key_version or self._version
+        iv = os.urandom(IV_BYTES)
+        with self._lock:
+            sealed = self._kek(version).encrypt(dek, mechanism=Mechanism.AES_GCM,
+                                                mechanism_param=GCMParams(iv, context, 128))
+            self.calls += 1
+        return WrappedKey(BLOB_VERSION + iv + sealed, self.key_id(version), version)
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        blob = wrapped.blob
+        if blob[:1] != BLOB_VERSION or len(blob) < 1 + IV_BYTES + 16:
+            raise UserError("wrapped key: unknown format")
+        with self._lock:
+            try:
+                self.calls += 1
+                return bytes(self._kek(wrapped.key_version).decrypt(
+                    blob[1 + IV_BYTES:], mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(blob[1:1 + IV_BYTES], context, 128)))
+            except pkcs11.exceptions.PKCS11Error:
+                raise UserError("the KMS refused to unwrap the data key (wrong key, context or blob)") from None
+
+    def create_kek(self, version: int) -> None:
+        """A new, non-extractable KEK version on the token (lab set-up, rotation)."""
+        with self._lock:
+            self._session.generate_key(KeyType.AES, 256, label=f"{self.prefix}{version}", store=True, template={
+                Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.TOKEN: True,
+                Attribute.ENCRYPT: True, Attribute.DECRYPT: True})
+
+    def kek_attributes(self, version: int) -> dict[str, bool]:
+        key = self._kek(version)
+        return {"extractable": bool(key[Attribute.EXTRACTABLE]), "sensitive": bool(key[Attribute.SENSITIVE])}
+
+    def has_kek(self, version: int) -> bool:
+        try:
+            self._kek(version)
+        except UserError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._session.close()
+
+

@@ -1,0 +1,92 @@
+"""The lab's HSM-backed KMS: a SoftHSM2 token holding a non-extractable AES-256 KEK, and the
+organisation's post-quantum key pair (private half stored only wrapped by that KEK).
+
+Token PINs are never put on a command line: softhsm2-util is driven through a pseudo-terminal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import subprocess
+import termios
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ztm.errors import UserError
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+TOKEN_LABEL = "ztm-kms"
+KEY_PREFIX = "ztm-kek-v"
+
+
+@dataclass(frozen=True)
+class KmsLayout:
+    root: Path
+
+    conf = property(lambda self: self.root / "softhsm2.conf")
+    tokens = property(lambda self: self.root / "tokens")
+    pq_public = property(lambda self: self.root / "pq-public.json")
+    pq_private_wrapped = property(lambda self: self.root / "pq-private.wrapped.json")
+
+
+def _answer_prompts(argv: list[str], answers: list[str], env: dict[str, str], timeout: float = 20) -> str:
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, preexec_fn=controlling_tty,
+                            close_fds=True)
+    os.close(slave)
+    output, deadline = b"", time.monotonic() + timeout
+    pending = list(answers)
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 1024)
+        except OSError:
+            break
+        output += chunk
+        if pending and output.rstrip().endswith(b":"):
+            os.write(master, pending.pop(0).encode() + b"\n")
+            output += b"\n"
+    proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    os.close(master)
+    text = output.decode(errors="replace")
+    if proc.returncode != 0:
+        raise UserError(f"{argv[0]} failed: {text.strip().splitlines()[-1] if text.strip() else 'no output'}")
+    return text
+
+
+def ensure_token(layout: KmsLayout, user_pin: str, so_pin: str) -> None:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.root.chmod(0o700)
+    layout.tokens.mkdir(exist_ok=True)
+    layout.tokens.chmod(0o700)
+    layout.conf.write_text(f"directories.tokendir = {layout.tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = dict(os.environ, SOFTHSM2_CONF=str(layout.conf))
+    slots = subprocess.run(["softhsm2-util", "--show-slots"], capture_output=True, text=True, env=env).stdout
+    if f"Label:            {TOKEN_LABEL}" in slots:
+        return
+    _answer_prompts(["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL],
+                    [so_pin, so_pin, user_pin, user_pin], env)
+
+
+def ensure_keys(layout: KmsLayout, user_pin: str) -> None:
+    """KEK version 1 and the organisation PQ key pair, made once."""
+    from envelope import pq
+    from envelope.kms.pkcs11 import Pkcs11Kms
+
+    kms = Pkcs11Kms(MODULE, TOKEN_LABEL, KEY_PREFIX, user_pin, 1, {"SOFTHSM2_CONF": str(layout.conf)})
+    try:
+        if not kms.has_kek(1):
+            kms.create_kek(1)
+        if not layout.pq_private_wrapped.exists():
+            private, public = pq.generate_keypair()
+            pq.save_private_wrapped(private, kms, layout.pq_private_wrapped)
+            layout.pq_public.write_text(__import__("json").dumps(public.to_json()) + "\n")
+    finally:
+        kms.close()
