@@ -124,3 +124,26 @@ def test_database_content_alone_cannot_decrypt(admin, sentinel_record, envelope,
     assert not opened, "a key found in the database row itself decrypts the PII: the DEK is stored unwrapped"
     if kek:
         assert not kek["extractable"] and kek["sensitive"], f"the KMS key-encryption key can leave the HSM: {kek}"
+
+
+RECENT_RECORDS = 500
+
+
+def test_every_stored_record_is_envelope_ciphertext(admin, envelope, evidence):
+    """The most recent records (all of them in a lab) must decrypt through the KMS in their own
+    context: a record some client stored in plaintext, or under another scheme, does not."""
+    from envelope.client import EnvelopeClient
+
+    with admin.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(f"SELECT * FROM securedb.users ORDER BY created_at DESC LIMIT {RECENT_RECORDS}")
+        rows = cur.fetchall()
+    failures = {}
+    for row in rows:
+        try:
+            EnvelopeClient.decrypt_user(envelope, row)
+        except Exception as exc:  # any failure to open is a finding about that record
+            failures[row["user_id"]] = str(exc)[:200]
+    evidence.json("records-checked", {"records": len(rows), "not_envelope_ciphertext": failures})
+    assert rows, "no records stored: nothing to check"
+    assert not failures, (f"{len(failures)} stored record(s) are not client-side ciphertext that opens in their "
+                          "own context (plaintext or foreign encryption): " + ", ".join(list(failures)[:10]))

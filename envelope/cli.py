@@ -1,0 +1,131 @@
+"""`ztm envelope encrypt | create-user | decrypt`: client-side encryption from the shell.
+
+PII is read from a JSON file or standard input ({"name", "email", "phone"}), never from
+the command line, where other users of the machine could read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ztm.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    env = sub.add_parser("envelope", help="client-side envelope encryption of PII")
+    env_sub = env.add_subparsers(dest="envelope_command", metavar="ACTION")
+    env_sub.required = True
+    for name, helptext, func in (
+            ("encrypt", "print the JSON app_create_user_encrypted takes", _encrypt),
+            ("create-user", "encrypt and create the user over mTLS through the procedure", _create_user)):
+        p = env_sub.add_parser(name, help=helptext)
+        p.add_argument("--target", type=Path, required=True)
+        p.add_argument("--tenant", required=True, help="tenant id (UUID)")
+        p.add_argument("--pii", type=Path, default=None, help="JSON file with name, email, phone (default: stdin)")
+        p.add_argument("--role", default="user")
+        p.add_argument("--no-pq", action="store_true", help="skip the post-quantum wrap (if not required)")
+        p.set_defaults(func=func)
+    d = env_sub.add_parser("decrypt", help="read a user through v_users and decrypt it in the client")
+    d.add_argument("--target", type=Path, required=True)
+    d.add_argument("--tenant", required=True)
+    d.add_argument("--user-id", required=True)
+    d.add_argument("--via-pq", action="store_true", help="break-glass: recover the DEK from the PQ wrap alone")
+    d.set_defaults(func=_decrypt)
+
+
+def _pii(path: Path | None) -> dict[str, str]:
+    try:
+        text = path.read_text() if path else sys.stdin.read()
+        doc = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the PII JSON ({exc})") from None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("name", "email", "phone")):
+        raise UserError("the PII JSON must be an object with string fields name, email and phone")
+    return {k: doc[k] for k in ("name", "email", "phone")}
+
+
+def _client(args: argparse.Namespace):
+    from envelope.setup import client_for
+    from ztm.target import load_target
+
+    target = load_target(args.target)
+    with_pq = None
+    if getattr(args, "no_pq", False):
+        if target.section("crypto").get("require_pq"):
+            raise UserError("the target requires post-quantum wraps; --no-pq is refused")
+        with_pq = False
+    return target, client_for(target, with_pq=with_pq)
+
+
+def _encrypt(args: argparse.Namespace) -> int:
+    _, client = _client(args)
+    try:
+        print(json.dumps(client.encrypt_user(args.tenant, _pii(args.pii), args.role), indent=2))
+    finally:
+        client.kms.close()
+    return 0
+
+
+def _app_session(target, tenant: str):
+    import pymysql
+
+    from ztm.db import connect
+
+    try:
+        conn = connect(target, target.roles["app"], database="securedb")
+        with conn.cursor() as cur:
+            cur.execute("CALL security_set_tenant(%s)", (tenant,))
+    except pymysql.MySQLError as exc:
+        raise UserError(f"cannot open an app session for tenant {tenant}: {exc.args[-1]}") from None
+    return conn
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    import pymysql
+
+    from envelope.client import api_json
+
+    target, client = _client(args)
+    try:
+        doc = client.encrypt_user(args.tenant, _pii(args.pii), args.role)
+    finally:
+        client.kms.close()
+    conn = _app_session(target, args.tenant)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CALL app_create_user_encrypted(%s)", (api_json(doc),))
+            (user_id,) = cur.fetchone()
+    except pymysql.MySQLError as exc:
+        raise UserError(f"the server refused the record: {exc.args[-1]}") from None
+    finally:
+        conn.close()
+    print(f"created user {user_id} in tenant {args.tenant} (DEK wrapped by {doc['pii_kms_key_id']}"
+          + (f", PQ wrap {doc['pq_alg']})" if doc.get("pq_alg") else ")"))
+    return 0
+
+
+def _decrypt(args: argparse.Namespace) -> int:
+    import pymysql
+
+    from envelope.client import EnvelopeClient
+    from envelope.setup import pq_private_for
+
+    target, client = _client(args)
+    conn = _app_session(target, args.tenant)
+    try:
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SELECT * FROM v_users WHERE user_id = %s", (args.user_id,))
+            row: dict[str, Any] | None = cur.fetchone()
+        if row is None:
+            raise UserError(f"no user {args.user_id} visible in tenant {args.tenant}")
+        pii = (EnvelopeClient.recover_with_pq(row, pq_private_for(target, client)) if args.via_pq
+               else client.decrypt_user(row))
+    finally:
+        conn.close()
+        client.kms.close()
+    print(json.dumps(pii, indent=2))
+    return 0
