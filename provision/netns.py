@@ -101,8 +101,10 @@ def down() -> None:
     for host in HOSTS:
         if netns_exists(host.netns):
             _ip("netns", "delete", host.netns)
-        if link_exists(host.veth):
-            _ip("link", "delete", host.veth)
+        # Deleting the namespace takes the veth pair with it, asynchronously: only what is left.
+        if link_exists(host.veth) and _ip("link", "delete", host.veth, check=False).returncode != 0 \
+                and link_exists(host.veth):
+            raise UserError(f"cannot delete link {host.veth}")
     if link_exists(BRIDGE):
         _ip("link", "delete", BRIDGE)
 
