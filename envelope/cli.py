@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--role", default="user")
         p.add_argument("--no-pq", action="store_true", help="skip the post-quantum wrap (if not required)")
         p.set_defaults(func=func)
+    r = env_sub.add_parser("rewrap", help="KEK rotation: re-wrap every DEK of a tenant under a newer KEK version")
+    r.add_argument("--target", type=Path, required=True)
+    r.add_argument("--tenant", required=True)
+    r.add_argument("--to-version", type=int, required=True)
+    r.add_argument("--create-kek", action="store_true", help="create that KEK version on the token if missing")
+    r.set_defaults(func=_rewrap)
     d = env_sub.add_parser("decrypt", help="read a user through v_users and decrypt it in the client")
     d.add_argument("--target", type=Path, required=True)
     d.add_argument("--tenant", required=True)
@@ -129,3 +135,28 @@ def _decrypt(args: argparse.Namespace) -> int:
         client.kms.close()
     print(json.dumps(pii, indent=2))
     return 0
+
+
+def _rewrap(args: argparse.Namespace) -> int:
+    from envelope.rotate import rewrap_tenant
+
+    target, client = _client(args)
+    try:
+        if hasattr(client.kms, "has_kek") and not client.kms.has_kek(args.to_version):
+            if not args.create_kek:
+                raise UserError(f"KEK version {args.to_version} does not exist (add --create-kek to make it)")
+            client.kms.create_kek(args.to_version)
+        conn = _app_session(target, args.tenant)
+        try:
+            counts = rewrap_tenant(conn, client, args.tenant, args.to_version)
+        finally:
+            conn.close()
+    finally:
+        client.kms.close()
+    print(f"rewrap to KEK version {args.to_version}: {counts.rewrapped} re-wrapped, {counts.already_current} "
+          f"already current, {len(counts.failed)} failed, {counts.kms_calls} KMS calls")
+    for user_id, why in counts.failed.items():
+        print(f"  failed {user_id}: {why}")
+    if counts.rewrapped and not counts.failed:
+        print(f"next: set [kms].key_version = {args.to_version} in the target so new records use it")
+    return 1 if counts.failed else 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from envelope import pq
 from envelope.cache import CachedKey, DekCache
-from envelope.context import wrap_context
+from envelope.context import aad_key_version, wrap_context
 from envelope.kms.base import Kms, WrappedKey
 from envelope.record import SealedField, new_dek, open_field, seal
 from ztm.errors import UserError
@@ -76,17 +76,26 @@ class EnvelopeClient:
         """Break-glass: the DEK from the post-quantum wrap alone, not the KMS wrap."""
         if not row.get("pii_pq_wrapped_key"):
             raise UserError(f"record {row['user_id']} carries no post-quantum wrap")
-        context = wrap_context(tenant=row["tenant_id"], table=TABLE, key_version=int(row["pii_key_version"]))
+        # The PQ wrap is bound to the key version the record was first sealed under (a KEK
+        # rotation re-wraps the KMS wrap only), which the fields' authenticated AAD carries.
+        sealed_version = aad_key_version(bytes(row["name_aad"])) or 0
+        context = wrap_context(tenant=row["tenant_id"], table=TABLE, key_version=sealed_version)
         return open_fields(pq.unwrap(bytes(row["pii_pq_wrapped_key"]), pq_private, context), row)
 
 
 def open_fields(dek: bytes, row: dict[str, Any]) -> dict[str, str]:
-    version = int(row["pii_key_version"])
-    return {name: open_field(dek, SealedField(bytes(row[f"{name}_ct"]), bytes(row[f"{name}_iv"]),
-                                              bytes(row[f"{name}_aad"])),
-                             tenant=row["tenant_id"], table=TABLE, column=name, record=row["user_id"],
-                             key_version=version)
-            for name in PII_FIELDS}
+    """Tenant, table, column and record come from the row being read; the key version the
+    field was sealed under comes from its (authenticated) AAD and may not exceed the row's."""
+    current = int(row["pii_key_version"])
+    opened = {}
+    for name in PII_FIELDS:
+        sealed = SealedField(bytes(row[f"{name}_ct"]), bytes(row[f"{name}_iv"]), bytes(row[f"{name}_aad"]))
+        sealed_version = aad_key_version(sealed.aad)
+        if sealed_version is None or not 1 <= sealed_version <= current:
+            raise UserError(f"users.{name} of record {row['user_id']} has no valid envelope header")
+        opened[name] = open_field(dek, sealed, tenant=row["tenant_id"], table=TABLE, column=name,
+                                  record=row["user_id"], key_version=sealed_version)
+    return opened
 
 
 def api_json(doc: dict[str, Any]) -> str:

@@ -27,3 +27,13 @@ def wrap_context(*, tenant: str, table: str, key_version: int) -> bytes:
 
 
 PQ_PRIVATE_KEY_CONTEXT = _canonical({"purpose": "pq-organisation-private-key"})
+
+
+def aad_key_version(aad: bytes) -> int | None:
+    """The key version a field was sealed under, read from its stored AAD. (It may be older
+    than the row's current KEK version: a KEK rotation re-wraps the DEK, not the fields.)"""
+    try:
+        parts = dict(p.split("=", 1) for p in aad.decode().split(";")[1:])
+        return int(parts["kv"])
+    except (UnicodeDecodeError, ValueError, KeyError):
+        return None

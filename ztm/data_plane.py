@@ -4,7 +4,8 @@ from __future__ import annotations
 
 DATABASE = "securedb"
 DEFINER_USER, DEFINER_HOST = "api_definer", "localhost"
-API_PROCEDURES = ("security_set_tenant", "app_create_user_encrypted", "app_open_account", "app_transfer")
+API_PROCEDURES = ("security_set_tenant", "app_create_user_encrypted", "app_open_account", "app_transfer",
+                  "app_rewrap_user_key")
 API_FUNCTIONS = ("get_tenant",)
 TENANT_VIEWS = ("v_users", "v_accounts")
 DATA_TABLES = ("tenants", "tenant_grants", "users", "accounts")

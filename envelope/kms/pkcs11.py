@@ -26,7 +26,10 @@ class Pkcs11Kms(Kms):
         try:
             self._lib = pkcs11.lib(module)
             token = self._lib.get_token(token_label=token_label)
-            self._session = token.open(user_pin=pin, rw=True)  # rw: key creation (rotation, set-up)
+            try:
+                self._session = token.open(user_pin=pin, rw=True)  # rw: key creation (rotation, set-up)
+            except pkcs11.exceptions.UserAlreadyLoggedIn:  # login is per process and token in PKCS#11
+                self._session = token.open(rw=True)
         except (pkcs11.exceptions.PKCS11Error, RuntimeError) as exc:
             raise UserError(f"cannot open PKCS#11 token {token_label!r} with {module}: {type(exc).__name__}") from None
         self.token_label, self.prefix, self._version = token_label, key_label_prefix, version
@@ -55,6 +58,9 @@ class Pkcs11Kms(Kms):
             return self._session.get_key(label=f"{self.prefix}{version}", key_type=KeyType.AES)
         except pkcs11.exceptions.NoSuchKey:
             raise UserError(f"no key-encryption key {self.prefix}{version} on token {self.token_label}") from None
+        except pkcs11.exceptions.MultipleObjectsReturned:
+            raise UserError(f"two keys on token {self.token_label} carry the label {self.prefix}{version}: "
+                            "refusing to guess which one wraps the data") from None
 
     def wrap(self, dek: bytes, context: bytes, key_version: int | None = None) -> WrappedKey:
         version = key_version or self._version
@@ -79,7 +85,9 @@ class Pkcs11Kms(Kms):
                 raise UserError("the KMS refused to unwrap the data key (wrong key, context or blob)") from None
 
     def create_kek(self, version: int) -> None:
-        """A new, non-extractable KEK version on the token (lab set-up, rotation)."""
+        """A new, non-extractable KEK version on the token (lab set-up, rotation); idempotent."""
+        if self.has_kek(version):
+            return
         with self._lock:
             self._session.generate_key(KeyType.AES, 256, label=f"{self.prefix}{version}", store=True, template={
                 Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.TOKEN: True,

@@ -184,3 +184,34 @@ CREATE OR REPLACE DEFINER = 'api_definer'@'localhost' SQL SECURITY DEFINER VIEW 
 CREATE OR REPLACE DEFINER = 'api_definer'@'localhost' SQL SECURITY DEFINER VIEW v_accounts AS
   SELECT account_id, tenant_id, user_id, currency, balance, created_at
   FROM accounts WHERE tenant_id = get_tenant();
+
+DELIMITER //
+
+-- KEK rotation: replace the wrapped DEK of one record of the current tenant by its re-wrap
+-- under a newer KEK version. Field ciphertext is not touched; the audit trail records it.
+DROP PROCEDURE IF EXISTS app_rewrap_user_key //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_rewrap_user_key(
+    IN p_user_id CHAR(36), IN p_wrapped_key LONGTEXT, IN p_kms_key_id VARCHAR(512), IN p_key_version INT UNSIGNED)
+  MODIFIES SQL DATA SQL SECURITY DEFINER
+BEGIN
+  DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();
+  DECLARE v_current INT UNSIGNED;
+  IF v_tenant IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: no tenant context (call security_set_tenant)';
+  END IF;
+  SELECT pii_key_version INTO v_current FROM users WHERE user_id = p_user_id AND tenant_id = v_tenant FOR UPDATE;
+  IF v_current IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: no such user in the current tenant';
+  END IF;
+  IF p_key_version IS NULL OR p_key_version <= v_current THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: the key version must increase';
+  END IF;
+  IF FROM_BASE64(p_wrapped_key) IS NULL OR p_kms_key_id IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: wrapped key (base64) and key id required';
+  END IF;
+  UPDATE users SET pii_wrapped_key = FROM_BASE64(p_wrapped_key), pii_kms_key_id = p_kms_key_id,
+                   pii_key_version = p_key_version
+    WHERE user_id = p_user_id;
+END //
+
+DELIMITER ;

@@ -12,6 +12,7 @@ GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'app_user'@'${account
 GRANT EXECUTE ON PROCEDURE securedb.app_create_user_encrypted TO 'app_user'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE securedb.app_open_account TO 'app_user'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE securedb.app_transfer TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE securedb.app_rewrap_user_key TO 'app_user'@'${account_host}';
 GRANT EXECUTE ON FUNCTION securedb.get_tenant TO 'app_user'@'${account_host}';
 GRANT SELECT ON securedb.v_users TO 'app_user'@'${account_host}';
 GRANT SELECT ON securedb.v_accounts TO 'app_user'@'${account_host}';
