@@ -16,6 +16,10 @@ def kms_for(section: dict[str, Any], resolve) -> Kms:
         from envelope.kms.pkcs11 import Pkcs11Kms
 
         return Pkcs11Kms.from_section(section, resolve)
-    if provider in ("aws", "kmip", "gcp", "azure"):
+    if provider == "aws":
+        from envelope.kms.aws import AwsKms
+
+        return AwsKms.from_section(section, resolve)
+    if provider in ("kmip", "gcp", "azure"):
         raise UserError(f"KMS provider {provider!r} is not implemented in this version; use 'pkcs11'")
     raise UserError(f"the target's [kms] section names no known provider ({provider!r})")
