@@ -12,6 +12,9 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -72,6 +75,7 @@ class Lab:
 
     pki = property(lambda self: PkiLayout(self.dir / "pki"))
     host_dir = property(lambda self: self.dir / "host")
+    log_host = property(lambda self: self.dir / "log-host")
     kms = property(lambda self: KmsLayout(self.dir / "kms"))
     fail2ban = property(lambda self: Fail2banLayout(self.dir / "host" / "fail2ban"))
     server = property(lambda self: server.ServerLayout(self.dir / "db"))
@@ -186,6 +190,9 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
         seed_tenants(conn)
     timings["data plane"] = time.monotonic() - t
     write_target(lab, engine)
+    t = time.monotonic()
+    anchor_up(lab)
+    timings["anchor"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
     return timings
 
@@ -213,6 +220,59 @@ def host_controls_up(lab: Lab) -> None:
     layout = lab.fail2ban
     fail2ban.write_config(layout, lab.server.error_log, JAIL_SETTINGS)
     fail2ban.start(layout, netns.in_netns(netns.DB.netns, []))
+
+
+def anchor_up(lab: Lab) -> None:
+    """The off-host anchor: its own key on the log host, running in the ztm-log namespace."""
+    from evidence.sign import public_pem
+
+    lab.log_host.mkdir(exist_ok=True)
+    key_path = lab.log_host / "anchor.key"
+    if not key_path.exists():
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()), mode=0o600)
+        write_private(lab.log_host / "anchor.pub.pem", public_pem(key.public_key()), mode=0o644)
+    if anchor_pid(lab) is None:
+        with open(lab.log_host / "anchor.log", "ab") as log:
+            proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [sys.executable, "-m", "ztm.cli", "anchor", "run",
+                                                                   "--target", str(lab.target_file)]),
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        (lab.log_host / "anchor.pid").write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + 20
+        sink = lab.log_host / "anchors.jsonl"
+        while time.monotonic() < deadline and not (sink.exists() and sink.stat().st_size):
+            time.sleep(0.2)  # the first anchor is written at start
+
+
+def anchor_pid(lab: Lab) -> int | None:
+    try:
+        pid = int((lab.log_host / "anchor.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def anchor_down(lab: Lab) -> None:
+    pid = anchor_pid(lab)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+                os.kill(pid, 0)
+            except (OSError, ChildProcessError):
+                break
+            time.sleep(0.1)
+    sink = lab.log_host / "anchors.jsonl"
+    if sink.exists():  # the sink is append-only (chattr +a); lift it so the lab can be removed
+        subprocess.run(["chattr", "-a", str(sink)], capture_output=True)
 
 
 def seed_tenants(conn: pymysql.connections.Connection) -> None:
@@ -265,6 +325,9 @@ def write_target(lab: Lab, engine: Engine) -> None:
                 "env": {"SOFTHSM2_CONF": str(lab.kms.conf)}},
         "crypto": {"require_pq": True, "pq_public_key": str(lab.kms.pq_public),
                    "pq_private_wrapped": str(lab.kms.pq_private_wrapped)},
+        "anchor": {"public_key": str(lab.log_host / "anchor.pub.pem"), "signing_key": str(lab.log_host / "anchor.key"),
+                   "interval_seconds": 60, "every_events": 500,
+                   "sinks": [{"kind": "file", "path": str(lab.log_host / "anchors.jsonl")}]},
         "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
         "lab": {"dir": str(lab.dir)},
     }
@@ -291,6 +354,7 @@ def _stop_and_remove_server(lab: Lab, engine: Engine) -> None:
 def down(lab: Lab) -> None:
     require_root("ztm lab down")
     state = lab.state()
+    anchor_down(lab)
     fail2ban.stop(lab.fail2ban)
     if state.get("engine"):
         _stop_and_remove_server(lab, engine_for(state["engine"]))

@@ -220,6 +220,41 @@ def handshake(host: str, port: int, *, version: int | None = None, tls13_suite: 
         sock.close()
 
 
+def client_certificate_verdict(host: str, port: int, *, cert: Path, key: Path, ca: Path | None = None,
+                               server_name: str | None = None, wait: float = 2.0) -> str | None:
+    """Present ``cert`` and wait for the server's verdict without sending anything else.
+
+    In TLS 1.3 the server judges the client certificate after the client's handshake has
+    finished, and says so with an alert. A MySQL client that writes its login at once may
+    lose that alert to the connection reset; here nothing is written, so the alert is read.
+    Returns the alert text, or None when the server kept the connection open (accepted)."""
+    ctx = _context(SSL.TLS1_3_VERSION, None, None, None, cert, key)
+    sock, greeting = _open(host, port, wait + 3)
+    try:
+        if not greeting.tls_supported:
+            return "the server does not offer TLS"
+        sock.sendall(ssl_request_packet())
+        sock.settimeout(None)
+        limit = struct.pack("ll", int(wait), int((wait % 1) * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        conn = SSL.Connection(ctx, sock)
+        conn.set_connect_state()
+        if server_name:
+            conn.set_tlsext_host_name(server_name.encode())
+        try:
+            conn.do_handshake()
+            conn.recv(1)
+        except SSL.WantReadError:
+            return None  # silence: the server is waiting for the login, the certificate passed
+        except SSL.Error as exc:
+            return _ssl_reason(exc)
+        except OSError as exc:
+            return f"connection closed without an alert ({exc})"
+        return None
+    finally:
+        sock.close()
+
+
 def _check_host(conn: SSL.Connection, name: str) -> None:
     """Ask OpenSSL to verify the server name against the certificate's SAN."""
     from OpenSSL._util import ffi, lib

@@ -215,3 +215,11 @@ BEGIN
 END //
 
 DELIMITER ;
+
+-- The definitions of the audit tables' triggers, readable by the auditor (and so by the
+-- off-host anchor) without holding TRIGGER, which would let it create triggers.
+CREATE OR REPLACE DEFINER = 'api_definer'@'localhost' SQL SECURITY DEFINER VIEW v_audit_guards AS
+  SELECT TRIGGER_NAME AS trigger_name, EVENT_OBJECT_TABLE AS table_name, ACTION_TIMING AS timing,
+         EVENT_MANIPULATION AS event, ACTION_STATEMENT AS body, DEFINER AS definer
+  FROM information_schema.TRIGGERS
+  WHERE TRIGGER_SCHEMA = 'securedb' AND EVENT_OBJECT_TABLE IN ('audit_events', 'audit_chain_head');

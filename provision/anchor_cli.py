@@ -1,0 +1,155 @@
+"""`ztm anchor once | run | verify`: signed checkpoints of the audit chain, shipped off-host.
+
+Exit codes of `ztm anchor verify`: 0 the anchors are continuous, fresh and consistent
+with the database; 1 they are not (each problem printed); 2 unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pymysql
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from provision.anchor_sinks import Shipper, sink_for
+from ztm import anchoring
+from ztm.errors import UserError
+
+DEFAULT_INTERVAL = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    anchor = sub.add_parser("anchor", help="signed off-host checkpoints of the audit chain")
+    a_sub = anchor.add_subparsers(dest="anchor_command", metavar="ACTION")
+    a_sub.required = True
+    once = a_sub.add_parser("once", help="build, sign and ship one anchor")
+    run = a_sub.add_parser("run", help="anchor every interval and after every N new events")
+    verify = a_sub.add_parser("verify", help="check the anchor chain, its freshness and the database")
+    for p in (once, run, verify):
+        p.add_argument("--target", type=Path, required=True)
+    run.add_argument("--every-events", type=int, default=None, help="also anchor after this many new events")
+    once.set_defaults(func=_once)
+    run.set_defaults(func=_run)
+    verify.set_defaults(func=_verify)
+
+
+def _setup(target_file: Path) -> tuple[Any, dict[str, Any], list]:
+    from ztm.target import load_target
+
+    target = load_target(target_file)
+    section = target.section("anchor")
+    if not section.get("sinks"):
+        raise UserError("the target has no [anchor] sinks", 2)
+    return target, section, [sink_for(s, target.resolve) for s in section["sinks"]]
+
+
+def _auditor(target) -> pymysql.connections.Connection:
+    from ztm.db import connect
+
+    try:
+        return connect(target, target.roles["auditor"])
+    except pymysql.err.OperationalError as exc:
+        raise UserError(f"cannot reach {target.name} as the auditor: {exc.args[-1]}", 2) from None
+
+
+def _signing_key(target, section) -> Ed25519PrivateKey:
+    from evidence.sign import load_signing_key
+
+    if not section.get("signing_key"):
+        raise UserError("the target names no [anchor].signing_key (only the anchor host needs it)", 2)
+    return load_signing_key(target.resolve(section["signing_key"]))
+
+
+def _public_key(target, section) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(target.resolve(section["public_key"]).read_bytes())
+    except (KeyError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read [anchor].public_key: {exc}", 2) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise UserError("[anchor].public_key is not an Ed25519 key", 2)
+    return key
+
+
+def anchor_once(target, section, sinks, key, conn) -> dict[str, Any]:
+    records = sinks[0].read() if sinks[0].path.exists() else []
+    previous = records[-1] if records else None
+    record = anchoring.make_anchor(anchoring.read_state(conn), previous, key, target.name)
+    buffer = target.resolve(section.get("buffer", str(sinks[0].path) + ".buffer"))
+    Shipper(sinks, buffer).ship(record)
+    return record
+
+
+def _once(args: argparse.Namespace) -> int:
+    target, section, sinks = _setup(args.target)
+    conn = _auditor(target)
+    try:
+        record = anchor_once(target, section, sinks, _signing_key(target, section), conn)
+    finally:
+        conn.close()
+    c = record["checkpoint"]
+    print(f"anchor {c['anchor_seq']}: audit seq {c['seq']} head {c['head_hash'][:16]}... shipped to "
+          f"{len(sinks)} sink(s); {sinks[0].note}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    target, section, sinks = _setup(args.target)
+    key = _signing_key(target, section)
+    interval = float(section.get("interval_seconds", DEFAULT_INTERVAL))
+    every = args.every_events or int(section.get("every_events", 0)) or None
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    last_time, last_seq, conn = 0.0, None, None
+    while not stopping:
+        try:
+            conn = conn if conn and conn.open else _auditor(target)
+            with conn.cursor() as cur:
+                cur.execute("SELECT seq FROM securedb.audit_chain_head WHERE id = 1")
+                (seq,) = cur.fetchone()
+            due = time.monotonic() - last_time >= interval or last_seq is None
+            if every and last_seq is not None and seq - last_seq >= every:
+                due = True
+            if due:
+                record = anchor_once(target, section, sinks, key, conn)
+                last_time, last_seq = time.monotonic(), record["checkpoint"]["seq"]
+        except (UserError, pymysql.MySQLError, OSError) as exc:
+            print(f"ztm anchor run: {exc}", flush=True)  # keep going: the next round retries
+            conn = None
+        time.sleep(1.0)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    target, section, sinks = _setup(args.target)
+    public = _public_key(target, section)
+    interval = float(section.get("interval_seconds", DEFAULT_INTERVAL))
+    problems: list[str] = []
+    latest = None
+    for sink in sinks:
+        report = anchoring.verify_anchor_chain(sink.read(), public)
+        problems += [f"{sink.path}: {p}" for p in report.problems]
+        latest = latest or report.latest
+    stale = anchoring.check_freshness(latest, 2 * interval)
+    if stale:
+        problems.append(stale)
+    if latest is not None:
+        conn = _auditor(target)
+        try:
+            problems += anchoring.check_database(conn, latest)
+        finally:
+            conn.close()
+    if args and getattr(args, "json", False):
+        print(json.dumps({"problems": problems, "latest": latest}, indent=2))
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if not problems:
+        c = latest["checkpoint"]
+        print(f"anchors verified: {c['anchor_seq']} anchors, newest at {c['at']} (audit seq {c['seq']}), database "
+              "consistent with it")
+    return 1 if problems else 0

@@ -1,0 +1,92 @@
+"""Write-once sinks for anchors.
+
+``file``: append-only JSON lines; the file gets the filesystem's append-only attribute
+(chattr +a) where the filesystem supports it, and says so where it cannot. Every sink
+write that fails is kept in a local buffer and retried with backoff on the next shipment,
+so no anchor is dropped and a delay shows as a gap in time, not a gap in the chain.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ztm.errors import UserError
+
+
+@dataclass
+class FileSink:
+    path: Path
+    append_only: bool | None = None  # None: not tried yet
+    note: str = ""
+
+    def prepare(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(exist_ok=True)
+        if self.append_only is None:
+            done = subprocess.run(["chattr", "+a", str(self.path)], capture_output=True, text=True)
+            self.append_only = done.returncode == 0
+            self.note = ("append-only attribute set" if self.append_only else
+                         f"append-only attribute not supported here: {(done.stderr or 'chattr failed').strip()}")
+
+    def ship(self, record: dict[str, Any]) -> None:
+        self.prepare()
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError as exc:
+            raise UserError(f"cannot read anchor sink {self.path}: {exc.strerror}") from None
+        try:
+            return [json.loads(line) for line in lines if line.strip()]
+        except ValueError:
+            raise UserError(f"anchor sink {self.path} holds a line that is not JSON") from None
+
+
+@dataclass
+class Shipper:
+    """Ships to every sink; failures wait in a local buffer, retried with backoff."""
+
+    sinks: list[FileSink]
+    buffer_path: Path
+    backoff: float = 1.0
+    _next_try: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def ship(self, record: dict[str, Any]) -> None:
+        pending = [*self._pending(), record]
+        if time.monotonic() < self._next_try:
+            self._save(pending)
+            return
+        try:
+            for item in pending:
+                for sink in self.sinks:
+                    sink.ship(item)
+        except OSError as exc:
+            self.failures.append(str(exc))
+            self.backoff = min(self.backoff * 2, 60.0)
+            self._next_try = time.monotonic() + self.backoff
+            self._save(pending)
+            return
+        self.backoff = 1.0
+        self._save([])
+
+    def _pending(self) -> list[dict[str, Any]]:
+        if not self.buffer_path.exists():
+            return []
+        return [json.loads(line) for line in self.buffer_path.read_text().splitlines() if line.strip()]
+
+    def _save(self, records: list[dict[str, Any]]) -> None:
+        self.buffer_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def sink_for(spec: dict[str, Any], resolve) -> FileSink:
+    if spec.get("kind") == "file":
+        return FileSink(resolve(spec["path"]))
+    raise UserError(f"anchor sink kind {spec.get('kind')!r} is not implemented in this version (use 'file')")
