@@ -44,6 +44,11 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:
     fw.add_argument("--port", type=int, default=3306)
     fw.add_argument("--apply", action="store_true", help="apply it (root); without: print what would be applied")
     fw.set_defaults(func=_provision_firewall)
+    units = prov_sub.add_parser("anchor-units", help="systemd service and timer for the anchor on a VM")
+    units.add_argument("--target", type=Path, required=True, help="the target file the anchor host uses")
+    units.add_argument("--out", type=Path, default=Path("/etc/systemd/system"))
+    units.add_argument("--user", default="ztm-anchor")
+    units.set_defaults(func=_provision_anchor_units)
 
 
 def _provision_firewall(args: argparse.Namespace) -> int:
@@ -73,6 +78,29 @@ def _provision_firewall(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         firewall.apply_nftables(ruleset, Path(tmp) / "ztm.nft", [])
     print(f"nftables: table inet {firewall.TABLE} loaded (input policy drop)")
+    return 0
+
+
+def _provision_anchor_units(args: argparse.Namespace) -> int:
+    import shutil
+    import string
+    import sys
+
+    from provision.files import write_public
+
+    target = args.target.resolve()
+    beside = Path(sys.executable).parent / "ztm"  # the venv's console script
+    ztm = str(beside) if beside.exists() else shutil.which("ztm") or f"{sys.executable} -m ztm.cli"
+    facts = {"ztm": ztm, "target": str(target), "user": args.user, "state_dir": str(target.parent)}
+    templates = Path(__file__).resolve().parent / "templates"
+    for name in ("ztm-anchor.service", "ztm-anchor-once.service", "ztm-anchor-once.timer"):
+        text = string.Template((templates / name).read_text()).substitute(facts)
+        try:
+            write_public(args.out / name, text)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.out / name}: {exc.strerror}") from None
+    print(f"wrote ztm-anchor.service and ztm-anchor-once.{{service,timer}} to {args.out}; enable one of: "
+          "'systemctl enable --now ztm-anchor.service' or 'systemctl enable --now ztm-anchor-once.timer'")
     return 0
 
 
