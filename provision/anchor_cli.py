@@ -17,7 +17,7 @@ import pymysql
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from provision.anchor_sinks import Shipper, sink_for
+from provision.anchor_sinks import FileSink, Shipper, sink_for
 from ztm import anchoring
 from ztm.errors import UserError
 
@@ -77,7 +77,8 @@ def _public_key(target, section) -> Ed25519PublicKey:
 
 
 def anchor_once(target, section, sinks, key, conn) -> dict[str, Any]:
-    records = sinks[0].read() if sinks[0].path.exists() else []
+    first = sinks[0]
+    records = first.read() if not isinstance(first, FileSink) or first.path.exists() else []
     previous = records[-1] if records else None
     record = anchoring.make_anchor(anchoring.read_state(conn), previous, key, target.name)
     buffer = target.resolve(section.get("buffer", str(sinks[0].path) + ".buffer"))

@@ -86,7 +86,58 @@ class Shipper:
         self.buffer_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def sink_for(spec: dict[str, Any], resolve) -> FileSink:
+@dataclass
+class S3Sink:
+    """One object per anchor, in a bucket with Object Lock, each in COMPLIANCE mode with a
+    retain-until date: nobody, the bucket owner included, can delete or overwrite it early."""
+
+    bucket: str
+    prefix: str = "anchors/"
+    retain_days: int = 365
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    note: str = ""
+    client: Any = None
+    path: Path = Path("s3")  # for messages
+
+    def __post_init__(self) -> None:
+        import boto3
+
+        self.client = self.client or boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
+        self.path = Path(f"s3://{self.bucket}/{self.prefix}")
+
+    def prepare(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+        except ClientError as exc:
+            raise UserError(f"s3://{self.bucket} has no Object Lock configuration ({exc.response['Error']['Code']}): "
+                            "refusing to anchor to storage that is not write-once") from None
+        if config.get("ObjectLockEnabled") != "Enabled":
+            raise UserError(f"s3://{self.bucket} does not have Object Lock enabled: refusing it as an anchor sink")
+        self.note = f"Object Lock COMPLIANCE, {self.retain_days} days"
+
+    def ship(self, record: dict[str, Any]) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        self.prepare()
+        key = f"{self.prefix}{record['checkpoint']['anchor_seq']:012d}.json"
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record, sort_keys=True).encode(),
+                               ObjectLockMode="COMPLIANCE",
+                               ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=self.retain_days))
+
+    def read(self) -> list[dict[str, Any]]:
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            keys += [item["Key"] for item in page.get("Contents", [])]
+        return [json.loads(self.client.get_object(Bucket=self.bucket, Key=k)["Body"].read()) for k in sorted(keys)]
+
+
+def sink_for(spec: dict[str, Any], resolve) -> FileSink | S3Sink:
     if spec.get("kind") == "file":
         return FileSink(resolve(spec["path"]))
-    raise UserError(f"anchor sink kind {spec.get('kind')!r} is not implemented in this version (use 'file')")
+    if spec.get("kind") == "s3":
+        return S3Sink(spec["bucket"], spec.get("prefix", "anchors/"), int(spec.get("retain_days", 365)),
+                      spec.get("endpoint_url"), spec.get("region", "us-east-1"))
+    raise UserError(f"anchor sink kind {spec.get('kind')!r} is not implemented in this version (file, s3)")
