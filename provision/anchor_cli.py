@@ -132,9 +132,13 @@ def _verify(args: argparse.Namespace) -> int:
     interval = float(section.get("interval_seconds", DEFAULT_INTERVAL))
     problems: list[str] = []
     latest = None
-    for sink in sinks:
-        report = anchoring.verify_anchor_chain(sink.read(), public)
+    primary = sinks[0].read()
+    for index, sink in enumerate(sinks):
+        records = primary if index == 0 else sink.read()
+        report = anchoring.verify_anchor_chain(records, public, allow_late_start=index > 0)
         problems += [f"{sink.path}: {p}" for p in report.problems]
+        if index:
+            problems += [f"{sink.path}: {p}" for p in anchoring.cross_check(primary, records)]
         latest = latest or report.latest
     stale = anchoring.check_freshness(latest, 2 * interval)
     if stale:

@@ -40,7 +40,7 @@ from provision.fail2ban import Fail2banLayout, JailSettings
 from provision.files import ensure_secret, write_private
 from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
-from provision.pki import PkiLayout, issue_all
+from provision.pki import PkiLayout, issue_all, issue_collector
 from ztm.errors import NotRootError, UserError
 from ztm.schemas import validate
 
@@ -48,6 +48,8 @@ SERVER_NAME = "db.ztm.lab"
 PORT = 3306
 DATABASE = "securedb"
 # Fixed, so that a rebuilt lab keeps the same assessment tenants.
+COLLECTOR_NAME = "log.ztm.lab"
+SYSLOG_PORT = 6514
 # Short enough for tests to trigger, long enough that a ban outlives the test that checks it.
 # The assessor is exempt: its negative-login probes (ZTM-TLS-2/3) would otherwise ban it;
 # ZTM-NET-2 shows the ban from the intruder's allowlisted address and that another
@@ -236,6 +238,16 @@ def anchor_up(lab: Lab) -> None:
         write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                   serialization.NoEncryption()), mode=0o600)
         write_private(lab.log_host / "anchor.pub.pem", public_pem(key.public_key()), mode=0o644)
+    cert, key = issue_collector(lab.pki, name=COLLECTOR_NAME, address=netns.LOG.address)
+    if _pid(lab.log_host / "collector.pid") is None:
+        with open(lab.log_host / "collector.log", "ab") as log:
+            proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [
+                sys.executable, "-m", "provision.syslog_collector", "--listen", f"{netns.LOG.address}:{SYSLOG_PORT}",
+                "--cert", str(cert), "--key", str(key), "--ca", str(lab.pki.ca_cert),
+                "--journal", str(lab.log_host / "syslog-journal.jsonl")]),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        (lab.log_host / "collector.pid").write_text(f"{proc.pid}\n")
+        _wait_for_port(netns.LOG.netns, netns.LOG.address, SYSLOG_PORT)
     if anchor_pid(lab) is None:
         with open(lab.log_host / "anchor.log", "ab") as log:
             proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [sys.executable, "-m", "ztm.cli", "anchor", "run",
@@ -249,30 +261,51 @@ def anchor_up(lab: Lab) -> None:
             time.sleep(0.2)  # the first anchor is written at start
 
 
-def anchor_pid(lab: Lab) -> int | None:
+def _wait_for_port(netns_name: str, address: str, port: int, timeout: float = 15) -> None:
+    probe = [sys.executable, "-m", "ztm.netprobe", "connect", address, str(port), "--timeout", "1"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(netns.in_netns(netns_name, probe), capture_output=True).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise UserError(f"the log collector did not start listening on {address}:{port}")
+
+
+def _pid(path: Path) -> int | None:
     try:
-        pid = int((lab.log_host / "anchor.pid").read_text())
+        pid = int(path.read_text())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
     return pid
 
 
-def anchor_down(lab: Lab) -> None:
-    pid = anchor_pid(lab)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-                os.kill(pid, 0)
-            except (OSError, ChildProcessError):
-                break
-            time.sleep(0.1)
-    sink = lab.log_host / "anchors.jsonl"
-    if sink.exists():  # the sink is append-only (chattr +a); lift it so the lab can be removed
-        subprocess.run(["chattr", "-a", str(sink)], capture_output=True)
+def anchor_pid(lab: Lab) -> int | None:
+    return _pid(lab.log_host / "anchor.pid")
+
+
+def _terminate(pid: int | None) -> None:
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            os.kill(pid, 0)
+        except (OSError, ChildProcessError):
+            break
+        time.sleep(0.1)
+
+
+def anchor_down(lab: Lab, collector: bool = False) -> None:
+    """Stop the anchor process (and, with ``collector``, the log collector)."""
+    _terminate(anchor_pid(lab))
+    if collector:
+        _terminate(_pid(lab.log_host / "collector.pid"))
+        for journal in (lab.log_host / "anchors.jsonl", lab.log_host / "syslog-journal.jsonl"):
+            if journal.exists():  # append-only (chattr +a): lifted so that the lab can be removed
+                subprocess.run(["chattr", "-a", str(journal)], capture_output=True)
 
 
 def seed_tenants(conn: pymysql.connections.Connection) -> None:
@@ -327,7 +360,11 @@ def write_target(lab: Lab, engine: Engine) -> None:
                    "pq_private_wrapped": str(lab.kms.pq_private_wrapped)},
         "anchor": {"public_key": str(lab.log_host / "anchor.pub.pem"), "signing_key": str(lab.log_host / "anchor.key"),
                    "interval_seconds": 60, "every_events": 500,
-                   "sinks": [{"kind": "file", "path": str(lab.log_host / "anchors.jsonl")}]},
+                   "sinks": [{"kind": "file", "path": str(lab.log_host / "anchors.jsonl")},
+                             {"kind": "syslog", "address": f"{netns.LOG.address}:{SYSLOG_PORT}",
+                              "server_name": COLLECTOR_NAME, "ca": str(pki.ca_cert),
+                              "cert": str(pki.client("auditor", "pem")), "key": str(pki.client("auditor", "key")),
+                              "journal": str(lab.log_host / "syslog-journal.jsonl")}]},
         "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
         "lab": {"dir": str(lab.dir)},
     }
@@ -354,7 +391,7 @@ def _stop_and_remove_server(lab: Lab, engine: Engine) -> None:
 def down(lab: Lab) -> None:
     require_root("ztm lab down")
     state = lab.state()
-    anchor_down(lab)
+    anchor_down(lab, collector=True)
     fail2ban.stop(lab.fail2ban)
     if state.get("engine"):
         _stop_and_remove_server(lab, engine_for(state["engine"]))

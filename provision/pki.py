@@ -228,3 +228,16 @@ def revoked_serials(layout: PkiLayout) -> list[int]:
 def cert_subject_issuer(path: Path) -> tuple[str, str]:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     return oneline(cert.subject), oneline(cert.issuer)
+
+
+def issue_collector(layout: PkiLayout, *, name: str, address: str) -> tuple[Path, Path]:
+    """A server certificate for the off-host log collector (idempotent)."""
+    cert_path, key_path = layout.root / "collector" / "collector.pem", layout.root / "collector" / "collector.key"
+    if not cert_path.exists():
+        ca = ensure_ca(layout)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = ca.issue(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                                   x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+                        key.public_key(), server=True, names=(name,), addresses=(address,))
+        _write_pair(cert_path, key_path, cert, key)
+    return cert_path, key_path

@@ -79,7 +79,10 @@ class AnchorReport:
         return not self.problems
 
 
-def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey) -> AnchorReport:
+def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey, *,
+                        allow_late_start: bool = False) -> AnchorReport:
+    """``allow_late_start``: a sink added after the first anchor holds a suffix of the chain
+    (its first anchor is then checked against the primary sink, see ``cross_check``)."""
     report, previous = AnchorReport(anchors=len(records)), None
     for index, record in enumerate(records, 1):
         checkpoint = record.get("checkpoint", {})
@@ -90,7 +93,8 @@ def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey)
                                    "verify with the anchor public key")
             return report
         expected_prev = record_hash(previous) if previous else GENESIS
-        if checkpoint.get("prev_anchor") != expected_prev:
+        late_first = previous is None and allow_late_start
+        if not late_first and checkpoint.get("prev_anchor") != expected_prev:
             report.problems.append(f"anchor {index}: prev_anchor does not link to the anchor before it "
                                    "(an anchor was removed, reordered or rewritten)")
             return report
@@ -105,6 +109,13 @@ def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey)
         previous = record
     report.latest = previous
     return report
+
+
+def cross_check(primary: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[str]:
+    """Anchors with the same anchor_seq must be the same anchor in every sink."""
+    by_seq = {r["checkpoint"]["anchor_seq"]: record_hash(r) for r in primary}
+    return [f"anchor_seq {r['checkpoint']['anchor_seq']} differs from the primary sink's"
+            for r in other if by_seq.get(r["checkpoint"]["anchor_seq"], record_hash(r)) != record_hash(r)]
 
 
 def check_freshness(latest: dict[str, Any] | None, max_age_seconds: float) -> str | None:

@@ -19,8 +19,11 @@ def connect(host: str, port: int, source: str | None, timeout: float) -> tuple[b
     try:
         with socket.create_connection((host, port), timeout=timeout,
                                       source_address=(source, 0) if source else None) as sock:
-            sock.settimeout(timeout)
-            first = sock.recv(1)
+            sock.settimeout(min(timeout, 1.0))
+            try:
+                first = sock.recv(1)
+            except TimeoutError:
+                return True, "connected (the server waits for the client to speak)"
             return True, "connected, server greeting received" if first else "connected, closed at once"
     except TimeoutError:
         return False, f"no answer within {timeout:.0f} s (filtered)"
