@@ -65,3 +65,14 @@ def test_database_is_consistent_with_the_newest_anchor(anchor, connect, evidence
     problems = anchoring.check_database(connect("auditor"), latest)
     evidence.json("consistency", {"anchored": latest["checkpoint"], "problems": problems})
     assert not problems, "the database disagrees with the newest anchor: " + "; ".join(problems)
+
+
+def test_anchors_carry_valid_rfc3161_timestamps(anchor, target, evidence):
+    section, reports = anchor
+    if not section.get("tsa_url"):
+        pytest.skip("the target uses no time-stamping authority ([anchor].tsa_url): anchors carry only their own time")
+    records = reports[0][0].read()
+    problems = anchoring.check_timestamps(records, target.resolve(section["tsa_ca"]))
+    evidence.json("timestamps", {"anchors": len(records), "problems": problems})
+    # Anchors written before the TSA was configured are reported, not excused.
+    assert not problems, "RFC 3161 timestamps: " + "; ".join(problems[:10])

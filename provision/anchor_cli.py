@@ -81,6 +81,13 @@ def anchor_once(target, section, sinks, key, conn) -> dict[str, Any]:
     records = first.read() if not isinstance(first, FileSink) or first.path.exists() else []
     previous = records[-1] if records else None
     record = anchoring.make_anchor(anchoring.read_state(conn), previous, key, target.name)
+    if section.get("tsa_url"):  # RFC 3161: a third party's time on the checkpoint
+        import base64
+
+        from provision import tsa
+
+        token = tsa.timestamp(anchoring.canonical(record["checkpoint"]), section["tsa_url"])
+        record["tst"] = base64.b64encode(token).decode()
     buffer = target.resolve(section.get("buffer", str(sinks[0].path) + ".buffer"))
     Shipper(sinks, buffer).ship(record)
     return record

@@ -40,7 +40,7 @@ from provision.fail2ban import Fail2banLayout, JailSettings
 from provision.files import ensure_secret, write_private
 from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
-from provision.pki import PkiLayout, issue_all, issue_collector
+from provision.pki import PkiLayout, issue_all, issue_collector, issue_tsa
 from ztm.errors import NotRootError, UserError
 from ztm.schemas import validate
 
@@ -50,6 +50,7 @@ DATABASE = "securedb"
 # Fixed, so that a rebuilt lab keeps the same assessment tenants.
 COLLECTOR_NAME = "log.ztm.lab"
 SYSLOG_PORT = 6514
+TSA_PORT = 3180
 # Short enough for tests to trigger, long enough that a ban outlives the test that checks it.
 # The assessor is exempt: its negative-login probes (ZTM-TLS-2/3) would otherwise ban it;
 # ZTM-NET-2 shows the ban from the intruder's allowlisted address and that another
@@ -248,6 +249,15 @@ def anchor_up(lab: Lab) -> None:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         (lab.log_host / "collector.pid").write_text(f"{proc.pid}\n")
         _wait_for_port(netns.LOG.netns, netns.LOG.address, SYSLOG_PORT)
+    tsa_cert, tsa_key = issue_tsa(lab.pki)
+    if _pid(lab.log_host / "tsa.pid") is None:
+        with open(lab.log_host / "tsa.log", "ab") as log:
+            proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [
+                sys.executable, "-m", "provision.tsa", "--listen", f"{netns.LOG.address}:{TSA_PORT}",
+                "--cert", str(tsa_cert), "--key", str(tsa_key), "--dir", str(lab.log_host / "tsa")]),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        (lab.log_host / "tsa.pid").write_text(f"{proc.pid}\n")
+        _wait_for_port(netns.LOG.netns, netns.LOG.address, TSA_PORT)
     if anchor_pid(lab) is None:
         with open(lab.log_host / "anchor.log", "ab") as log:
             proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [sys.executable, "-m", "ztm.cli", "anchor", "run",
@@ -303,6 +313,7 @@ def anchor_down(lab: Lab, collector: bool = False) -> None:
     _terminate(anchor_pid(lab))
     if collector:
         _terminate(_pid(lab.log_host / "collector.pid"))
+        _terminate(_pid(lab.log_host / "tsa.pid"))
         for journal in (lab.log_host / "anchors.jsonl", lab.log_host / "syslog-journal.jsonl"):
             if journal.exists():  # append-only (chattr +a): lifted so that the lab can be removed
                 subprocess.run(["chattr", "-a", str(journal)], capture_output=True)
@@ -360,6 +371,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
                    "pq_private_wrapped": str(lab.kms.pq_private_wrapped)},
         "anchor": {"public_key": str(lab.log_host / "anchor.pub.pem"), "signing_key": str(lab.log_host / "anchor.key"),
                    "interval_seconds": 60, "every_events": 500,
+                   "tsa_url": f"http://{netns.LOG.address}:{TSA_PORT}/", "tsa_ca": str(pki.ca_cert),
                    "sinks": [{"kind": "file", "path": str(lab.log_host / "anchors.jsonl")},
                              {"kind": "syslog", "address": f"{netns.LOG.address}:{SYSLOG_PORT}",
                               "server_name": COLLECTOR_NAME, "ca": str(pki.ca_cert),

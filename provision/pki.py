@@ -241,3 +241,22 @@ def issue_collector(layout: PkiLayout, *, name: str, address: str) -> tuple[Path
                         key.public_key(), server=True, names=(name,), addresses=(address,))
         _write_pair(cert_path, key_path, cert, key)
     return cert_path, key_path
+
+
+def issue_tsa(layout: PkiLayout) -> tuple[Path, Path]:
+    """A time-stamping certificate (critical timeStamping EKU, RFC 3161) for the lab TSA."""
+    cert_path, key_path = layout.root / "tsa" / "tsa.pem", layout.root / "tsa" / "tsa.key"
+    if not cert_path.exists():
+        ca = ensure_ca(layout)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                                         x509.NameAttribute(NameOID.COMMON_NAME, "ZTM Lab TSA")]))
+                .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+                .sign(ca.key, hashes.SHA384()))
+        _write_pair(cert_path, key_path, cert, key)
+    return cert_path, key_path

@@ -156,3 +156,21 @@ def check_database(conn: pymysql.connections.Connection, latest: dict[str, Any])
         if not chain.intact:
             problems.append(f"after the anchor: {chain.describe()}")
     return problems
+
+
+def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> list[str]:
+    """Every anchor carries an RFC 3161 token over its checkpoint that verifies with the TSA's CA."""
+    from provision import tsa
+    from ztm.errors import UserError
+
+    problems = []
+    for record in records:
+        seq = record["checkpoint"]["anchor_seq"]
+        if "tst" not in record:
+            problems.append(f"anchor {seq} carries no RFC 3161 timestamp")
+            continue
+        try:
+            tsa.verify(canonical(record["checkpoint"]), base64.b64decode(record["tst"]), tsa_ca)
+        except UserError as exc:
+            problems.append(f"anchor {seq}: the timestamp does not verify ({exc})")
+    return problems
