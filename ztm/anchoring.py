@@ -48,11 +48,16 @@ def ddl_digest(conn: pymysql.connections.Connection) -> str:
 
 
 def read_state(conn: pymysql.connections.Connection) -> dict[str, Any]:
+    """Head and row count from one consistent snapshot: writers keep appending meanwhile."""
     with conn.cursor() as cur:
-        cur.execute("SELECT seq, head_hash FROM securedb.audit_chain_head WHERE id = 1")
-        seq, head = cur.fetchone()
-        cur.execute("SELECT COUNT(*) FROM securedb.audit_events")
-        (count,) = cur.fetchone()
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        try:
+            cur.execute("SELECT seq, head_hash FROM securedb.audit_chain_head WHERE id = 1")
+            seq, head = cur.fetchone()
+            cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq <= %s", (seq,))
+            (count,) = cur.fetchone()
+        finally:
+            cur.execute("COMMIT")
     return {"seq": int(seq), "head_hash": head, "row_count": int(count), "ddl_digest": ddl_digest(conn)}
 
 
