@@ -77,8 +77,23 @@ def _public_key(target, section) -> Ed25519PublicKey:
 
 
 def anchor_once(target, section, sinks, key, conn) -> dict[str, Any]:
+    import fcntl
+
+    buffer = target.resolve(section.get("buffer", str(sinks[0].path) + ".buffer"))
+    buffer.parent.mkdir(parents=True, exist_ok=True)
+    # One writer at a time: 'anchor once' next to a running 'anchor run' must not fork the chain.
+    with open(buffer.with_name(buffer.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _anchor_locked(target, section, sinks, key, conn, buffer)
+
+
+def _anchor_locked(target, section, sinks, key, conn, buffer: Path) -> dict[str, Any]:
     first = sinks[0]
     records = first.read() if not isinstance(first, FileSink) or first.path.exists() else []
+    # The newest anchor may still wait in the primary sink's buffer: link to it, not past it.
+    waiting = Shipper(sinks, buffer)._buffer(0)
+    if waiting.exists() and waiting.read_text().strip():
+        records += [json.loads(line) for line in waiting.read_text().splitlines() if line.strip()]
     previous = records[-1] if records else None
     record = anchoring.make_anchor(anchoring.read_state(conn), previous, key, target.name)
     if section.get("tsa_url"):  # RFC 3161: a third party's time on the checkpoint
@@ -88,7 +103,6 @@ def anchor_once(target, section, sinks, key, conn) -> dict[str, Any]:
 
         token = tsa.timestamp(anchoring.canonical(record["checkpoint"]), section["tsa_url"])
         record["tst"] = base64.b64encode(token).decode()
-    buffer = target.resolve(section.get("buffer", str(sinks[0].path) + ".buffer"))
     Shipper(sinks, buffer).ship(record)
     return record
 

@@ -51,39 +51,48 @@ class FileSink:
 
 @dataclass
 class Shipper:
-    """Ships to every sink; failures wait in a local buffer, retried with backoff."""
+    """Ships every anchor to every sink. A sink that fails keeps its anchors in its own local
+    buffer, retried (oldest first) at the next shipment after a growing backoff; the other
+    sinks are not held back and never receive an anchor twice."""
 
     sinks: list[Any]
     buffer_path: Path
-    backoff: float = 1.0
-    _next_try: float = 0.0
     failures: list[str] = field(default_factory=list)
 
+    def _buffer(self, index: int) -> Path:
+        return self.buffer_path.with_name(f"{self.buffer_path.name}.{index}")
+
     def ship(self, record: dict[str, Any]) -> None:
-        pending = [*self._pending(), record]
-        if time.monotonic() < self._next_try:
-            self._save(pending)
-            return
-        try:
-            for item in pending:
-                for sink in self.sinks:
+        for index, sink in enumerate(self.sinks):
+            buffer = self._buffer(index)
+            pending = [*_load(buffer), record]
+            state = _load(buffer.with_name(buffer.name + ".backoff"))
+            not_before = state[0]["not_before"] if state else 0.0
+            if time.time() < not_before:
+                _save(buffer, pending)
+                continue
+            shipped = 0
+            try:
+                for item in pending:
                     sink.ship(item)
-        except OSError as exc:
-            self.failures.append(str(exc))
-            self.backoff = min(self.backoff * 2, 60.0)
-            self._next_try = time.monotonic() + self.backoff
-            self._save(pending)
-            return
-        self.backoff = 1.0
-        self._save([])
+                    shipped += 1
+            except (OSError, UserError) as exc:
+                delay = min(2 * (state[0]["delay"] if state else 0.5), 60.0)
+                self.failures.append(f"{sink.path}: {exc}")
+                _save(buffer.with_name(buffer.name + ".backoff"), [{"not_before": time.time() + delay, "delay": delay}])
+            else:
+                _save(buffer.with_name(buffer.name + ".backoff"), [])
+            _save(buffer, pending[shipped:])
 
-    def _pending(self) -> list[dict[str, Any]]:
-        if not self.buffer_path.exists():
-            return []
-        return [json.loads(line) for line in self.buffer_path.read_text().splitlines() if line.strip()]
 
-    def _save(self, records: list[dict[str, Any]]) -> None:
-        self.buffer_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+def _load(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _save(path: Path, records: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 @dataclass
