@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ztm.audit_chain import GENESIS, verify_database
+from ztm.errors import UserError
 
 FORMAT = 1
 
@@ -41,9 +42,14 @@ def ddl_digest(conn: pymysql.connections.Connection) -> str:
         for table in ("audit_events", "audit_chain_head"):
             cur.execute(f"SHOW CREATE TABLE securedb.{table}")  # fixed names
             parts.append(cur.fetchone()[1])
-        cur.execute("SELECT trigger_name, table_name, timing, event, body, definer FROM securedb.v_audit_guards "
-                    "ORDER BY trigger_name")
-        parts += ["|".join(str(v) for v in row) for row in cur.fetchall()]
+        cur.execute("CALL securedb.audit_guard_definitions()")
+        triggers = cur.fetchall()
+        while cur.nextset():
+            pass
+        if not triggers:
+            raise UserError("no trigger definitions visible through audit_guard_definitions(): "
+                            "the digest would not cover the guards")
+        parts += ["|".join(str(v) for v in row) for row in triggers]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -166,7 +172,6 @@ def check_database(conn: pymysql.connections.Connection, latest: dict[str, Any])
 def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> list[str]:
     """Every anchor carries an RFC 3161 token over its checkpoint that verifies with the TSA's CA."""
     from provision import tsa
-    from ztm.errors import UserError
 
     problems = []
     for record in records:

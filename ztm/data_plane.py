@@ -20,7 +20,8 @@ ALLOWED_GRANTS: dict[str, set[tuple[str, str, str]]] = {
     "app": {("EXECUTE", "PROCEDURE", p) for p in API_PROCEDURES}
     | {("EXECUTE", "FUNCTION", f) for f in API_FUNCTIONS}
     | {("SELECT", "TABLE", v) for v in TENANT_VIEWS},
-    "auditor": {("SELECT", "TABLE", t) for t in (*AUDIT_TABLES, *TENANT_VIEWS, "v_audit_guards")}
-    | {("EXECUTE", "PROCEDURE", "security_set_tenant"), ("EXECUTE", "FUNCTION", "get_tenant")},
+    "auditor": {("SELECT", "TABLE", t) for t in (*AUDIT_TABLES, *TENANT_VIEWS)}
+    | {("EXECUTE", "PROCEDURE", "security_set_tenant"), ("EXECUTE", "FUNCTION", "get_tenant"),
+       ("EXECUTE", "PROCEDURE", "audit_guard_definitions")},
     "migration": {(p, "TABLE", t) for p in ("CREATE", "ALTER", "DROP", "INDEX", "REFERENCES") for t in DATA_TABLES},
 }

@@ -20,7 +20,7 @@ GRANT SELECT ON securedb.v_accounts TO 'app_user'@'${account_host}';
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.audit_events TO 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.audit_chain_head TO 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.v_audit_guards TO 'auditor'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE securedb.audit_guard_definitions TO 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.v_users TO 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.v_accounts TO 'auditor'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'auditor'@'${account_host}';

@@ -83,3 +83,19 @@ def test_aud3_fails_for_an_anchor_signed_with_another_key(lab, tmp_path):
         handle.write(json.dumps(forged) + "\n")
     run = run_control(target_copy(lab, tmp_path, sinks=[{"kind": "file", "path": str(forged_sink)}]), "ZTM-AUD-3")
     run.assert_failed("test_anchor_chain_is_continuous_and_signed", "signature does not verify")
+
+
+def test_aud3_fails_when_a_trigger_is_added_to_the_audit_table(lab, control):
+    anchor_down(lab)  # the newest anchor must predate the change, as on a real host between two anchors
+    subprocess.run([sys.executable, "-m", "ztm.cli", "anchor", "once", "--target", str(lab.target_file)],
+                   check=True, capture_output=True)
+    with lab.admin() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TRIGGER securedb.ztm_extra_audit_trigger BEFORE INSERT ON securedb.audit_events "
+                    "FOR EACH ROW SET @ztm_seen = NEW.seq")
+    try:
+        run = control("ZTM-AUD-3")
+    finally:
+        with lab.admin() as conn, conn.cursor() as cur:
+            cur.execute("DROP TRIGGER securedb.ztm_extra_audit_trigger")
+        anchor_up(lab)
+    run.assert_failed("test_database_is_consistent_with_the_newest_anchor", "DDL or guard triggers changed")
