@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--pii", type=Path, default=None, help="JSON file with name, email, phone (default: stdin)")
         p.add_argument("--role", default="user")
         p.add_argument("--no-pq", action="store_true", help="skip the post-quantum wrap (if not required)")
+        p.add_argument("--no-dek-cache", action="store_true", help="a fresh DEK (and KMS call) for every record")
         p.set_defaults(func=func)
     r = env_sub.add_parser("rewrap", help="KEK rotation: re-wrap every DEK of a tenant under a newer KEK version")
     r.add_argument("--target", type=Path, required=True)
@@ -64,7 +65,7 @@ def _client(args: argparse.Namespace):
         if target.section("crypto").get("require_pq"):
             raise UserError("the target requires post-quantum wraps; --no-pq is refused")
         with_pq = False
-    return target, client_for(target, with_pq=with_pq)
+    return target, client_for(target, with_pq=with_pq, cache=not getattr(args, "no_dek_cache", False))
 
 
 def _encrypt(args: argparse.Namespace) -> int:
