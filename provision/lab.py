@@ -154,6 +154,11 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     previous = lab.state().get("engine")
     if previous and previous != engine_name:  # switching engines: the datadirs are not compatible
         _stop_and_remove_server(lab, engine_for(previous))
+        # A new database starts a new audit chain: the old deployment's anchors do not apply.
+        anchor_down(lab, collector=True)
+        for name in ("anchors.jsonl", "syslog-journal.jsonl"):
+            for path in lab.log_host.glob(name + "*"):
+                path.unlink()
     write_private(lab.state_file, json.dumps({"engine": engine_name}) + "\n", mode=0o644)
 
     t = time.monotonic()
