@@ -20,6 +20,10 @@ def kms_for(section: dict[str, Any], resolve) -> Kms:
         from envelope.kms.aws import AwsKms
 
         return AwsKms.from_section(section, resolve)
-    if provider in ("kmip", "gcp", "azure"):
+    if provider == "kmip":
+        from envelope.kms.kmip import KmipKms
+
+        return KmipKms.from_section(section, resolve)
+    if provider in ("gcp", "azure"):
         raise UserError(f"KMS provider {provider!r} is not implemented in this version; use 'pkcs11'")
     raise UserError(f"the target's [kms] section names no known provider ({provider!r})")
