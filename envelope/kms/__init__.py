@@ -24,6 +24,12 @@ def kms_for(section: dict[str, Any], resolve) -> Kms:
         from envelope.kms.kmip import KmipKms
 
         return KmipKms.from_section(section, resolve)
-    if provider in ("gcp", "azure"):
-        raise UserError(f"KMS provider {provider!r} is not implemented in this version; use 'pkcs11'")
+    if provider == "gcp":
+        from envelope.kms.gcp import GcpKms
+
+        return GcpKms.from_section(section, resolve)
+    if provider == "azure":
+        from envelope.kms.azure import AzureKms
+
+        return AzureKms.from_section(section, resolve)
     raise UserError(f"the target's [kms] section names no known provider ({provider!r})")
