@@ -30,7 +30,7 @@ from envelope.setup import client_for
 from provision import lab as lab_mod
 from provision import schema
 from provision.netns import ACCOUNT_HOST
-from tests.lab.fake_records import lab_record
+from tests.lab.fake_records import writer_accounts
 from ztm.audit_chain import GENESIS, link_hash, verify_rows
 from ztm.db import connect
 from ztm.target import load_target
@@ -94,15 +94,7 @@ def transfers_per_second(target, writers: int, calls: int) -> float:
     def writer(index: int) -> None:
         conn = connect(target, target.roles["app"], database="securedb")
         with conn.cursor() as cur:
-            cur.execute("CALL security_set_tenant(%s)", (tenants[index % 2],))
-            user_id = str(uuid.uuid4())
-            record = lab_record(envelope, tenants[index % 2], user_id)
-            cur.execute("CALL app_create_user_encrypted(%s)", (record,))
-            cur.fetchall()
-            accounts = []
-            for _ in range(2):
-                cur.execute("CALL app_open_account(%s, 'EUR', 1000)", (user_id,))
-                accounts.append(cur.fetchall()[0][0])
+            accounts = writer_accounts(cur, envelope, tenants[index % 2])
             barrier.wait()
             for call in range(calls):
                 source, dest = accounts if call % 2 == 0 else accounts[::-1]

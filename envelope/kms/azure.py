@@ -4,11 +4,9 @@ so the wrapped payload is SHA-256(context) || DEK and unwrapping checks the pref
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
-from envelope.kms.base import Kms, WrappedKey
+from envelope.kms.base import Kms, WrappedKey, commit_context, open_committed
 from ztm.errors import UserError
 
 
@@ -34,7 +32,7 @@ class AzureKms(Kms):
 
         try:
             self.calls += 1
-            result = self._client.wrap_key(self.algorithm, hashlib.sha256(context).digest() + dek)
+            result = self._client.wrap_key(self.algorithm, commit_context(dek, context))
         except AzureError as exc:
             raise UserError(f"Azure Key Vault refused to wrap the data key: {exc}") from None
         return WrappedKey(bytes(result.encrypted_key), f"azure-kv:{self.key_url}", key_version or self._version)
@@ -47,6 +45,4 @@ class AzureKms(Kms):
             plain = bytes(self._client.unwrap_key(self.algorithm, wrapped.blob).key)
         except AzureError as exc:
             raise UserError(f"Azure Key Vault refused to unwrap the data key: {exc}") from None
-        if len(plain) != 64 or not hmac.compare_digest(plain[:32], hashlib.sha256(context).digest()):
-            raise UserError("the Key Vault-wrapped data key belongs to another context (moved or altered)")
-        return plain[32:]
+        return open_committed(plain, context, "Key Vault")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+
+from ztm.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -30,3 +34,15 @@ class Kms(ABC):
 
     def close(self) -> None:
         """Release sessions."""
+
+
+# For KMSs that take no additional data (KMIP through PyKMIP, Key Vault wrapKey): the
+# context is committed inside the payload the KMS encrypts, and checked when it comes back.
+def commit_context(dek: bytes, context: bytes) -> bytes:
+    return hashlib.sha256(context).digest() + dek
+
+
+def open_committed(payload: bytes, context: bytes, kms_name: str) -> bytes:
+    if len(payload) != 64 or not hmac.compare_digest(payload[:32], hashlib.sha256(context).digest()):
+        raise UserError(f"the {kms_name}-wrapped data key belongs to another context (moved or altered)")
+    return payload[32:]

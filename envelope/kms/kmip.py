@@ -6,11 +6,9 @@ no usable DEK (fields are AES-GCM under it and do not authenticate)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
-from envelope.kms.base import Kms, WrappedKey
+from envelope.kms.base import Kms, WrappedKey, commit_context, open_committed
 from ztm.errors import UserError
 
 IV_BYTES = 16
@@ -47,7 +45,7 @@ class KmipKms(Kms):
     def wrap(self, dek: bytes, context: bytes, key_version: int | None = None) -> WrappedKey:
         try:
             self.calls += 1
-            sealed, iv = self._client.encrypt(hashlib.sha256(context).digest() + dek, uid=self.key_uid,
+            sealed, iv = self._client.encrypt(commit_context(dek, context), uid=self.key_uid,
                                               cryptographic_parameters=self._params())
         except Exception as exc:
             raise UserError(f"the KMIP server refused to wrap the data key: {exc}") from None
@@ -64,9 +62,7 @@ class KmipKms(Kms):
                                          iv_counter_nonce=blob[1:1 + IV_BYTES])
         except Exception:
             raise UserError("the KMIP server refused to unwrap the data key") from None
-        if len(plain) != 64 or not hmac.compare_digest(plain[:32], hashlib.sha256(context).digest()):
-            raise UserError("the KMIP-wrapped data key belongs to another context (moved or altered)")
-        return bytes(plain[32:])
+        return open_committed(bytes(plain), context, "KMIP")
 
     def close(self) -> None:
         self._client.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from envelope.client import EnvelopeClient, api_json
 
 PII = {"name": "Lab Test User", "email": "lab-test@example.invalid", "phone": "+15550000002"}
@@ -9,3 +11,16 @@ PII = {"name": "Lab Test User", "email": "lab-test@example.invalid", "phone": "+
 
 def lab_record(client: EnvelopeClient, tenant: str, user_id: str | None) -> str:
     return api_json(client.encrypt_user(tenant, PII, "ztm-test", user_id))
+
+
+def writer_accounts(cur, client: EnvelopeClient, tenant: str, opening: int = 1000) -> list[str]:
+    """Set the tenant, create one user through the API and open two accounts for it (3 events)."""
+    cur.execute("CALL security_set_tenant(%s)", (tenant,))
+    user_id = str(uuid.uuid4())
+    cur.execute("CALL app_create_user_encrypted(%s)", (lab_record(client, tenant, user_id),))
+    cur.fetchall()
+    accounts = []
+    for _ in range(2):
+        cur.execute("CALL app_open_account(%s, 'EUR', %s)", (user_id, opening))
+        accounts.append(cur.fetchall()[0][0])
+    return accounts

@@ -9,14 +9,13 @@ contend only on the chain head, which is what this test is about.
 from __future__ import annotations
 
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pymysql
 import pytest
 
 from envelope.setup import client_for
-from tests.lab.fake_records import lab_record
+from tests.lab.fake_records import writer_accounts
 from ztm.audit_chain import verify_database
 from ztm.db import connect
 
@@ -40,15 +39,7 @@ def test_concurrent_writers_leave_one_intact_chain(lab_target, record_property):
         setup, committed, refused = 0, 0, 0
         try:
             with conn.cursor() as cur:
-                cur.execute("CALL security_set_tenant(%s)", (tenants[index % 2],))
-                user_id = str(uuid.uuid4())
-                record = lab_record(envelope, tenants[index % 2], user_id)
-                cur.execute("CALL app_create_user_encrypted(%s)", (record,))
-                cur.fetchall()
-                accounts = []
-                for _ in range(2):
-                    cur.execute("CALL app_open_account(%s, 'EUR', 1000)", (user_id,))
-                    accounts.append(cur.fetchall()[0][0])
+                accounts = writer_accounts(cur, envelope, tenants[index % 2])
                 setup = 3
                 start.wait()
                 for call in range(CALLS):
