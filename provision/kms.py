@@ -7,6 +7,7 @@ Token PINs are never put on a command line: softhsm2-util is driven through a ps
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import subprocess
@@ -87,6 +88,6 @@ def ensure_keys(layout: KmsLayout, user_pin: str) -> None:
         if not layout.pq_private_wrapped.exists():
             private, public = pq.generate_keypair()
             pq.save_private_wrapped(private, kms, layout.pq_private_wrapped)
-            layout.pq_public.write_text(__import__("json").dumps(public.to_json()) + "\n")
+            layout.pq_public.write_text(json.dumps(public.to_json()) + "\n")
     finally:
         kms.close()

@@ -257,7 +257,7 @@ def client_certificate_verdict(host: str, port: int, *, cert: Path, key: Path, c
 
 def _check_host(conn: SSL.Connection, name: str) -> None:
     """Ask OpenSSL to verify the server name against the certificate's SAN."""
-    from OpenSSL._util import ffi, lib
+    from OpenSSL._util import lib
 
     param = lib.SSL_get0_param(conn._ssl)
     encoded = name.encode()
@@ -265,7 +265,6 @@ def _check_host(conn: SSL.Connection, name: str) -> None:
         lib.X509_VERIFY_PARAM_set1_ip_asc(param, encoded)
     else:
         lib.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded))
-    del ffi
 
 
 def _verify_error(errno: int) -> str:
