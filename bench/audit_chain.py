@@ -8,7 +8,7 @@
    unaudited run drops the accounts audit triggers for its duration and the data plane is
    re-applied afterwards.
 
-Usage (root, lab up, project root): PYTHONPATH=. .venv/bin/python bench/audit_chain.py [--events N]
+Usage (root, lab up, project root): .venv/bin/python -m bench.audit_chain [--events N]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ encrypt-only and for encrypt + insert through app_create_user_encrypted (one mTL
 connection), each with the DEK cache on and off, and the number of KMS calls.
 The KMS is the lab's SoftHSM2 token (PKCS#11), the PQ wrap as the target requires.
 
-Usage (root, lab up, project root): PYTHONPATH=. .venv/bin/python bench/envelope.py
+Usage (root, lab up, project root): .venv/bin/python -m bench.envelope
 """
 
 from __future__ import annotations

@@ -1,19 +1,25 @@
-"""OSCAL assessment results (one observation per test, one finding per control) and the
-small assessment plan they import."""
+"""OSCAL 1.1.2 assessment results (one observation per test, one finding per control) and
+the small assessment plan they import.
+
+A finding is ``satisfied`` only if every observation of its control passed; a failure, an
+error, a waived failure or a skipped test makes it ``not-satisfied`` (with the reason in its
+remarks). The suite itself is the assessment tool: a component in the result's local
+definitions that every observation names as its origin.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from evidence.catalog import Catalog
-from evidence.results import TestResult, control_status
+from evidence.results import TestResult
 
-OSCAL_VERSION = "1.0.4"  # the version of the official schema kept in schemas/oscal/
+OSCAL_VERSION = "1.1.2"  # the version of the official schema kept in schemas/oscal/
 NS = "https://ztm.example/ns/oscal"
 AP_FILE = "assessment-plan.json"
-METHOD = {"passed": "TEST", "failed": "TEST", "error": "TEST", "waived": "TEST", "skipped": "TEST"}
 
 
 def nist_control_id(text: str) -> str | None:
@@ -33,11 +39,17 @@ def _reviewed_controls(catalog: Catalog, controls: list[str]) -> dict[str, Any]:
     ids = sorted({nid for c in controls if (ctl := catalog.get(c))
                   for m in ctl.mappings.get("nist", []) if (nid := nist_control_id(m))})
     selection: dict[str, Any] = {"include-controls": [{"control-id": i} for i in ids]} if ids else {"include-all": {}}
-    return {"control-selections": [selection]}
+    return {"description": "NIST SP 800-53 Rev. 5 controls mapped from the catalog controls that were tested.",
+            "control-selections": [selection]}
 
 
 def _prop(name: str, value: str) -> dict[str, str]:
     return {"name": name, "ns": NS, "value": value}
+
+
+def _one_line(text: str) -> str:
+    """OSCAL property values are single-line, trimmed strings."""
+    return " ".join(text.split()) or "-"
 
 
 def assessment_plan(catalog: Catalog, controls: list[str], *, target_name: str, when: str,
@@ -45,14 +57,34 @@ def assessment_plan(catalog: Catalog, controls: list[str], *, target_name: str, 
     return {"assessment-plan": {
         "uuid": str(uuid.uuid4()),
         "metadata": _metadata(f"Zero-Trust MySQL control suite against {target_name}", when, version),
-        "import-ssp": {"href": f"urn:ztm:target:{target_name}",
+        "import-ssp": {"href": f"urn:ztm:target:{quote(target_name, safe='')}",
                        "remarks": "The target file of the run (see run.json) stands in for a system security plan."},
         "reviewed-controls": _reviewed_controls(catalog, controls),
     }}
 
 
+def finding_state(results: list[TestResult]) -> tuple[str, str, str | None]:
+    """(state, reason, remarks) of a control's finding from its tests' outcomes."""
+    outcomes = [r.outcome for r in results]
+    if outcomes and all(o == "passed" for o in outcomes):
+        return "satisfied", "pass", None
+    failed = [r for r in results if r.outcome in ("failed", "error")]
+    waived = [r for r in results if r.outcome == "waived"]
+    skipped = [r for r in results if r.outcome == "skipped"]
+    notes = []
+    if failed:
+        notes.append("Failed: " + "; ".join(f"{r.name}: {_one_line(r.message)[:300]}" for r in failed))
+    if waived:
+        notes.append("Waived: " + "; ".join(sorted({r.waiver or "" for r in waived})))
+    if skipped:
+        notes.append("Not assessed (skipped): " + "; ".join(f"{r.name}: {_one_line(r.message)[:200]}"
+                                                            for r in skipped))
+    return "not-satisfied", "fail" if failed or waived else "other", " ".join(notes)
+
+
 def assessment_results(catalog: Catalog, results: list[TestResult], *, target_name: str, started: str,
-                       finished: str, version: str) -> dict[str, Any]:
+                       finished: str, version: str, tools: dict[str, str]) -> dict[str, Any]:
+    tool_uuid = str(uuid.uuid4())
     observations, findings = [], []
     by_control: dict[str, list[tuple[TestResult, str]]] = {}
     for result in results:
@@ -61,38 +93,38 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
             "uuid": obs_uuid,
             "title": result.name,
             "description": f"pytest {result.nodeid}: {result.outcome}",
-            "props": [_prop("outcome", result.outcome), *(_prop("control-id", c) for c in result.controls)],
-            "methods": [METHOD[result.outcome]],
+            "props": [_prop("outcome", result.outcome), _prop("pytest-nodeid", _one_line(result.nodeid)),
+                      *(_prop("control-id", c) for c in result.controls)],
+            "methods": ["TEST"],
+            "types": ["control-objective"],
+            "origins": [{"actors": [{"type": "tool", "actor-uuid": tool_uuid}]}],
             "collected": finished,
         }
-        refs = result.to_json({})["evidence"]
-        if refs:
-            observation["relevant-evidence"] = [{"href": f"../{ref}", "description": f"observed data: {ref}"}
-                                                for ref in refs]
+        if result.evidence_files:
+            observation["relevant-evidence"] = [{"href": f"../{ref}", "description": f"Observed data: {ref}"}
+                                                for ref in result.evidence_files]
         if result.message:
             observation["remarks"] = result.message
         observations.append(observation)
         for control in result.controls:
             by_control.setdefault(control, []).append((result, obs_uuid))
     for control, entries in sorted(by_control.items()):
-        status = control_status([r for r, _ in entries])
         ctl = catalog.get(control)
+        state, reason, remarks = finding_state([r for r, _ in entries])
         finding: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
             "title": f"{control}: {ctl.title if ctl else control}",
             "description": ctl.rationale if ctl else control,
-            "props": [_prop("control-id", control), _prop("status", status),
-                      *(_prop(f"{fw}-mapping", m) for fw, ms in (ctl.mappings.items() if ctl else [])
-                        for m in ms)],
+            "props": [_prop("control-id", control),
+                      *(_prop(f"{fw}-mapping", m) for fw, ms in (ctl.mappings.items() if ctl else []) for m in ms)],
+            "origins": [{"actors": [{"type": "tool", "actor-uuid": tool_uuid}]}],
             "target": {"type": "objective-id", "target-id": control.lower(),
-                       "status": {"state": "satisfied" if status == "passed" else "not-satisfied"}},
+                       "status": {"state": state, "reason": reason}},
             "related-observations": [{"observation-uuid": u} for _, u in entries],
         }
-        waived = [r.waiver for r, _ in entries if r.waiver]
-        if waived:
-            finding["remarks"] = "Waived: " + "; ".join(sorted(set(waived)))
-        elif status == "skipped":
-            finding["remarks"] = "Every test of this control was skipped: not assessed."
+        if remarks:
+            finding["remarks"] = remarks
+            finding["target"]["status"]["remarks"] = remarks
         findings.append(finding)
     result_block: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
@@ -101,6 +133,7 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
                        "catalog, satisfied only if all its tests passed.",
         "start": started,
         "end": finished,
+        "local-definitions": {"components": [_tool_component(tool_uuid, tools)]},
         "reviewed-controls": _reviewed_controls(catalog, sorted(by_control)),
     }
     if observations:
@@ -113,3 +146,16 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
         "import-ap": {"href": AP_FILE},
         "results": [result_block],
     }}
+
+
+def _tool_component(tool_uuid: str, tools: dict[str, str]) -> dict[str, Any]:
+    return {
+        "uuid": tool_uuid,
+        "type": "software",
+        "title": "Zero-Trust MySQL control suite (pytest)",
+        "description": "The pytest control suite that made every observation; versions of its tools are props "
+                       "and in run.json.",
+        "props": [_prop("tool-version", _one_line(f"{name} {value}")) for name, value in sorted(tools.items())]
+        or [_prop("tool-version", "unknown")],
+        "status": {"state": "operational"},
+    }

@@ -59,10 +59,15 @@ def pytest_configure(config: pytest.Config) -> None:
         waivers = load_waivers(Path(config.option.waivers)) if config.option.waivers else []
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(CatalogGate(config, catalog, waivers), "ztm-catalog-gate")
+    unknown = sorted({w.control for w in waivers if catalog.get(w.control) is None})
+    if unknown:
+        raise pytest.UsageError(f"waiver file {config.option.waivers}: {', '.join(unknown)} "
+                                "not in controls/catalog.toml")
+    gate = CatalogGate(config, catalog, waivers)
+    config.pluginmanager.register(gate, "ztm-catalog-gate")
     if config.option.evidence_out and not hasattr(config, "workerinput"):
         key, cert = _signer_paths(config)
-        config.pluginmanager.register(BundleWriter(config, catalog, waivers, key, cert), "ztm-bundle-writer")
+        config.pluginmanager.register(BundleWriter(config, gate, key, cert), "ztm-bundle-writer")
 
 
 def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
@@ -119,7 +124,9 @@ class CatalogGate:
         today = date.today()
         self.active = {w.control: w for w in waivers if not w.expired(today)}
         self.expired = [w for w in waivers if w.expired(today)]
-        self.covered: set[str] = set()
+        self.waivers = waivers
+        self.covered: set[str] = set()  # controls with a collected test (here, or on xdist workers)
+        self.waived: list[tuple[str, str]] = []  # (nodeid, reason)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
@@ -129,7 +136,7 @@ class CatalogGate:
         if unknown:
             raise pytest.UsageError("unknown control id " + ", ".join(unknown)
                                     + ": every id must be defined in controls/catalog.toml")
-        self.covered = {cid for item in items for cid in controls_of(item)}
+        self.covered |= {cid for item in items for cid in controls_of(item)}
         wanted = config.option.control
         if wanted:
             missing = [c for c in wanted if self.catalog.get(c) is None]
@@ -172,7 +179,18 @@ class CatalogGate:
             setattr(report, REPORT_ATTRIBUTE, recorder.items if recorder else [])
         return report
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # On the xdist controller nothing is collected: the reports say which controls were tested.
+        self.covered.update(v for k, v in report.user_properties if k == "control")
+        reason = getattr(report, "ztm_waiver", None)
+        if reason:
+            self.waived.append((report.nodeid, reason))
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.waived:
+            terminalreporter.section("ztm waivers", sep="-", yellow=True)
+        for nodeid, reason in self.waived:
+            terminalreporter.write_line(f"WAIVED {nodeid}: {reason}", yellow=True)
         for waiver in self.expired:
             terminalreporter.write_line(f"ztm: waiver for {waiver.control} expired on {waiver.expires} and was "
                                         "ignored", yellow=True)
@@ -198,11 +216,11 @@ class CatalogGate:
 class BundleWriter:
     """Collects every report on the controller and writes the bundle at the very end."""
 
-    def __init__(self, config: pytest.Config, catalog: Catalog, waivers: list[Waiver], key: Path,
-                 cert: Path | None) -> None:
+    def __init__(self, config: pytest.Config, gate: CatalogGate, key: Path, cert: Path | None) -> None:
         self.config = config
-        self.catalog = catalog
-        self.waivers = waivers
+        self.gate = gate
+        self.catalog = gate.catalog
+        self.waivers = gate.waivers
         self.key, self.cert = key, cert
         self.out = Path(config.option.evidence_out).resolve()
         self.results: dict[str, TestResult] = {}
@@ -215,6 +233,10 @@ class BundleWriter:
             config.option.htmlpath = str(self.workdir / "report.html")
         if hasattr(config.option, "self_contained_html"):
             config.option.self_contained_html = True
+
+    @property
+    def covered(self) -> set[str]:
+        return self.gate.covered
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = self.results.get(report.nodeid)
@@ -230,6 +252,9 @@ class BundleWriter:
 
         began = time.monotonic()
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.config.option.collectonly or self.config.option.controls_list:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            return outcome  # nothing ran: no evidence to sign
         try:
             size = assemble(self, int(session.exitstatus))
         except UserError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,11 @@ class TestResult:
     message: str = ""
     waiver: str | None = None
     evidence: list[dict[str, str]] = field(default_factory=list)
+    folder: str = ""  # where this test's evidence files live in the bundle (assign_folders)
 
     @property
-    def folder(self) -> str:
-        """Where this test's evidence files live in the bundle."""
-        return f"evidence/{self.controls[0] if self.controls else '_untagged'}/{UNSAFE.sub('_', self.name)[:120]}"
+    def evidence_files(self) -> list[str]:
+        return [f"{self.folder}/{item['name']}.{'json' if item['kind'] == 'json' else 'txt'}" for item in self.evidence]
 
     def add(self, report: pytest.TestReport) -> None:
         self.duration += report.duration
@@ -60,8 +61,7 @@ class TestResult:
             "controls": [{"id": c, "mappings": mappings.get(c, {})} for c in self.controls],
             "outcome": self.outcome, "duration": round(self.duration, 4), "message": self.message,
             "waiver": self.waiver,
-            "evidence": [f"{self.folder}/{item['name']}.{'json' if item['kind'] == 'json' else 'txt'}"
-                         for item in self.evidence],
+            "evidence": self.evidence_files,
         }
 
 
@@ -82,8 +82,20 @@ def _failure_message(report: pytest.TestReport) -> str:
     return text[:MAX_MESSAGE]
 
 
+def assign_folders(results: list[TestResult]) -> None:
+    """``evidence/<first control>/<test name>``; a name taken by an earlier test gets a nodeid hash."""
+    used: set[str] = set()
+    for result in results:
+        base = f"evidence/{result.controls[0] if result.controls else '_untagged'}/{UNSAFE.sub('_', result.name)[:120]}"
+        folder = base
+        if folder in used:
+            folder = f"{base}-{hashlib.sha256(result.nodeid.encode()).hexdigest()[:10]}"
+        used.add(folder)
+        result.folder = folder
+
+
 def control_status(results: list[TestResult]) -> str:
-    """A control passes when none of its tests failed and at least one passed."""
+    """passed only when every test passed; partial when the others were skipped (not assessed)."""
     outcomes = {r.outcome for r in results}
     if not results:
         return "not-covered"
@@ -91,4 +103,6 @@ def control_status(results: list[TestResult]) -> str:
         return "failed"
     if "waived" in outcomes:
         return "waived"
-    return "passed" if "passed" in outcomes else "skipped"
+    if outcomes == {"passed"}:
+        return "passed"
+    return "partial" if "passed" in outcomes else "skipped"

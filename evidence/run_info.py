@@ -5,30 +5,49 @@ from __future__ import annotations
 import platform
 import re
 import socket
+import ssl
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-TOOLS = ("zero-trust-mysql", "pytest", "pytest-html", "pytest-xdist", "pytest-testinfra", "pymysql", "cryptography",
-         "pyOpenSSL", "jsonschema", "regex", "lxml", "python-pkcs11")
-SECRET_OPTION = re.compile(r"pass(word)?|pin|secret|token|credential", re.IGNORECASE)
+TOOLS = ("zero-trust-mysql", "pytest", "pytest-html", "pytest-xdist", "pytest-testinfra", "pytest-metadata",
+         "pymysql", "cryptography", "pyOpenSSL", "jsonschema", "referencing", "regex", "lxml", "python-pkcs11",
+         "tomli-w", "boto3", "pykmip")
+# Option or setting names whose value is a secret. A *file* holding a key (--evidence-key FILE) is
+# not a secret and stays; an API or access key given inline is.
+SECRET_PART = re.compile(r"passw(or)?d|passphrase|secret|token|credential", re.IGNORECASE)
+SECRET_WORD = {"pin", "pass", "pwd", "apikey"}
+SECRET_PAIR = re.compile(r"(api|access)[-_.]key", re.IGNORECASE)
+OPTION = re.compile(r"^--?[A-Za-z][\w.-]*$")
+SETTING = re.compile(r"^(--?)?([A-Za-z_][\w.-]*)=(.*)$", re.DOTALL)
 REDACTED = "***REDACTED***"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def is_secret_name(name: str) -> bool:
+    """'db-password', 'MYSQL_PWD', 'token', 'hsm.pin', 'api_key' are; 'mapping', 'evidence-key' are not."""
+    words = re.split(r"[-_.]+", name.lstrip("-").lower())
+    return bool(SECRET_PART.search(name) or SECRET_PAIR.search(name) or SECRET_WORD.intersection(words))
+
+
 def redact_argv(argv: list[str]) -> list[str]:
-    """Values of options whose name says secret are replaced (``--x-password V`` and ``--x-password=V``)."""
+    """Values of secret-named options and settings become REDACTED.
+
+    ``--db-password V``, ``--db-password=V``, ``-o mysql_pin=V`` and ``ZTM_SECRET=V`` are redacted;
+    ``--evidence-key FILE`` and test paths are kept.
+    """
     out: list[str] = []
     redact_next = False
     for arg in argv:
+        setting = SETTING.match(arg)
         if redact_next:
             out.append(REDACTED)
             redact_next = False
-        elif arg.startswith("-") and "=" in arg and SECRET_OPTION.search(arg.split("=", 1)[0]):
-            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
-        elif arg.startswith("-") and SECRET_OPTION.search(arg):
+        elif setting and is_secret_name(setting.group(2)):
+            out.append(f"{setting.group(1) or ''}{setting.group(2)}={REDACTED}")
+        elif OPTION.match(arg) and is_secret_name(arg):
             out.append(arg)
             redact_next = True
         else:
@@ -43,6 +62,7 @@ def tool_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    versions["openssl (python ssl)"] = ssl.OPENSSL_VERSION
     try:
         from OpenSSL import SSL
 
@@ -79,7 +99,7 @@ def host_os() -> dict[str, str]:
 
 
 def run_document(*, target: dict[str, Any], started: str, finished: str, exit_status: int,
-                 argv: list[str], suite_version: str) -> dict[str, Any]:
+                 argv: list[str], suite_version: str, tools: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "suite": {"name": "zero-trust-mysql", "version": suite_version, **git_commit()},
@@ -88,6 +108,6 @@ def run_document(*, target: dict[str, Any], started: str, finished: str, exit_st
         "finished": finished,
         "exit_status": exit_status,
         "assessor_host": host_os(),
-        "tools": tool_versions(),
+        "tools": tools if tools is not None else tool_versions(),
         "command": redact_argv([Path(sys.argv[0]).name, *argv]),
     }

@@ -1,25 +1,32 @@
 """Verify an evidence bundle offline: signature, every file's hash, nothing missing or added.
 
 Exit codes of ``ztm evidence verify``: 0 verified, 1 verification failed (each problem
-named), 2 unusable input (not a bundle, unreadable key or CA).
+named; also a damaged or non-bundle archive), 2 usage (no such file, unreadable key or CA).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from evidence.bundle import MANIFEST, ROOT, SIGNATURE, UNLISTED
 from evidence.sign import load_public_key, signature_valid
 from ztm.errors import UserError
 
-MAX_MEMBER = 256 * 1024 * 1024
+MAX_BUNDLE = 1024 * 1024 * 1024  # unpacked; a bundle is a few MiB
+DAMAGED = 1  # a damaged archive fails verification like a changed byte
 
 
 @dataclass
@@ -33,29 +40,53 @@ class Verification:
         return not self.problems
 
 
-def read_bundle(path: Path) -> dict[str, bytes]:
-    """Every regular file under bundle/, by bundle-relative name. Refuses links and odd paths."""
+def _gunzip(path: Path) -> bytes:
+    """The whole tar stream, or UserError: checks gzip CRC, length and end of stream, bounded in size."""
     try:
-        tar = tarfile.open(path, "r:gz")  # noqa: SIM115  (closed by the with below, after error mapping)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"no bundle at {path}") from None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise UserError(f"{path} is not a readable evidence bundle (tar.gz): {exc}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; give the bundle file (tar.gz)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing: header, CRC-32 and size are checked
+    try:
+        data = inflate.decompress(raw, MAX_BUNDLE + 1)
+    except zlib.error as exc:
+        raise UserError(f"{path} is not a readable evidence bundle (tar.gz): {exc}", DAMAGED) from None
+    if len(data) > MAX_BUNDLE:
+        raise UserError(f"{path} unpacks to more than {MAX_BUNDLE // 2**20} MiB: not an evidence bundle", DAMAGED)
+    if not inflate.eof:
+        raise UserError(f"{path} is damaged: the gzip stream is truncated", DAMAGED)
+    if inflate.unused_data:
+        raise UserError(f"{path} is damaged: {len(inflate.unused_data)} unexpected bytes after the gzip stream",
+                        DAMAGED)
+    return data
+
+
+def read_bundle(path: Path) -> dict[str, bytes]:
+    """Every regular file under bundle/, by bundle-relative name. Refuses links, odd paths and damage."""
+    stream = _gunzip(path)
     files: dict[str, bytes] = {}
-    with tar:
-        try:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as tar:
             for member in tar:
                 name = member.name
                 if member.isdir():
                     continue
                 if not member.isfile() or not name.startswith(ROOT + "/") or ".." in name.split("/"):
-                    raise UserError(f"{path}: unexpected entry {name!r} (only regular files under {ROOT}/)")
-                if member.size > MAX_MEMBER:
-                    raise UserError(f"{path}: entry {name} is implausibly large ({member.size} bytes)")
+                    raise UserError(f"{path}: unexpected entry {name!r} (only regular files under {ROOT}/)", DAMAGED)
+                if name.removeprefix(ROOT + "/") in files:
+                    raise UserError(f"{path}: entry {name} appears twice (a later copy could hide the signed one)",
+                                    DAMAGED)
                 handle = tar.extractfile(member)
-                files[name.removeprefix(ROOT + "/")] = handle.read() if handle else b""
-        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-            raise UserError(f"{path} is damaged: {exc}") from None
+                data = handle.read() if handle else b""
+                if len(data) != member.size:
+                    raise UserError(f"{path} is damaged: entry {name} is cut short", DAMAGED)
+                files[name.removeprefix(ROOT + "/")] = data
+    except (tarfile.TarError, EOFError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable evidence bundle (tar inside the gzip): {exc}", DAMAGED) from None
     return files
 
 
@@ -67,6 +98,10 @@ def parse_manifest(text: bytes) -> dict[str, str]:
             raise ValueError(f"line {number} is not '<sha256>  <file>'")
         entries[name] = digest
     return entries
+
+
+SELF_ASSERTED = ("warning: self-asserted key: verified with signer.pub.pem from inside the bundle. This proves the "
+                 "files are unchanged since signing, not who signed them; pass --pubkey or --ca to check the signer")
 
 
 def verify_bundle(path: Path, *, pubkey: Path | None = None, ca: Path | None = None) -> Verification:
@@ -97,20 +132,22 @@ def verify_bundle(path: Path, *, pubkey: Path | None = None, ca: Path | None = N
     return result
 
 
-def _trusted_key(files: dict[str, bytes], pubkey: Path | None, ca: Path | None, result: Verification):
-    embedded_pem = files.get("signer.pub.pem")
+def _trusted_key(files: dict[str, bytes], pubkey: Path | None, ca: Path | None,
+                 result: Verification) -> Ed25519PublicKey | None:
     if pubkey is not None:
         try:
-            return load_public_key(pubkey.read_bytes(), str(pubkey))
+            key = load_public_key(pubkey.read_bytes(), str(pubkey))
         except OSError as exc:
             raise UserError(f"cannot read public key {pubkey}: {exc.strerror}") from None
+        _compare_embedded(files, key, f"the given key {pubkey.name}", result)
+        return key
     if ca is not None:
         return _key_from_certificate(files, ca, result)
+    embedded_pem = files.get("signer.pub.pem")
     if embedded_pem is None:
         result.problems.append("signer.pub.pem is missing and no --pubkey or --ca was given")
         return None
-    result.notes.append("verified with the public key inside the bundle: this proves integrity, not who signed; "
-                        "pass --pubkey or --ca to check the signer")
+    result.notes.append(SELF_ASSERTED)
     try:
         return load_public_key(embedded_pem, "signer.pub.pem")
     except UserError as exc:
@@ -118,34 +155,103 @@ def _trusted_key(files: dict[str, bytes], pubkey: Path | None, ca: Path | None, 
         return None
 
 
-def _key_from_certificate(files: dict[str, bytes], ca_path: Path, result: Verification):
+def _compare_embedded(files: dict[str, bytes], key: Ed25519PublicKey, what: str, result: Verification) -> None:
+    embedded = files.get("signer.pub.pem")
+    if embedded is None:
+        return  # the manifest check names it if it was listed
     try:
-        ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        same = load_public_key(embedded, "signer.pub.pem").public_bytes_raw() == key.public_bytes_raw()
+    except UserError as exc:
+        result.problems.append(str(exc))
+        return
+    if not same:
+        result.problems.append(f"signer.pub.pem: not {what}")
+
+
+def _load_ca(ca_path: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(ca_path.read_bytes())
     except OSError as exc:
         raise UserError(f"cannot read CA file {ca_path}: {exc.strerror}") from None
     except ValueError:
-        raise UserError(f"{ca_path} is not a PEM certificate") from None
+        raise UserError(f"{ca_path} is not a PEM certificate (or bundle of certificates)") from None
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _key_from_certificate(files: dict[str, bytes], ca_path: Path, result: Verification) -> Ed25519PublicKey | None:
+    """The signer's key from signer.pem (leaf first, then any intermediates) chained to a CA in ``ca_path``."""
+    anchors = _load_ca(ca_path)
     pem = files.get("signer.pem")
     if pem is None:
         result.problems.append("signer.pem is missing: the bundle carries no signer certificate to check against "
                                "the CA (use --pubkey)")
         return None
     try:
-        cert = x509.load_pem_x509_certificate(pem)
-        cert.verify_directly_issued_by(ca)
-    except ValueError as exc:
-        result.problems.append(f"signer.pem: not issued by {ca.subject.rfc4514_string()} ({exc})")
+        chain = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        result.problems.append("signer.pem: not a PEM certificate")
         return None
-    except (InvalidSignature, TypeError):
-        result.problems.append(f"signer.pem: not issued by {ca.subject.rfc4514_string()} (signature check failed)")
+    leaf, anchor_names = chain[0], ", ".join(a.subject.rfc4514_string() for a in anchors)
+    for cert, issuer in pairwise(chain):
+        if not _issued_by(cert, issuer):
+            result.problems.append(f"signer.pem: {cert.subject.rfc4514_string()} is not issued by the next "
+                                   f"certificate in the file ({issuer.subject.rfc4514_string()})")
+            return None
+    anchor = next((a for a in anchors if _issued_by(chain[-1], a)), None)
+    if anchor is None:
+        result.problems.append(f"signer.pem: {leaf.subject.rfc4514_string()} does not chain to the CA "
+                               f"({anchor_names}): signature check failed")
         return None
-    now = datetime.now(UTC)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        result.notes.append(f"signer.pem is outside its validity period now ({cert.not_valid_after_utc:%Y-%m-%d})")
-    key = load_public_key(pem, "signer.pem")
-    embedded = files.get("signer.pub.pem")
-    if embedded is not None and load_public_key(embedded, "signer.pub.pem").public_bytes_raw() != \
-            key.public_bytes_raw():
-        result.problems.append("signer.pub.pem does not match the key in signer.pem")
-    result.notes.append(f"signer: {cert.subject.rfc4514_string()}, issued by {ca.subject.rfc4514_string()}")
+    _check_signer_certificate(leaf, files, result)
+    try:
+        key = load_public_key(pem, "signer.pem")
+    except UserError as exc:
+        result.problems.append(str(exc))
+        return None
+    _compare_embedded(files, key, "the key certified in signer.pem", result)
+    result.notes.append(f"signer: {leaf.subject.rfc4514_string()}, chained to {anchor.subject.rfc4514_string()}")
     return key
+
+
+def _check_signer_certificate(leaf: x509.Certificate, files: dict[str, bytes], result: Verification) -> None:
+    """A signing certificate, valid when the bundle was signed (run.json's finish time)."""
+    try:
+        if leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            result.problems.append("signer.pem: is a CA certificate, not a signer's")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not usage.digital_signature:
+            result.problems.append("signer.pem: key usage does not allow digital signatures")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if not {ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE} & set(eku):
+            result.problems.append("signer.pem: extended key usage does not include code signing")
+    except x509.ExtensionNotFound:
+        pass
+    signed_at = _signing_time(files)
+    when, label = (signed_at, "when the bundle was signed") if signed_at else (datetime.now(UTC), "now")
+    if not leaf.not_valid_before_utc <= when <= leaf.not_valid_after_utc:
+        result.problems.append(f"signer.pem: not valid {label} ({when:%Y-%m-%dT%H:%M:%SZ}; valid "
+                               f"{leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d})")
+    elif signed_at and datetime.now(UTC) > leaf.not_valid_after_utc:
+        result.notes.append(f"signer.pem has expired since ({leaf.not_valid_after_utc:%Y-%m-%d}); it was valid "
+                            "when the bundle was signed")
+
+
+def _signing_time(files: dict[str, bytes]) -> datetime | None:
+    try:
+        finished = json.loads(files["run.json"])["finished"]
+        return datetime.fromisoformat(finished.replace("Z", "+00:00"))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None

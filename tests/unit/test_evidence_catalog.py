@@ -81,6 +81,7 @@ def test_active_waiver_turns_a_failure_into_waived_everywhere(suite, tmp_path):
                                         "--evidence-key", str(make_key(tmp_path / "k.key")), "-rx")
     assert result.ret == 0, "a waived failure does not fail the gate"
     result.stdout.fnmatch_lines(["*XFAIL*test_net*ZTM-NET-1 waived: Firewall change window CHG-1234*CISO office*"])
+    result.stdout.fnmatch_lines(["*ztm waivers*", "WAIVED test_controls.py::test_net: ZTM-NET-1 waived: *CHG-1234*"])
     results = results_of(out)
     net = next(t for t in results["tests"] if t["name"] == "test_net")
     assert net["outcome"] == "waived" and "CHG-1234" in net["waiver"] and "input policy is accept" in net["message"]
@@ -89,6 +90,9 @@ def test_active_waiver_turns_a_failure_into_waived_everywhere(suite, tmp_path):
         junit = tar.extractfile("bundle/junit.xml").read()
         ar = json.loads(tar.extractfile("bundle/oscal/assessment-results.json").read())
     assert b'name="waiver"' in junit
+    with tarfile.open(out, "r:gz") as tar:
+        html = tar.extractfile("bundle/report.html").read()
+    assert b"WAIVED: ZTM-NET-1 waived: Firewall change window CHG-1234" in html
     finding = next(f for f in ar["assessment-results"]["results"][0]["findings"]
                    if f["target"]["target-id"] == "ztm-net-1")
     assert finding["target"]["status"]["state"] == "not-satisfied" and "CHG-1234" in finding["remarks"]
@@ -124,3 +128,55 @@ def test_xdist_builds_the_bundle_once_with_worker_evidence(suite, tmp_path):
         seen = json.loads(tar.extractfile("bundle/evidence/ZTM-TLS-1/test_tls/seen.json").read())
     assert seen["data"]["worker"].startswith("gw"), "the evidence was recorded on a worker and reached the bundle"
     assert {t["name"] for t in results_of(out)["tests"]} == {"test_tls", "test_net"}
+
+
+def test_json_waiver_file_is_accepted(suite, tmp_path):
+    waivers = tmp_path / "waivers.json"
+    waivers.write_text(json.dumps({"waivers": [{
+        "control": "ZTM-NET-1", "justification": "Firewall change window CHG-1234 pending",
+        "approver": "CISO office", "expires": (date.today() + timedelta(days=3)).isoformat()}]}))
+    result = suite.runpytest_subprocess("--waivers", str(waivers))
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["WAIVED test_controls.py::test_net: *"])
+
+
+def test_waiver_for_an_unknown_control_is_refused(suite, tmp_path):
+    waivers = write_waivers(tmp_path / "waivers.toml", date.today() + timedelta(days=3))
+    waivers.write_text(waivers.read_text().replace("ZTM-NET-1", "ZTM-NET-9"))
+    result = suite.runpytest_subprocess("--waivers", str(waivers))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ZTM-NET-9*not in controls/catalog.toml*"])
+
+
+def test_evidence_fixture_works_without_a_bundle_and_writes_nothing(suite, tmp_path):
+    before = set(suite.path.rglob("*"))
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    assert set(suite.path.rglob("*")) - before == set(), "no file is written without --evidence-out"
+    result.stdout.fnmatch_lines(["ztm: catalog controls without tests in this run: ZTM-TLS-2, *"])
+
+
+def test_uncovered_controls_are_reported_under_xdist_too(suite, tmp_path):
+    result = suite.runpytest_subprocess("-n", "2")
+    result.stdout.fnmatch_lines(["ztm: catalog controls without tests in this run: ZTM-TLS-2, *"])
+    assert "ZTM-TLS-1," not in result.stdout.str().split("without tests in this run:")[1].splitlines()[0]
+
+
+def test_controls_list_or_collect_only_write_no_bundle(suite, tmp_path):
+    key = str(make_key(tmp_path / "k.key"))
+    for option in ("--controls-list", "--collect-only"):
+        out = tmp_path / f"{option.strip('-')}.tar.gz"
+        result = suite.runpytest_subprocess(option, "--evidence-out", str(out), "--evidence-key", key)
+        assert result.ret == 0 and not out.exists(), option
+
+
+def test_catalog_json_marks_controls_with_tests(suite, tmp_path):
+    out = tmp_path / "b.tar.gz"
+    suite.runpytest_subprocess("--control", "ZTM-TLS-1", "--evidence-out", str(out),
+                               "--evidence-key", str(make_key(tmp_path / "k.key")))
+    with tarfile.open(out, "r:gz") as tar:
+        catalog = json.loads(tar.extractfile("bundle/catalog.json").read())
+    has = {c["id"]: c["has_tests"] for c in catalog["controls"]}
+    assert has["ZTM-TLS-1"] and has["ZTM-NET-1"], "a control deselected by --control still has tests"
+    assert not has["ZTM-AUD-2"]
+    assert {t["nodeid"] for t in results_of(out)["tests"]} == {"test_controls.py::test_tls"}
