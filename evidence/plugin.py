@@ -63,6 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if unknown:
         raise pytest.UsageError(f"waiver file {config.option.waivers}: {', '.join(unknown)} "
                                 "not in controls/catalog.toml")
+    missing = [c for c in config.option.control if catalog.get(c) is None]
+    if missing:
+        raise pytest.UsageError(f"--control {', '.join(missing)}: not in controls/catalog.toml")
+    if config.option.controls_list:
+        config.option.dist = "no"  # list in this process: xdist (configured after us) starts no workers
     gate = CatalogGate(config, catalog, waivers)
     config.pluginmanager.register(gate, "ztm-catalog-gate")
     if config.option.evidence_out and not hasattr(config, "workerinput"):
@@ -128,20 +133,30 @@ class CatalogGate:
         self.covered: set[str] = set()  # controls with a collected test (here, or on xdist workers)
         self.waived: list[tuple[str, str]] = []  # (nodeid, reason)
 
+    def _unknown(self, items: list[Any]) -> str | None:
+        bad = [f"{cid} (on {item.nodeid})" for item in items if isinstance(item, pytest.Item)
+               for cid in controls_of(item) if self.catalog.get(cid) is None]
+        return ("unknown control id " + ", ".join(bad) + ": every id must be defined in controls/catalog.toml"
+                if bad else None)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pycollect_makeitem(self, collector: pytest.Collector, name: str, obj: object):
+        # A collection error of the module, in whichever process collects (xdist workers too).
+        made = yield
+        problem = self._unknown(made if isinstance(made, list) else [made])
+        if problem:
+            raise pytest.Collector.CollectError(problem)
+        return made
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
-        unknown = [f"{cid} (on {item.nodeid})" for item in items for cid in controls_of(item)
-                   if self.catalog.get(cid) is None]
-        if unknown:
-            raise pytest.UsageError("unknown control id " + ", ".join(unknown)
-                                    + ": every id must be defined in controls/catalog.toml")
+        problem = self._unknown(items)  # items not made by the Python collector (plugins, doctests)
+        if problem:
+            raise pytest.UsageError(problem)
         self.covered |= {cid for item in items for cid in controls_of(item)}
         wanted = config.option.control
         if wanted:
-            missing = [c for c in wanted if self.catalog.get(c) is None]
-            if missing:
-                raise pytest.UsageError(f"--control {', '.join(missing)}: not in controls/catalog.toml")
             keep = [i for i in items if set(controls_of(i)) & set(wanted)]
             dropped = [i for i in items if i not in keep]
             if dropped:
@@ -195,7 +210,7 @@ class CatalogGate:
             terminalreporter.write_line(f"ztm: waiver for {waiver.control} expired on {waiver.expires} and was "
                                         "ignored", yellow=True)
         uncovered = [c for c in self.catalog.controls if c not in self.covered]
-        if self.covered and uncovered and not self.config.option.control:
+        if self.covered and uncovered and not (self.config.option.control or self.config.option.controls_list):
             terminalreporter.write_line(f"ztm: catalog controls without tests in this run: {', '.join(uncovered)}")
 
     # -- pytest-html columns (only called when pytest-html is active) --------------------
@@ -206,7 +221,7 @@ class CatalogGate:
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
         from html import escape
 
-        ids = [v for k, v in report.user_properties if k == "control"]
+        ids = [v for k, v in getattr(report, "user_properties", ()) if k == "control"]  # CollectReports too
         waiver = getattr(report, "ztm_waiver", None)
         maps = "; ".join(c.mapping_text() for i in ids if (c := self.catalog.get(i)))
         cells.insert(2, f"<td>{escape(', '.join(ids))}{'<br>WAIVED: ' + escape(waiver) if waiver else ''}</td>")
@@ -237,6 +252,13 @@ class BundleWriter:
     @property
     def covered(self) -> set[str]:
         return self.gate.covered
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:  # e.g. an unknown control id or an import error: the assessor must see it
+            name = report.nodeid.split("::")[-1] or report.nodeid or "collection"
+            result = self.results.setdefault(report.nodeid or "<collection>",
+                                             TestResult(report.nodeid or "<collection>", name, []))
+            result.outcome, result.message = "error", f"collection failed: {report.longreprtext}"[:4000]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = self.results.get(report.nodeid)

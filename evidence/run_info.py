@@ -98,6 +98,12 @@ def host_os() -> dict[str, str]:
             "machine": platform.machine()}
 
 
+def _program() -> list[str]:
+    """How pytest was started: 'pytest', or 'python -m pytest' (argv[0] is then __main__.py)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "pytest"
+    return [Path(sys.executable).name, "-m", "pytest"] if name == "__main__.py" else [name]
+
+
 def run_document(*, target: dict[str, Any], started: str, finished: str, exit_status: int,
                  argv: list[str], suite_version: str, tools: dict[str, str] | None = None) -> dict[str, Any]:
     return {
@@ -109,5 +115,5 @@ def run_document(*, target: dict[str, Any], started: str, finished: str, exit_st
         "exit_status": exit_status,
         "assessor_host": host_os(),
         "tools": tools if tools is not None else tool_versions(),
-        "command": redact_argv([Path(sys.argv[0]).name, *argv]),
+        "command": redact_argv([*_program(), *argv]),
     }

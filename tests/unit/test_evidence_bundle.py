@@ -265,18 +265,39 @@ def test_resigned_bundle_with_own_key_fails_against_the_trusted_key(bundle, tmp_
     assert not verify_bundle(out, pubkey=public_of(key, tmp_path / "pub.pem")).ok  # ...but not ours
 
 
-def test_offline_check_with_openssl_and_sha256sum(bundle, tmp_path):
-    out, _ = bundle
+def offline_steps(readme: Path) -> list[str]:
+    """The shell lines of evidence/README.md's offline check, so the test runs what the document says."""
+    text = readme.read_text().split("### Offline, with only openssl and coreutils", 1)[1]
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line and not line.startswith(("#", "mkdir"))]
+
+
+def test_offline_check_with_openssl_and_sha256sum(built_bundle, tmp_path):
+    out, _, ca_pem = built_bundle
     with tarfile.open(out, "r:gz") as tar:
         tar.extractall(tmp_path / "x", filter="data")
     root = tmp_path / "x" / "bundle"
-    verify = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "signer.pub.pem", "-rawin",
-                             "-in", "MANIFEST.sha256", "-sigfile", "MANIFEST.sha256.sig"],
-                            cwd=root, capture_output=True, text=True)
-    assert verify.returncode == 0 and "Signature Verified Successfully" in verify.stdout, verify.stderr
-    assert subprocess.run(["sha256sum", "--quiet", "-c", "MANIFEST.sha256"], cwd=root).returncode == 0
+    shutil.copyfile(ca_pem, tmp_path / "ca.pem")
+    steps = offline_steps(Path(__file__).resolve().parents[2] / "evidence" / "README.md")
+    assert len(steps) == 5 and steps[0].startswith("openssl pkeyutl -verify")
+    for step in steps:
+        done = subprocess.run(["bash", "-c", step.replace("ca.pem", str(tmp_path / "ca.pem"))], cwd=root,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, f"{step}\n{done.stdout}{done.stderr}"
+        if step.startswith("openssl pkeyutl"):
+            assert "Signature Verified Successfully" in done.stdout
+    # And each one fails when it should: a changed byte, an added file, a changed signature, another CA.
     (root / "results.json").write_text("{}")
     assert subprocess.run(["sha256sum", "--quiet", "-c", "MANIFEST.sha256"], cwd=root,
+                          capture_output=True).returncode != 0
+    (root / "extra.txt").write_text("x")
+    assert subprocess.run(["bash", "-c", steps[2]], cwd=root, capture_output=True).returncode != 0
+    sig = bytearray((root / "MANIFEST.sha256.sig").read_bytes())
+    sig[0] ^= 1
+    (root / "MANIFEST.sha256.sig").write_bytes(bytes(sig))
+    assert subprocess.run(["bash", "-c", steps[0]], cwd=root, capture_output=True).returncode != 0
+    other, _ = make_ca(tmp_path, "Other CA")
+    assert subprocess.run(["bash", "-c", steps[3].replace("ca.pem", str(other))], cwd=root,
                           capture_output=True).returncode != 0
 
 
