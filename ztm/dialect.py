@@ -24,6 +24,8 @@ class Dialect:
     server_binary: str
     # Option name for the TLS 1.3 suites in my.cnf.
     tls13_suites_option: str
+    # (variable, a value that logs failed logins, a value that does not): fail2ban reads those lines.
+    failed_login_log: tuple[str, str, str]
 
     def server_settings(self, *, crl: str, secure_file_priv: str) -> dict[str, str]:
         """The hardened variables (ZTM-CFG-1) as my.cnf [mysqld] options."""
@@ -104,6 +106,7 @@ MARIADB = Dialect(
     insecure_transport_errors=frozenset({1045, 3159}),
     persisted_config_supported=False,
     server_binary="mariadbd",
+    failed_login_log=("log_warnings", "2", "1"),
 )
 
 MYSQL = Dialect(
@@ -113,6 +116,7 @@ MYSQL = Dialect(
     insecure_transport_errors=frozenset({3159}),
     persisted_config_supported=True,
     server_binary="mysqld",
+    failed_login_log=("log_error_verbosity", "3", "2"),
 )
 
 _DIALECTS = {d.name: d for d in (MARIADB, MYSQL)}
