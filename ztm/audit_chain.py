@@ -121,13 +121,22 @@ def verify_database(conn: pymysql.connections.Connection, *, start_seq: int = 0,
 
 
 def export_rows(conn: pymysql.connections.Connection, out: Path) -> int:
-    """Write the chain as JSON lines (seq, payload, prev_hash, curr_hash) for offline checks."""
+    """Write the chain as JSON lines (seq, payload, prev_hash, curr_hash) for offline checks,
+    then a head trailer {"head": {seq, head_hash}, "rows": n} read in the same snapshot, so an
+    offline export's head can be matched to a signed anchor (and an export cut short shows)."""
     count = 0
+    with conn.cursor() as cur:
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        cur.execute(HEAD_QUERY)
+        head = cur.fetchone()
     with open(out, "w", encoding="utf-8") as handle:
         for seq, payload, prev_hash, curr_hash in stream_rows(conn):
             handle.write(json.dumps({"seq": seq, "payload": payload, "prev_hash": prev_hash,
                                      "curr_hash": curr_hash}, ensure_ascii=False) + "\n")
             count += 1
+        if head is not None:
+            handle.write(json.dumps({"head": {"seq": head[0], "head_hash": head[1]}, "rows": count}) + "\n")
+    conn.commit()
     return count
 
 
@@ -140,6 +149,8 @@ def dump_rows(path: Path, start_seq: int = 0) -> Iterator[tuple[int, str, str, s
         for number, line in enumerate(handle, 1):
             try:
                 row = json.loads(line)
+                if "head" in row and "seq" not in row:
+                    continue  # the head trailer of 'ztm audit export'
                 seq = int(row["seq"])
                 item = (seq, row["payload"], row["prev_hash"], row["curr_hash"])
             except (ValueError, KeyError, TypeError):
