@@ -26,6 +26,12 @@ class Dialect:
     tls13_suites_option: str
     # (variable, a value that logs failed logins, a value that does not): fail2ban reads those lines.
     failed_login_log: tuple[str, str, str]
+    # How privileges reach an account beyond its own grants (ZTM-AUD-1 follows them all):
+    # MariaDB roles have no host part and 10.11 has the PUBLIC pseudo-role; MySQL roles
+    # are user@host accounts and the roles in mandatory_roles are granted to everyone.
+    role_has_host: bool = False
+    public_role: bool = False
+    mandatory_roles_variable: str | None = None
 
     def server_settings(self, *, crl: str, secure_file_priv: str) -> dict[str, str]:
         """The hardened variables (ZTM-CFG-1) as my.cnf [mysqld] options."""
@@ -75,10 +81,11 @@ class Dialect:
             return ("SELECT user, host, ssl_type, x509_subject, x509_issuer, account_locked "
                     "FROM mysql.user ORDER BY user, host")
         # MariaDB's mysql.user is a view without the lock flag; it lives in global_priv's JSON.
+        # Roles (and PUBLIC) are rows there too, but nobody can log in as one.
         return ("SELECT u.User, u.Host, u.ssl_type, u.x509_subject, u.x509_issuer, "
                 "IF(JSON_VALUE(g.Priv, '$.account_locked') IN ('true', '1'), 'Y', 'N') "
                 "FROM mysql.user u JOIN mysql.global_priv g ON g.User = u.User AND g.Host = u.Host "
-                "ORDER BY u.User, u.Host")
+                "WHERE u.is_role <> 'Y' ORDER BY u.User, u.Host")
 
     def account_lock_clause(self) -> str:
         return "ACCOUNT LOCK"
@@ -106,6 +113,7 @@ MARIADB = Dialect(
     insecure_transport_errors=frozenset({1045, 3159}),
     persisted_config_supported=False,
     server_binary="mariadbd",
+    public_role=True,
     failed_login_log=("log_warnings", "2", "1"),
 )
 
@@ -116,6 +124,8 @@ MYSQL = Dialect(
     insecure_transport_errors=frozenset({3159}),
     persisted_config_supported=True,
     server_binary="mysqld",
+    role_has_host=True,
+    mandatory_roles_variable="mandatory_roles",
     failed_login_log=("log_error_verbosity", "3", "2"),
 )
 
