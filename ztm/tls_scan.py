@@ -10,8 +10,11 @@ handshake (no login is ever attempted).
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,13 +46,14 @@ TLS13_SUITES = (
     "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256",
     "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256",
 )
-# The TLS 1.2 suites servers commonly offer, strong and weak (OpenSSL names).
+# The TLS 1.2 suites servers commonly offer, strong and weak (OpenSSL names). Only suites
+# current OpenSSL can still offer: one it cannot is an inconclusive probe, failing ZTM-TLS-1.
 TLS12_SUITES = (
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
     "ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
     "DHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384",
     "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES256-GCM-SHA384", "AES128-GCM-SHA256",
-    "AES256-SHA", "AES128-SHA", "DES-CBC3-SHA",
+    "AES256-SHA", "AES128-SHA",
 )
 
 
@@ -129,16 +133,30 @@ def _open(host: str, port: int, timeout: float) -> tuple[socket.socket, Greeting
 
 
 # -- one TLS handshake ----------------------------------------------------------------
+ACCEPTED, REFUSED, INCONCLUSIVE = "accepted", "refused", "inconclusive"
+
+
 @dataclass
 class Probe:
-    """One handshake attempt with the client restricted to one version or suite."""
+    """One handshake attempt with the client restricted to one version or suite.
 
-    accepted: bool
+    ``refused`` is claimed only on proof: a TLS alert from the server, or the server closing
+    the connection in answer to the ClientHello. Anything else (no answer, a suite this client
+    cannot offer, a close in mid-handshake) is ``inconclusive``: it proves neither way."""
+
+    outcome: str
     reason: str = ""
     version: str | None = None
     cipher: str | None = None
     group: str | None = None
-    untestable: bool = False  # the local OpenSSL cannot even offer it
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == ACCEPTED
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.outcome == INCONCLUSIVE
 
 
 @dataclass
@@ -146,6 +164,13 @@ class Handshake:
     probe: Probe
     chain: list[x509.Certificate] = field(default_factory=list)
     verify_error: str | None = None
+
+
+def client_description() -> str:
+    """The TLS library whose offers the probes are limited to (recorded with the scan)."""
+    import OpenSSL
+
+    return f"pyOpenSSL {OpenSSL.__version__}, {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}"
 
 
 def _context(version: int | None, tls13_suite: str | None, tls12_suite: str | None,
@@ -161,22 +186,122 @@ def _context(version: int | None, tls13_suite: str | None, tls12_suite: str | No
         ctx.set_tls13_ciphersuites(tls13_suite.encode())
     if ca is not None:
         ctx.load_verify_locations(str(ca))
-        ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errno, depth, ok: bool(ok))
-    else:
-        ctx.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+    ctx.set_verify(SSL.VERIFY_NONE, lambda *args: True)
     if cert is not None and key is not None:
         ctx.use_certificate_file(str(cert))
         ctx.use_privatekey_file(str(key))
     return ctx
 
 
+class _Wire:
+    """Drives a memory-BIO TLS connection over a plain socket.
+
+    The scanner, not OpenSSL, moves the bytes: so it knows whether the ClientHello left,
+    whether the server answered at all, and it times out with a plain socket timeout."""
+
+    def __init__(self, sock: socket.socket, conn: SSL.Connection) -> None:
+        self.sock, self.conn = sock, conn
+        self.sent = self.received = 0
+        self.eof = False
+
+    def flush(self) -> None:
+        while True:
+            try:
+                data = self.conn.bio_read(65536)
+            except SSL.WantReadError:
+                return
+            try:
+                self.sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self._closed()
+                return
+            self.sent += len(data)
+
+    def _closed(self) -> None:
+        if not self.eof:
+            self.eof = True
+            self.conn.bio_shutdown()
+
+    def run(self, step: Callable[[], Any], timeout: float) -> Any:
+        """Call ``step`` until it stops wanting bytes; TimeoutError when the server stays
+        silent for ``timeout`` seconds in all, SSL.Error when the TLS layer fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result = step()
+            except SSL.WantReadError:
+                self.flush()
+                if self.eof:
+                    raise SSL.SysCallError(-1, "Unexpected EOF") from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError from None
+                self.sock.settimeout(remaining)
+                try:
+                    data = self.sock.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                if data:
+                    self.received += len(data)
+                    self.conn.bio_write(data)
+                else:
+                    self._closed()
+                continue
+            self.flush()
+            return result
+
+
+_ALERT = re.compile(r"\balert\b[:\s]*(?P<name>[a-z0-9 _]+)$", re.IGNORECASE)
+
+
+def _refusal(wire: _Wire, exc: SSL.Error) -> Probe:
+    """What a failed handshake proves."""
+    reason = _ssl_reason(exc)
+    if wire.sent == 0:
+        return Probe(INCONCLUSIVE, f"this client cannot offer it ({client_description()}): {reason}")
+    alert = _ALERT.search(reason)
+    if alert and wire.received:
+        return Probe(REFUSED, f"alert: {alert['name'].strip()}")
+    if wire.eof and wire.received == 0:
+        return Probe(REFUSED, "the server closed the connection in answer to the ClientHello (no alert)")
+    if wire.eof:
+        return Probe(INCONCLUSIVE, f"the connection closed in mid-handshake without an alert "
+                                   f"({wire.received} bytes received): {reason}")
+    return Probe(INCONCLUSIVE, f"the handshake failed on this client's side: {reason}")
+
+
+def _start_tls(host: str, port: int, ctx: SSL.Context, server_name: str | None,
+               connect_timeout: float) -> tuple[socket.socket, _Wire] | Probe:
+    """Greeting, SSLRequest, and a client TLS connection ready to handshake (or why not)."""
+    sock, greeting = _open(host, port, connect_timeout)
+    if not greeting.tls_supported:
+        sock.close()
+        return Probe(REFUSED, "the server does not offer TLS (no CLIENT_SSL capability)")
+    try:
+        sock.sendall(ssl_request_packet())
+    except OSError as exc:
+        sock.close()
+        return Probe(INCONCLUSIVE, f"the connection closed before the handshake: {exc.strerror or exc}")
+    conn = SSL.Connection(ctx, None)
+    conn.set_connect_state()
+    if server_name:
+        conn.set_tlsext_host_name(server_name.encode())
+    return sock, _Wire(sock, conn)
+
+
 def handshake(host: str, port: int, *, version: int | None = None, tls13_suite: str | None = None,
               tls12_suite: str | None = None, ca: Path | None = None, server_name: str | None = None,
-              cert: Path | None = None, key: Path | None = None, timeout: float = 5.0) -> Handshake:
+              cert: Path | None = None, key: Path | None = None, timeout: float = 10.0,
+              connect_timeout: float | None = None) -> Handshake:
+    """One fresh connection, one handshake; no MySQL login is ever sent.
+
+    ``timeout`` bounds the wait for the server's TLS answers, ``connect_timeout`` (default:
+    the same) the TCP connect and the MySQL greeting."""
     try:
         ctx = _context(version, tls13_suite, tls12_suite, ca, cert, key)
     except SSL.Error as exc:
-        return Handshake(Probe(False, f"the local OpenSSL cannot offer this: {_ssl_reason(exc)}", untestable=True))
+        return Handshake(Probe(INCONCLUSIVE, f"this client cannot offer it ({client_description()}): "
+                                             f"{_ssl_reason(exc)}"))
     verify_errors: list[str] = []
     if ca is not None:
         def remember(conn: SSL.Connection, c: Any, errno: int, depth: int, ok: int) -> bool:
@@ -185,74 +310,71 @@ def handshake(host: str, port: int, *, version: int | None = None, tls13_suite: 
             return bool(ok)
 
         ctx.set_verify(SSL.VERIFY_PEER, remember)
-    sock, greeting = _open(host, port, timeout)
+    started = _start_tls(host, port, ctx, server_name, timeout if connect_timeout is None else connect_timeout)
+    if isinstance(started, Probe):
+        return Handshake(started)
+    sock, wire = started
     try:
-        if not greeting.tls_supported:
-            return Handshake(Probe(False, "the server does not offer TLS (no CLIENT_SSL capability)"))
-        sock.sendall(ssl_request_packet())
-        # pyOpenSSL treats a socket with a Python timeout as non-blocking; use kernel timeouts.
-        sock.settimeout(None)
-        limit = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-        conn = SSL.Connection(ctx, sock)
-        conn.set_connect_state()
-        if server_name:
-            conn.set_tlsext_host_name(server_name.encode())
-            if ca is not None:
-                _check_host(conn, server_name)
+        if server_name and ca is not None:
+            _check_host(wire.conn, server_name)
         try:
-            conn.do_handshake()
+            wire.run(wire.conn.do_handshake, timeout)
+        except TimeoutError:
+            return Handshake(Probe(INCONCLUSIVE, f"no answer within {timeout:g} s"))
         except SSL.Error as exc:
-            reason = "; ".join(verify_errors) or _ssl_reason(exc)
-            untestable = "no protocols available" in reason or "no ciphers available" in reason
-            return Handshake(Probe(False, reason, untestable=untestable), verify_error=reason if ca else None)
-        except SSL.WantReadError:
-            return Handshake(Probe(False, f"no answer within {timeout:.0f} s during the handshake"))
-        except OSError as exc:
-            return Handshake(Probe(False, f"connection closed during the handshake: {exc}"))
+            if verify_errors:
+                reason = "; ".join(verify_errors)
+                return Handshake(Probe(INCONCLUSIVE, reason), verify_error=reason)
+            probe = _refusal(wire, exc)
+            return Handshake(probe, verify_error=probe.reason if ca else None)
+        conn = wire.conn
+        probe = Probe(ACCEPTED, "", conn.get_protocol_version_name(), conn.get_cipher_name(), _group(conn))
+        offered = tls13_suite or tls12_suite
+        if offered and probe.cipher != offered:
+            probe = Probe(INCONCLUSIVE, f"negotiated {probe.cipher} although only {offered} was offered",
+                          probe.version, probe.cipher, probe.group)
         chain = list(conn.get_peer_cert_chain(as_cryptography=True) or [])
-        probe = Probe(True, "", conn.get_protocol_version_name(), conn.get_cipher_name(), _group(conn))
-        with contextlib.suppress(SSL.Error):
+        with contextlib.suppress(SSL.Error, OSError):
             conn.shutdown()
+            wire.flush()
         return Handshake(probe, chain)
     finally:
         sock.close()
 
 
 def client_certificate_verdict(host: str, port: int, *, cert: Path, key: Path, ca: Path | None = None,
-                               server_name: str | None = None, wait: float = 2.0) -> str | None:
+                               server_name: str | None = None, wait: float = 8.0,
+                               connect_timeout: float = 30.0) -> str | None:
     """Present ``cert`` and wait for the server's verdict without sending anything else.
 
     In TLS 1.3 the server judges the client certificate after the client's handshake has
     finished, and says so with an alert. A MySQL client that writes its login at once may
     lose that alert to the connection reset; here nothing is written, so the alert is read.
-    Returns the alert text, or None when the server kept the connection open (accepted)."""
+    Returns the alert text, or None when the server kept the connection open for ``wait``
+    seconds (accepted; the servers' own login timeout is longer)."""
     ctx = _context(SSL.TLS1_3_VERSION, None, None, None, cert, key)
-    sock, greeting = _open(host, port, wait + 3)
+    started = _start_tls(host, port, ctx, server_name, connect_timeout)
+    if isinstance(started, Probe):
+        return started.reason
+    sock, wire = started
     try:
-        if not greeting.tls_supported:
-            return "the server does not offer TLS"
-        sock.sendall(ssl_request_packet())
-        sock.settimeout(None)
-        limit = struct.pack("ll", int(wait), int((wait % 1) * 1_000_000))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-        conn = SSL.Connection(ctx, sock)
-        conn.set_connect_state()
-        if server_name:
-            conn.set_tlsext_host_name(server_name.encode())
         try:
-            conn.do_handshake()
-            conn.recv(1)
-        except SSL.WantReadError:
-            return None  # silence: the server is waiting for the login, the certificate passed
-        except SSL.Error as exc:
-            return _ssl_reason(exc)
-        except OSError as exc:
-            return f"connection closed without an alert ({exc})"
-        return None
+            wire.run(wire.conn.do_handshake, connect_timeout)
+        except TimeoutError:
+            return f"the server did not complete the handshake within {connect_timeout:g} s"
+        wire.run(lambda: wire.conn.recv(1), wait)
+    except TimeoutError:
+        return None  # silence: the server is waiting for the login, the certificate passed
+    except SSL.ZeroReturnError:
+        return "the server closed TLS without an alert"
+    except SSL.Error as exc:
+        reason = _ssl_reason(exc)
+        if wire.eof and not _ALERT.search(reason):
+            return "connection closed without an alert"
+        return reason
     finally:
         sock.close()
+    return None
 
 
 def _check_host(conn: SSL.Connection, name: str) -> None:
@@ -333,6 +455,7 @@ class ScanResult:
     address: str
     server_version: str
     tls_supported: bool
+    client: str = field(default_factory=client_description)
     protocols: dict[str, Probe] = field(default_factory=dict)
     tls13_suites: dict[str, Probe] = field(default_factory=dict)
     tls12_suites: dict[str, Probe] = field(default_factory=dict)
@@ -341,43 +464,57 @@ class ScanResult:
     verified: bool | None = None
     verify_error: str | None = None
 
+    def tables(self) -> dict[str, dict[str, Probe]]:
+        return {"protocol": self.protocols, "TLS 1.3 suite": self.tls13_suites, "TLS 1.2 suite": self.tls12_suites}
+
     def accepted_protocols(self) -> list[str]:
         return [name for name, probe in self.protocols.items() if probe.accepted]
 
     def accepted_suites(self) -> list[str]:
         return [name for table in (self.tls13_suites, self.tls12_suites) for name, p in table.items() if p.accepted]
 
-    def untestable(self) -> list[str]:
-        return [name for table in (self.protocols, self.tls13_suites, self.tls12_suites)
-                for name, p in table.items() if p.untestable]
+    def inconclusive(self, *kinds: str) -> dict[str, Probe]:
+        """Probes that proved neither acceptance nor refusal, as 'kind name' -> probe."""
+        return {f"{kind} {name}": probe for kind, table in self.tables().items() if not kinds or kind in kinds
+                for name, probe in table.items() if probe.inconclusive}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def scan(host: str, port: int, *, ca: Path | None = None, server_name: str | None = None,
-         cert: Path | None = None, key: Path | None = None, timeout: float = 5.0) -> ScanResult:
-    """Probe every protocol version and suite; one verified handshake for the chain."""
-    sock, greeting = _open(host, port, timeout)
+         cert: Path | None = None, key: Path | None = None, timeout: float = 10.0,
+         connect_timeout: float | None = None, tls13_suites: tuple[str, ...] = TLS13_SUITES,
+         tls12_suites: tuple[str, ...] = TLS12_SUITES) -> ScanResult:
+    """Probe every protocol version and suite alone; one verified handshake for the chain.
+
+    Raises UserError when the server cannot be reached or does not speak MySQL at all; a
+    later probe that cannot connect is recorded as inconclusive instead."""
+    connect_timeout = timeout if connect_timeout is None else connect_timeout
+    sock, greeting = _open(host, port, connect_timeout)
     sock.close()
     result = ScanResult(f"{host}:{port}", greeting.server_version, greeting.tls_supported)
     if not greeting.tls_supported:
         return result
-    common = dict(cert=cert, key=key, timeout=timeout)
+    common = dict(cert=cert, key=key, timeout=timeout, connect_timeout=connect_timeout)
+
+    def probe(**kwargs: Any) -> Handshake:
+        try:
+            return handshake(host, port, **common, **kwargs)
+        except UserError as exc:
+            return Handshake(Probe(INCONCLUSIVE, str(exc)))
+
     for name, version in PROTOCOLS.items():
-        result.protocols[name] = handshake(host, port, version=version, **common).probe
-    for suite in TLS13_SUITES:
-        result.tls13_suites[suite] = handshake(host, port, version=SSL.TLS1_3_VERSION, tls13_suite=suite,
-                                               **common).probe
-    for suite in TLS12_SUITES:
-        result.tls12_suites[suite] = handshake(host, port, version=SSL.TLS1_2_VERSION, tls12_suite=suite,
-                                               **common).probe
-    default = handshake(host, port, **common)
+        result.protocols[name] = probe(version=version).probe
+    for suite in tls13_suites:
+        result.tls13_suites[suite] = probe(version=SSL.TLS1_3_VERSION, tls13_suite=suite).probe
+    for suite in tls12_suites:
+        result.tls12_suites[suite] = probe(version=SSL.TLS1_2_VERSION, tls12_suite=suite).probe
+    default = probe()
     result.negotiated = default.probe
     result.chain = [CertificateInfo.of(c) for c in default.chain]
     if ca is not None:
-        checked = handshake(host, port, ca=ca, server_name=server_name, **common)
+        checked = probe(ca=ca, server_name=server_name)
         result.verified = checked.probe.accepted
         result.verify_error = None if checked.probe.accepted else checked.probe.reason
     return result
-
