@@ -27,13 +27,16 @@ from ztm.audit_chain import (
 from ztm.errors import UserError
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
+EXIT_CODES = (f"exit codes: {EXIT_INTACT} intact; {EXIT_BROKEN} broken (first broken seq and why: hash mismatch, "
+              f"link mismatch, gap, head mismatch); {EXIT_UNUSABLE} unusable input (target, server, dump, arguments)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     audit = sub.add_parser("audit", help="the hash-chained audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
     audit_sub.required = True
-    v = audit_sub.add_parser("verify", help="recompute every hash of the chain (streamed, constant memory)")
+    v = audit_sub.add_parser("verify", help="recompute every hash of the chain (streamed, constant memory)",
+                             epilog=EXIT_CODES)
     source = v.add_mutually_exclusive_group(required=True)
     source.add_argument("--target", type=Path, help="target file: read the chain from the server")
     source.add_argument("--dump", type=Path, help="a JSON-lines dump from 'ztm audit export': verify offline")
@@ -85,6 +88,10 @@ def _export(args: argparse.Namespace) -> int:
     conn = _connect(args.target, args.role)
     try:
         count = export_rows(conn, args.out)
+    except pymysql.MySQLError as exc:
+        raise UserError(f"cannot read the audit chain: {exc.args[-1]}", EXIT_UNUSABLE) from None
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror}", EXIT_UNUSABLE) from None
     finally:
         conn.close()
     print(f"exported {count} audit events to {args.out}")

@@ -6,6 +6,11 @@
 Rows are streamed (an unbuffered cursor, or a JSON-lines dump read line by line), so
 memory stays constant however long the chain is. Verification can start from a trusted
 (seq, head) pair, e.g. a signed anchor, and check only what came after it.
+
+Online, the rows, the head row and the starting point are read in one consistent snapshot
+(REPEATABLE READ, START TRANSACTION WITH CONSISTENT SNAPSHOT): writers keep appending
+while a long chain streams, and a head read after the rows would be newer than the last
+row read and look like a truncation.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,32 +98,62 @@ def stream_rows(conn: pymysql.connections.Connection, start_seq: int = 0,
             yield from chunk
 
 
-def verify_database(conn: pymysql.connections.Connection, *, start_seq: int = 0,
-                    start_hash: str = GENESIS) -> ChainReport:
-    """Verify the stored chain and that the head row points at its last event."""
-    if start_seq:
-        with conn.cursor() as cur:
-            cur.execute("SELECT curr_hash FROM securedb.audit_events WHERE seq = %s", (start_seq,))
-            row = cur.fetchone()
-        if row is None or row[0] != start_hash:
-            found = "no such row" if row is None else f"stored {row[0][:16]}..."
-            return ChainReport(False, 0, None, start_seq, start_hash, start_seq,
-                               f"the trusted starting point does not match the database at seq {start_seq} ({found})")
-    report = verify_rows(stream_rows(conn, start_seq), start_seq=start_seq, start_hash=start_hash)
+@contextmanager
+def chain_snapshot(conn: pymysql.connections.Connection) -> Iterator[None]:
+    """Every read inside sees the chain as it was at one instant (InnoDB consistent read)."""
+    with conn.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # the next transaction only
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    try:
+        yield
+    finally:
+        if conn.open:
+            conn.rollback()
+
+
+def read_head(conn: pymysql.connections.Connection) -> tuple[int, str] | None:
     with conn.cursor() as cur:
         cur.execute(HEAD_QUERY)
-        head = cur.fetchone()
+        row = cur.fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def check_head(report: ChainReport, head: tuple[int, str] | None) -> ChainReport:
+    """An intact chain must end where the head row says it does."""
     report.head_row = {"seq": head[0], "head_hash": head[1]} if head else None
-    if report.intact:
-        if head is None:
-            report.intact, report.broken_seq, report.reason = False, None, "the chain head row is missing"
-        elif int(head[0]) != report.last_seq or head[1] != report.head_hash:
-            report.intact = False
-            report.broken_seq = min(int(head[0]), report.last_seq) + 1
-            report.reason = (f"head mismatch: the head row says seq {head[0]} ({head[1][:16]}...) but the "
-                             f"chain ends at seq {report.last_seq} ({report.head_hash[:16]}...): rows truncated "
-                             "or head moved")
+    if not report.intact:
+        return report
+    if head is None:
+        report.intact, report.broken_seq, report.reason = False, None, "the chain head row is missing"
+    elif head[0] != report.last_seq or head[1] != report.head_hash:
+        report.intact = False
+        report.broken_seq = min(head[0], report.last_seq) + 1
+        report.reason = (f"head mismatch: the head row says seq {head[0]} ({head[1][:16]}...) but the "
+                         f"chain ends at seq {report.last_seq} ({report.head_hash[:16]}...): rows truncated "
+                         "or head moved")
     return report
+
+
+def verify_database(conn: pymysql.connections.Connection, *, start_seq: int = 0,
+                    start_hash: str = GENESIS) -> ChainReport:
+    """Verify the stored chain and that the head row points at its last event, all in one
+    consistent snapshot (the connection must not be inside a transaction)."""
+    with chain_snapshot(conn):
+        if start_seq:
+            with conn.cursor() as cur:
+                cur.execute("SELECT curr_hash FROM securedb.audit_events WHERE seq = %s", (start_seq,))
+                row = cur.fetchone()
+            if row is None or row[0] != start_hash:
+                found = "no such row" if row is None else f"stored {row[0][:16]}..."
+                return ChainReport(False, 0, None, start_seq, start_hash, start_seq,
+                                   "the trusted starting point does not match the database at seq "
+                                   f"{start_seq} ({found})")
+        rows = stream_rows(conn, start_seq)
+        try:
+            report = verify_rows(rows, start_seq=start_seq, start_hash=start_hash)
+        finally:
+            rows.close()  # a broken chain stops early: drain the unbuffered result before the next query
+        return check_head(report, read_head(conn))
 
 
 def export_rows(conn: pymysql.connections.Connection, out: Path) -> int:

@@ -1,14 +1,15 @@
 """The chain verifier against hand-built chains: intact, changed byte, broken link, gap,
-and a trusted starting point; the CLI's exit codes on a dump."""
+a trusted starting point, a head beyond the rows, constant memory; the CLI's exit codes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 
 import pytest
 
-from ztm.audit_chain import GENESIS, dump_rows, link_hash, verify_rows
+from ztm.audit_chain import GENESIS, check_head, dump_rows, link_hash, verify_rows
 from ztm.cli import main as ztm_main
 
 
@@ -91,3 +92,42 @@ def test_cli_unusable_inputs_exit_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == f"ztm: {bad}: line 1 is not an audit row (JSON with seq, payload, prev_hash, curr_hash)"
     assert len(err) == 2
+
+
+def test_head_beyond_the_last_row_is_a_head_mismatch():
+    rows = chain(4)
+    assert check_head(verify_rows(rows), (4, rows[-1][3])).intact
+    report = check_head(verify_rows(rows[:3]), (4, rows[-1][3]))
+    assert (report.intact, report.broken_seq) == (False, 4)
+    assert report.reason.startswith("head mismatch") and "rows truncated or head moved" in report.reason
+    assert check_head(verify_rows(rows), None).reason == "the chain head row is missing"
+
+
+def _write_streamed_dump(path, n: int):
+    prev = GENESIS
+    with open(path, "w", encoding="utf-8") as handle:
+        for seq in range(1, n + 1):
+            payload = json.dumps({"seq": seq, "table": "accounts", "op": "UPDATE", "after": {"balance": seq}})
+            curr = link_hash(prev, payload)
+            handle.write(json.dumps({"seq": seq, "payload": payload, "prev_hash": prev, "curr_hash": curr}) + "\n")
+            prev = curr
+    return path
+
+
+def _peak_bytes_verifying(path) -> tuple[int, int]:
+    tracemalloc.start()
+    try:
+        report = verify_rows(dump_rows(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.intact
+    return report.checked, peak
+
+
+def test_offline_verification_memory_does_not_grow_with_the_chain(tmp_path):
+    """Constant memory: twenty times the rows, (almost) the same peak allocation."""
+    small = _peak_bytes_verifying(_write_streamed_dump(tmp_path / "small.jsonl", 2_000))
+    large = _peak_bytes_verifying(_write_streamed_dump(tmp_path / "large.jsonl", 40_000))
+    assert (small[0], large[0]) == (2_000, 40_000)
+    assert large[1] < small[1] + 64 * 1024, f"peak {large[1]} B for 40,000 rows vs {small[1]} B for 2,000"
