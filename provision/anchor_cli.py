@@ -1,15 +1,23 @@
 """`ztm anchor once | run | verify`: signed checkpoints of the audit chain, shipped off-host.
 
-Exit codes of `ztm anchor verify`: 0 the anchors are continuous, fresh and consistent
-with the database; 1 they are not (each problem printed); 2 unusable input.
+Exit codes: `ztm anchor once` 0 shipped to every sink with a timestamp, 1 shipped but a
+sink failed (the anchor waits in the local buffer) or the TSA did not answer (the anchor
+carries no timestamp), 2 unusable input. `ztm anchor verify` 0 the anchors are continuous,
+fresh and consistent with the database (or an export); 1 they are not (each problem
+printed); 2 unusable input.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import json
+import os
 import signal
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +25,12 @@ import pymysql
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from provision.anchor_sinks import FileSink, Shipper, sink_for
+from provision.anchor_sinks import FileSink, Shipper, _load, sink_for
 from ztm import anchoring
 from ztm.errors import UserError
 
 DEFAULT_INTERVAL = 60
+TSA_TIMEOUT = 30.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify = a_sub.add_parser("verify", help="check the anchor chain, its freshness and the database")
     for p in (once, run, verify):
         p.add_argument("--target", type=Path, required=True)
+    once.add_argument("--ddl-change", metavar="REASON",
+                      help="declare a reviewed change of the audit DDL or triggers (recorded in the signed anchor)")
     run.add_argument("--every-events", type=int, default=None, help="also anchor after this many new events")
+    verify.add_argument("--dump", type=Path, help="check an offline 'ztm audit export' file instead of the database")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
     once.set_defaults(func=_once)
     run.set_defaults(func=_run)
     verify.set_defaults(func=_verify)
@@ -46,7 +59,10 @@ def _setup(target_file: Path) -> tuple[Any, dict[str, Any], list]:
     section = target.section("anchor")
     if not section.get("sinks"):
         raise UserError("the target has no [anchor] sinks", 2)
-    return target, section, [sink_for(s, target.resolve) for s in section["sinks"]]
+    try:
+        return target, section, [sink_for(s, target.resolve) for s in section["sinks"]]
+    except KeyError as exc:
+        raise UserError(f"an [anchor] sink lacks the setting {exc.args[0]!r}", 2) from None
 
 
 def _auditor(target) -> pymysql.connections.Connection:
@@ -76,48 +92,93 @@ def _public_key(target, section) -> Ed25519PublicKey:
     return key
 
 
-def anchor_once(target, section, sinks, key, conn) -> dict[str, Any]:
+@dataclass
+class Shipment:
+    record: dict[str, Any]
+    failures: list[str] = field(default_factory=list)  # sinks that did not receive it (yet)
+    tsa_error: str | None = None
+
+
+def buffer_path(target, section, sinks) -> Path:
+    first = sinks[0]
+    default = str(first.path) + ".buffer" if isinstance(first, FileSink) else "anchor-state/anchors.buffer"
+    return target.resolve(section.get("buffer", default))
+
+
+def anchor_once(target, section, sinks, key, conn, ddl_change: str | None = None) -> Shipment:
     import fcntl
 
-    buffer = target.resolve(section.get("buffer", str(sinks[0].path) + ".buffer"))
+    buffer = buffer_path(target, section, sinks)
     buffer.parent.mkdir(parents=True, exist_ok=True)
     # One writer at a time: 'anchor once' next to a running 'anchor run' must not fork the chain.
     with open(buffer.with_name(buffer.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _anchor_locked(target, section, sinks, key, conn, buffer)
+        return _anchor_locked(target, section, sinks, key, conn, buffer, ddl_change)
 
 
-def _anchor_locked(target, section, sinks, key, conn, buffer: Path) -> dict[str, Any]:
-    first = sinks[0]
-    records = first.read() if not isinstance(first, FileSink) or first.path.exists() else []
-    # The newest anchor may still wait in the primary sink's buffer: link to it, not past it.
-    waiting = Shipper(sinks, buffer)._buffer(0)
-    if waiting.exists() and waiting.read_text().strip():
-        records += [json.loads(line) for line in waiting.read_text().splitlines() if line.strip()]
-    previous = records[-1] if records else None
-    record = anchoring.make_anchor(anchoring.read_state(conn), previous, key, target.name)
+def _previous(sinks, shipper: Shipper, last_file: Path) -> dict[str, Any] | None:
+    """The newest anchor: in the primary sink, still in its buffer, or (primary unreadable)
+    the copy kept locally. Linking to anything older would fork the chain."""
+    first, candidates = sinks[0], []
+    try:
+        records = first.read() if not isinstance(first, FileSink) or first.path.exists() else []
+        candidates += records[-1:]
+    except Exception as exc:  # an unreadable primary must not stop anchoring
+        if not last_file.exists():
+            raise UserError(f"cannot read the primary anchor sink {first.path} and no local copy of the newest "
+                            f"anchor exists: {exc}") from None
+    candidates += _load(shipper._buffer(0))[-1:] + _load(last_file)
+    return max(candidates, key=lambda r: r["checkpoint"]["anchor_seq"], default=None)
+
+
+def _anchor_locked(target, section, sinks, key, conn, buffer: Path, ddl_change: str | None) -> Shipment:
+    shipper = Shipper(sinks, buffer)
+    last_file = buffer.with_name(buffer.name + ".last")
+    previous = _previous(sinks, shipper, last_file)
+    state = anchoring.read_state(conn)
+    if ddl_change is not None:
+        ddl_change = " ".join(ddl_change.split())
+        if not ddl_change or len(ddl_change) > 500:
+            raise UserError("--ddl-change needs a reason of 1 to 500 characters (what changed, who reviewed it)", 2)
+        if previous and previous["checkpoint"]["ddl_digest"] == state["ddl_digest"]:
+            raise UserError(f"the audit DDL and triggers are unchanged since anchor "
+                            f"{previous['checkpoint']['anchor_seq']}: there is no change to declare", 2)
+    record = anchoring.make_anchor(state, previous, key, target.name, ddl_change)
+    shipment = Shipment(record)
     if section.get("tsa_url"):  # RFC 3161: a third party's time on the checkpoint
-        import base64
-
         from provision import tsa
 
-        token = tsa.timestamp(anchoring.canonical(record["checkpoint"]), section["tsa_url"])
-        record["tst"] = base64.b64encode(token).decode()
-    Shipper(sinks, buffer).ship(record)
-    return record
+        try:
+            token = tsa.timestamp(anchoring.canonical(record["checkpoint"]), section["tsa_url"], TSA_TIMEOUT)
+            record["tst"] = base64.b64encode(token).decode()
+        except UserError as exc:  # the anchor still goes out, flagged: its time is then bounded by the next one
+            shipment.tsa_error = str(exc)
+            record["tst_missing"] = str(exc)
+    tmp = last_file.with_name(last_file.name + ".tmp")
+    tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
+    os.replace(tmp, last_file)
+    shipper.ship(record)
+    shipment.failures = shipper.failures
+    return shipment
 
 
 def _once(args: argparse.Namespace) -> int:
     target, section, sinks = _setup(args.target)
     conn = _auditor(target)
     try:
-        record = anchor_once(target, section, sinks, _signing_key(target, section), conn)
+        shipment = anchor_once(target, section, sinks, _signing_key(target, section), conn, args.ddl_change)
     finally:
         conn.close()
-    c = record["checkpoint"]
+    c = shipment.record["checkpoint"]
+    delivered = len(sinks) - len(shipment.failures)
     print(f"anchor {c['anchor_seq']}: audit seq {c['seq']} head {c['head_hash'][:16]}... shipped to "
-          f"{len(sinks)} sink(s); {sinks[0].note}")
-    return 0
+          f"{delivered} of {len(sinks)} sink(s); {sinks[0].note}" + (f"; declared DDL change: {c['ddl_change']}"
+                                                                    if c.get("ddl_change") else ""))
+    for failure in shipment.failures:
+        print(f"FAILED: sink {failure}")
+    if shipment.tsa_error:
+        print(f"FAILED: anchor {c['anchor_seq']} carries no RFC 3161 timestamp: {shipment.tsa_error}")
+    return 1 if shipment.failures or shipment.tsa_error else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -125,57 +186,92 @@ def _run(args: argparse.Namespace) -> int:
     key = _signing_key(target, section)
     interval = float(section.get("interval_seconds", DEFAULT_INTERVAL))
     every = args.every_events or int(section.get("every_events", 0)) or None
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    last_time, last_seq, conn = 0.0, None, None
-    while not stopping:
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    last_time, last_seq, conn, errors, logged = 0.0, None, None, 0, ""
+    shipper = Shipper(sinks, buffer_path(target, section, sinks))
+    while not stopping.is_set():
         try:
             conn = conn if conn and conn.open else _auditor(target)
             with conn.cursor() as cur:
                 cur.execute("SELECT seq FROM securedb.audit_chain_head WHERE id = 1")
                 (seq,) = cur.fetchone()
-            due = time.monotonic() - last_time >= interval or last_seq is None
+            due = last_seq is None or time.monotonic() - last_time >= interval
             if every and last_seq is not None and seq - last_seq >= every:
                 due = True
             if due:
-                record = anchor_once(target, section, sinks, key, conn)
-                last_time, last_seq = time.monotonic(), record["checkpoint"]["seq"]
-        except (UserError, pymysql.MySQLError, OSError) as exc:
-            print(f"ztm anchor run: {exc}", flush=True)  # keep going: the next round retries
+                shipment = anchor_once(target, section, sinks, key, conn)
+                last_time, last_seq = time.monotonic(), shipment.record["checkpoint"]["seq"]
+                failures = shipment.failures + ([f"TSA: {shipment.tsa_error}"] if shipment.tsa_error else [])
+            elif shipper.pending():  # retry buffered anchors as soon as their backoff allows
+                shipper.ship(None)
+                failures = shipper.failures
+            else:
+                failures = []
+            line = "; ".join(failures)
+            if line != logged:
+                print(f"ztm anchor run: {'FAILED: ' + line if line else 'every sink up to date'}", flush=True)
+                logged = line
+            errors = 0
+        except Exception as exc:  # one bad round must not stop the anchor
+            errors += 1
+            print(f"ztm anchor run: round failed ({type(exc).__name__}): {' '.join(str(exc).split())[:300]}",
+                  flush=True)
+            if conn is not None:
+                with contextlib.suppress(Exception):  # already broken
+                    conn.close()
             conn = None
-        time.sleep(1.0)
+        stopping.wait(1.0 if not errors else min(2.0 ** errors, interval))
     return 0
+
+
+def _read_sinks(sinks) -> tuple[list[tuple[str, list[dict[str, Any]]]], list[str]]:
+    named, problems = [], []
+    for sink in sinks:
+        try:
+            named.append((str(sink.path), sink.read()))
+        except Exception as exc:  # an unreadable sink is a finding, not a crash
+            problems.append(f"{sink.path}: cannot read the sink: {' '.join(str(exc).split())[:300]}")
+            named.append((str(sink.path), []))
+    return named, problems
 
 
 def _verify(args: argparse.Namespace) -> int:
     target, section, sinks = _setup(args.target)
     public = _public_key(target, section)
     interval = float(section.get("interval_seconds", DEFAULT_INTERVAL))
-    problems: list[str] = []
-    latest = None
-    primary = sinks[0].read()
-    for index, sink in enumerate(sinks):
-        records = primary if index == 0 else sink.read()
-        report = anchoring.verify_anchor_chain(records, public, allow_late_start=index > 0)
-        problems += [f"{sink.path}: {p}" for p in report.problems]
-        if index:
-            problems += [f"{sink.path}: {p}" for p in anchoring.cross_check(primary, records)]
-        latest = latest or report.latest
-    stale = anchoring.check_freshness(latest, 2 * interval)
+    named, problems = _read_sinks(sinks)
+    report = anchoring.verify_sinks(named, public, grace_seconds=interval)
+    problems += report.problems
+    notes = list(report.notes)
+    stale = anchoring.check_freshness(report.latest, 2 * interval)
     if stale:
         problems.append(stale)
-    if latest is not None:
+    if report.reference and section.get("tsa_url") and section.get("tsa_ca"):
+        tsa_problems, tsa_notes = anchoring.check_timestamps(report.reference, target.resolve(section["tsa_ca"]))
+        problems, notes = problems + tsa_problems, notes + tsa_notes
+    if args.dump is not None:
+        dump_problems, dump_notes = anchoring.check_export(args.dump, report.reference)
+        problems, notes = problems + dump_problems, notes + dump_notes
+    elif report.reference:
         conn = _auditor(target)
         try:
-            problems += anchoring.check_database(conn, latest)
+            problems += anchoring.check_database(conn, report.reference)
+        except pymysql.MySQLError as exc:
+            raise UserError(f"cannot read the audit chain: {exc.args[-1]}", 2) from None
         finally:
             conn.close()
-    if args and getattr(args, "json", False):
-        print(json.dumps({"problems": problems, "latest": latest}, indent=2))
+    if args.json:
+        print(json.dumps({"problems": problems, "notes": notes, "sinks": report.per_sink,
+                          "latest": report.latest}, indent=2))
+        return 1 if problems else 0
+    for note in notes:
+        print(f"note: {note}")
     for problem in problems:
         print(f"FAILED: {problem}")
     if not problems:
-        c = latest["checkpoint"]
-        print(f"anchors verified: {c['anchor_seq']} anchors, newest at {c['at']} (audit seq {c['seq']}), database "
-              "consistent with it")
+        c = report.latest["checkpoint"]
+        against = f"the export {args.dump}" if args.dump else "the database"
+        print(f"anchors verified: {c['anchor_seq']} anchors in {len(sinks)} sink(s), newest at {c['at']} "
+              f"(audit seq {c['seq']}), {against} consistent with them")
     return 1 if problems else 0

@@ -2,15 +2,18 @@
 
 ``file``: append-only JSON lines; the file gets the filesystem's append-only attribute
 (chattr +a) where the filesystem supports it, and says so where it cannot. Every sink
-write that fails is kept in a local buffer and retried with backoff on the next shipment,
-so no anchor is dropped and a delay shows as a gap in time, not a gap in the chain.
+write that fails is kept in a local buffer and retried with backoff, so no anchor is
+dropped; until it is delivered the sink lags the others, which verification reports as a
+gap. ``s3`` writes with If-None-Match: an anchor object is never overwritten.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,8 @@ class FileSink:
         self.prepare()
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def read(self) -> list[dict[str, Any]]:
         try:
@@ -51,38 +56,58 @@ class FileSink:
 
 @dataclass
 class Shipper:
-    """Ships every anchor to every sink. A sink that fails keeps its anchors in its own local
-    buffer, retried (oldest first) at the next shipment after a growing backoff; the other
-    sinks are not held back and never receive an anchor twice."""
+    """Ships every anchor to every sink. A sink that fails, whatever the error, keeps its
+    anchors in its own local buffer, retried (oldest first) at the next shipment after a
+    growing backoff; the other sinks are not held back and never receive an anchor twice.
+    ``failures`` names each sink that did not receive everything, and why."""
 
     sinks: list[Any]
     buffer_path: Path
     failures: list[str] = field(default_factory=list)
+    clock: Callable[[], float] = time.time
 
     def _buffer(self, index: int) -> Path:
         return self.buffer_path.with_name(f"{self.buffer_path.name}.{index}")
 
-    def ship(self, record: dict[str, Any]) -> None:
+    def pending(self) -> int:
+        return sum(len(_load(self._buffer(i))) for i in range(len(self.sinks)))
+
+    def ship(self, record: dict[str, Any] | None) -> None:
+        """Ship ``record`` (None: only retry what is buffered) to every sink."""
+        self.failures = []
         for index, sink in enumerate(self.sinks):
             buffer = self._buffer(index)
-            pending = [*_load(buffer), record]
-            state = _load(buffer.with_name(buffer.name + ".backoff"))
+            pending = [*_load(buffer), *([record] if record else [])]
+            if not pending:
+                continue
+            backoff = buffer.with_name(buffer.name + ".backoff")
+            state = _load(backoff)
             not_before = state[0]["not_before"] if state else 0.0
-            if time.time() < not_before:
+            if self.clock() < not_before:
                 _save(buffer, pending)
+                wait = not_before - self.clock()
+                self.failures.append(f"{sink.path}: {state[0].get('error', 'failing')}; in backoff for {wait:.0f} s, "
+                                     f"{len(pending)} anchor(s) buffered in {buffer}")
                 continue
             shipped = 0
             try:
                 for item in pending:
                     sink.ship(item)
                     shipped += 1
-            except (OSError, UserError) as exc:
+            except Exception as exc:  # any sink error: buffer it, never drop the anchor
                 delay = min(2 * (state[0]["delay"] if state else 0.5), 60.0)
-                self.failures.append(f"{sink.path}: {exc}")
-                _save(buffer.with_name(buffer.name + ".backoff"), [{"not_before": time.time() + delay, "delay": delay}])
+                error = _one_line(exc)
+                self.failures.append(f"{sink.path}: {error}; {len(pending) - shipped} anchor(s) buffered in {buffer}, "
+                                     f"retried in {delay:.0f} s")
+                _save(backoff, [{"not_before": self.clock() + delay, "delay": delay, "error": error}])
             else:
-                _save(buffer.with_name(buffer.name + ".backoff"), [])
+                _save(backoff, [])
             _save(buffer, pending[shipped:])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"[:300]
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -132,9 +157,18 @@ class S3Sink:
 
         self.prepare()
         key = f"{self.prefix}{record['checkpoint']['anchor_seq']:012d}.json"
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record, sort_keys=True).encode(),
-                               ObjectLockMode="COMPLIANCE",
-                               ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=self.retain_days))
+        from botocore.exceptions import ClientError
+
+        body = json.dumps(record, sort_keys=True).encode()
+        try:  # If-None-Match: never overwrite an object (a retried upload may already be there)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*",
+                                   ObjectLockMode="COMPLIANCE",
+                                   ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=self.retain_days))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("PreconditionFailed", "412"):
+                raise
+            if self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read() != body:
+                raise UserError(f"s3://{self.bucket}/{key} already holds a different anchor: not overwritten") from None
 
     def read(self) -> list[dict[str, Any]]:
         keys: list[str] = []

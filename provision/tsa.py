@@ -104,6 +104,7 @@ def main() -> int:
     host, _, port = args.listen.rpartition(":")
     server = ThreadingHTTPServer((host, int(port)), _Handler)
     server.config = config  # type: ignore[attr-defined]
+    print(f"listening on {host}:{server.server_address[1]}", flush=True)  # port 0: the one chosen
     server.serve_forever()
     return 0
 

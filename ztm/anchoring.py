@@ -2,10 +2,16 @@
 
 An anchor records, as read by the auditor: the head seq and hash, the row count, a digest
 of the audit tables' DDL and guard triggers, the time, its own sequence number and the hash
-of the previous anchor; it is signed with Ed25519. Anchors are shipped off-host to
-write-once sinks. Verification checks the anchor chain (links, signatures, increasing
-sequence), its freshness, and the database against the newest anchor: truncated newest
-rows, a rollback behind the anchor, a rewritten row and a DDL or trigger change all show.
+of the previous anchor; it is signed with Ed25519. A reviewed change of the audit DDL is
+declared in the anchor taken after it (``ddl_change``). Anchors are shipped off-host to
+write-once sinks.
+
+Verification checks the anchor chain (links, signatures, increasing sequence), every pair
+of consecutive anchors (no seq going back, no row missing, no undeclared DDL change), that
+every sink holds it (a sink left behind shows as a gap), its freshness, and the database
+against every anchor: the chain is recomputed from genesis and must pass through each
+anchored (seq, hash), so truncated newest rows, a rollback behind any anchor, a rewritten
+row and a DDL or trigger change all show.
 """
 
 from __future__ import annotations
@@ -13,18 +19,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pymysql
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ztm.audit_chain import GENESIS, verify_database
+from ztm.audit_chain import GENESIS, HEAD_QUERY, stream_rows, verify_rows
 from ztm.errors import UserError
 
 FORMAT = 1
+Row = tuple[int, str, str, str]
 
 
 def canonical(doc: dict[str, Any]) -> bytes:
@@ -58,7 +67,7 @@ def read_state(conn: pymysql.connections.Connection) -> dict[str, Any]:
     with conn.cursor() as cur:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
-            cur.execute("SELECT seq, head_hash FROM securedb.audit_chain_head WHERE id = 1")
+            cur.execute(HEAD_QUERY)
             seq, head = cur.fetchone()
             cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq <= %s", (seq,))
             (count,) = cur.fetchone()
@@ -68,12 +77,14 @@ def read_state(conn: pymysql.connections.Connection) -> dict[str, Any]:
 
 
 def make_anchor(state: dict[str, Any], previous: dict[str, Any] | None, key: Ed25519PrivateKey,
-                target_name: str) -> dict[str, Any]:
+                target_name: str, ddl_change: str | None = None) -> dict[str, Any]:
     checkpoint = {
         "v": FORMAT, "target": target_name, "anchor_seq": (previous["checkpoint"]["anchor_seq"] + 1) if previous else 1,
         "prev_anchor": record_hash(previous) if previous else GENESIS,
         "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), **state,
     }
+    if ddl_change:  # signed with the rest: who reviewed what is part of the write-once record
+        checkpoint["ddl_change"] = ddl_change
     public = key.public_key().public_bytes_raw()
     return {"checkpoint": checkpoint, "key_id": hashlib.sha256(public).hexdigest()[:16],
             "sig": base64.b64encode(key.sign(canonical(checkpoint))).decode()}
@@ -84,16 +95,41 @@ class AnchorReport:
     anchors: int = 0
     latest: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
+def _at(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["checkpoint"]["at"].replace("Z", "+00:00"))
+
+
+def compare_consecutive(previous: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """What the database did between two anchors: it may only append, and only a declared
+    (reviewed) change may alter the audit DDL or triggers."""
+    a, b = previous["checkpoint"], record["checkpoint"]
+    between = f"between anchor {a['anchor_seq']} ({a['at']}) and anchor {b['anchor_seq']} ({b['at']})"
+    problems = []
+    if b["seq"] < a["seq"]:
+        problems.append(f"audit seq went backwards {between} ({a['seq']} -> {b['seq']}): newest audit rows deleted "
+                        "or the database rolled back")
+    elif b["seq"] == a["seq"] and b["head_hash"] != a["head_hash"]:
+        problems.append(f"the audit head at seq {b['seq']} changed its hash {between}: the newest row was rewritten")
+    if b["row_count"] != b["seq"] and a["row_count"] == a["seq"]:
+        problems.append(f"rows deleted {between}: anchor {b['anchor_seq']} counted {b['row_count']} audit rows up to "
+                        f"seq {b['seq']}, the previous one {a['row_count']} up to seq {a['seq']}")
+    if b["ddl_digest"] != a["ddl_digest"] and not b.get("ddl_change"):
+        problems.append(f"the audit tables' DDL or guard triggers changed {between} with no declared change "
+                        "(a reviewed change is declared with 'ztm anchor once --ddl-change REASON')")
+    return problems
+
+
 def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey, *,
                         allow_late_start: bool = False) -> AnchorReport:
     """``allow_late_start``: a sink added after the first anchor holds a suffix of the chain
-    (its first anchor is then checked against the primary sink, see ``cross_check``)."""
+    (its first anchor is then checked against the primary sink, see ``verify_sinks``)."""
     report, previous = AnchorReport(anchors=len(records)), None
     for index, record in enumerate(records, 1):
         checkpoint = record.get("checkpoint", {})
@@ -113,10 +149,14 @@ def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey,
             report.problems.append(f"anchor {index}: anchor_seq {checkpoint['anchor_seq']} does not follow "
                                    f"{previous['checkpoint']['anchor_seq']}")
             return report
-        if previous and checkpoint["seq"] < previous["checkpoint"]["seq"]:
-            report.problems.append(f"anchor {index}: audit seq went backwards ({previous['checkpoint']['seq']} -> "
-                                   f"{checkpoint['seq']})")
-            return report
+        if previous is None and not late_first and checkpoint["row_count"] != checkpoint["seq"]:
+            report.problems.append(f"anchor {checkpoint['anchor_seq']} counted {checkpoint['row_count']} audit rows "
+                                   f"up to seq {checkpoint['seq']}: rows were already missing")
+        if previous:
+            report.problems += compare_consecutive(previous, record)
+        if checkpoint.get("ddl_change"):
+            report.notes.append(f"anchor {checkpoint['anchor_seq']} declares a reviewed DDL change: "
+                                f"{checkpoint['ddl_change']}")
         previous = record
     report.latest = previous
     return report
@@ -129,58 +169,189 @@ def cross_check(primary: list[dict[str, Any]], other: list[dict[str, Any]]) -> l
             for r in other if by_seq.get(r["checkpoint"]["anchor_seq"], record_hash(r)) != record_hash(r)]
 
 
-def check_freshness(latest: dict[str, Any] | None, max_age_seconds: float) -> str | None:
+@dataclass
+class SinksReport:
+    reference: list[dict[str, Any]]  # the whole chain, as the sinks together hold it
+    latest: dict[str, Any] | None
+    problems: list[str]
+    notes: list[str]
+    per_sink: list[dict[str, Any]]
+
+
+def verify_sinks(sinks: list[tuple[str, list[dict[str, Any]]]], public: Ed25519PublicKey, *,
+                 grace_seconds: float, now: datetime | None = None) -> SinksReport:
+    """Each sink's chain, their agreement, the whole chain they hold together, and gaps: a
+    sink that lacks anchors older than ``grace_seconds`` is down or cannot be written (its
+    anchors wait in the anchor host's buffer)."""
+    now = now or datetime.now(UTC)
+    problems: list[str] = []
+    notes: list[str] = []
+    per_sink = []
+    union: dict[int, dict[str, Any]] = {}
+    primary = sinks[0][1] if sinks else []
+    for index, (name, records) in enumerate(sinks):
+        report = verify_anchor_chain(records, public, allow_late_start=index > 0)
+        # A later sink repeats the primary's consecutive findings: report them once.
+        own = report.problems if index == 0 else [p for p in report.problems if "between anchor" not in p]
+        problems += [f"{name}: {p}" for p in own]
+        if index:
+            problems += [f"{name}: {p}" for p in cross_check(primary, records)]
+        for record in records:
+            union.setdefault(record["checkpoint"]["anchor_seq"], record)
+        per_sink.append({"sink": name, "anchors": len(records), "problems": report.problems,
+                         "newest": report.latest and report.latest["checkpoint"]["anchor_seq"]})
+        notes += [] if index else report.notes
+    reference = [union[s] for s in sorted(union)]
+    whole = verify_anchor_chain(reference, public)
+    if whole.problems and not problems:
+        problems += [f"the anchors of all sinks together: {p}" for p in whole.problems]
+    newest = reference[-1]["checkpoint"]["anchor_seq"] if reference else 0
+    for name, records in sinks:
+        held = max((r["checkpoint"]["anchor_seq"] for r in records), default=0)
+        missing = [union[s] for s in range(held + 1, newest + 1) if s in union]
+        if missing and (now - _at(missing[0])).total_seconds() > grace_seconds:
+            problems.append(f"{name}: gap: anchors {held + 1}..{newest} were never delivered to this sink (the oldest "
+                            f"is from {missing[0]['checkpoint']['at']}): the sink is down or cannot be written; the "
+                            "anchor host keeps them in its local buffer")
+        elif missing:
+            notes.append(f"{name}: anchors {held + 1}..{newest} still in flight")
+    return SinksReport(reference, whole.latest if reference else None, problems, notes, per_sink)
+
+
+def check_freshness(latest: dict[str, Any] | None, max_age_seconds: float, now: datetime | None = None) -> str | None:
     if latest is None:
         return "no anchor has ever been shipped"
-    at = datetime.fromisoformat(latest["checkpoint"]["at"].replace("Z", "+00:00"))
-    age = (datetime.now(UTC) - at).total_seconds()
+    age = ((now or datetime.now(UTC)) - _at(latest)).total_seconds()
     if age > max_age_seconds:
         return (f"the newest anchor is {age:.0f} s old (limit {max_age_seconds:.0f} s, two intervals): "
                 "the anchor process is not running or cannot ship")
     return None
 
 
-def check_database(conn: pymysql.connections.Connection, latest: dict[str, Any]) -> list[str]:
-    """The database against the newest anchor."""
-    anchored = latest["checkpoint"]
-    now = read_state(conn)
+def _through_anchors(rows: Iterable[Row], anchored: dict[int, dict[str, Any]], found: list[str]) -> Iterator[Row]:
+    """Pass the rows on; note the first anchored seq whose row does not carry the anchored hash."""
+    for row in rows:
+        checkpoint = anchored.get(int(row[0]))
+        if checkpoint and row[3] != checkpoint["head_hash"] and not found:
+            found.append(f"the audit chain does not pass through anchor {checkpoint['anchor_seq']} "
+                         f"({checkpoint['at']}): row seq {row[0]} has hash {row[3][:16]}..., the anchor recorded "
+                         f"{checkpoint['head_hash'][:16]}...: a row up to seq {row[0]} was rewritten or the database "
+                         "was rolled back behind this anchor")
+        yield row
+
+
+def check_rows(rows: Iterable[Row], records: list[dict[str, Any]]) -> tuple[list[str], int, str]:
+    """Recompute the chain from genesis; it must pass through every anchored (seq, hash).
+    Returns the problems and the (seq, hash) the rows end at."""
+    anchored = {r["checkpoint"]["seq"]: r["checkpoint"] for r in records if r["checkpoint"]["seq"]}
+    problems: list[str] = []
+    passing = _through_anchors(rows, anchored, problems)
+    chain = verify_rows(passing)
+    passing.close()  # verify_rows may stop early: release the rows (an unbuffered cursor) now
+    if not chain.intact:
+        problems.append(chain.describe())
+    beyond = [c for s, c in sorted(anchored.items()) if s > chain.last_seq]
+    if chain.intact and beyond:
+        problems.append(f"the audit chain ends at seq {chain.last_seq}, behind anchor {beyond[0]['anchor_seq']} "
+                        f"(seq {beyond[0]['seq']}): newest audit rows truncated or the database rolled back")
+    return problems, chain.last_seq, chain.head_hash
+
+
+def check_database(conn: pymysql.connections.Connection, records: list[dict[str, Any]]) -> list[str]:
+    """The database against every anchor (the newest for the head, the count and the DDL),
+    all read in one snapshot so that writers appending meanwhile do not disturb it."""
+    if not records:
+        return ["no valid anchor to compare the database with"]
+    anchored = records[-1]["checkpoint"]
     problems = []
-    if now["seq"] < anchored["seq"]:
-        problems.append(f"the audit head is at seq {now['seq']}, behind the anchored seq {anchored['seq']}: "
-                        "newest audit rows truncated or the database rolled back")
     with conn.cursor() as cur:
-        cur.execute("SELECT curr_hash FROM securedb.audit_events WHERE seq = %s", (anchored["seq"],))
-        row = cur.fetchone()
-        cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq <= %s", (anchored["seq"],))
-        (count_upto,) = cur.fetchone()
-    if anchored["seq"] and row is None:
-        problems.append(f"the anchored audit row seq {anchored['seq']} is gone (truncation or rollback)")
-    elif row is not None and row[0] != anchored["head_hash"]:
-        problems.append(f"audit row seq {anchored['seq']} no longer has the anchored hash: rewritten or rolled back")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        try:
+            cur.execute(HEAD_QUERY)
+            head = cur.fetchone()
+            cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq <= %s", (anchored["seq"],))
+            (count_upto,) = cur.fetchone()
+            rows = stream_rows(conn)
+            chain_problems, last_seq, last_hash = check_rows(rows, records)
+            rows.close()
+        finally:
+            cur.execute("COMMIT")
+    if head is None:
+        problems.append("the audit chain head row is missing")
+    elif int(head[0]) < anchored["seq"]:
+        problems.append(f"the audit head is at seq {head[0]}, behind the anchored seq {anchored['seq']}: "
+                        "newest audit rows truncated or the database rolled back")
     if count_upto != anchored["row_count"]:
-        problems.append(f"{count_upto} audit rows up to seq {anchored['seq']}, the anchor counted "
+        problems.append(f"{count_upto} audit rows up to seq {anchored['seq']}, the newest anchor counted "
                         f"{anchored['row_count']}: rows deleted or inserted behind the anchor")
-    if now["ddl_digest"] != anchored["ddl_digest"]:
+    problems += chain_problems
+    if head is not None and not chain_problems and (int(head[0]), head[1]) != (last_seq, last_hash):
+        problems.append(f"the head row says seq {head[0]} but the chain ends at seq {last_seq}: rows truncated "
+                        "or the head moved")
+    if ddl_digest(conn) != anchored["ddl_digest"]:
         problems.append("the audit tables' DDL or guard triggers changed since the newest anchor")
-    if not problems:
-        chain = verify_database(conn, start_seq=anchored["seq"], start_hash=anchored["head_hash"])
-        if not chain.intact:
-            problems.append(f"after the anchor: {chain.describe()}")
     return problems
 
 
-def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> list[str]:
-    """Every anchor carries an RFC 3161 token over its checkpoint that verifies with the TSA's CA."""
+def read_export_head(path: Path) -> dict[str, Any] | None:
+    """The head trailer of a 'ztm audit export' file (its last line), or None."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 4096))
+            tail = handle.read().decode("utf-8", errors="replace").strip().splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read audit export {path}: {exc.strerror}", 2) from None
+    try:
+        last = json.loads(tail[-1]) if tail else {}
+    except ValueError:
+        return None
+    return last.get("head") if isinstance(last, dict) else None
+
+
+def check_export(path: Path, records: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """An offline export against the anchors: its chain passes through every anchor up to its
+    head, and its head trailer matches where its rows end (an export cut short shows)."""
+    from ztm.audit_chain import dump_rows
+
+    head = read_export_head(path)
+    if head is None:
+        return [f"{path} has no head trailer: it was cut short (or written before exports carried one)"], []
+    covered = [r for r in records if r["checkpoint"]["seq"] <= int(head["seq"])]
+    problems, last_seq, last_hash = check_rows(dump_rows(path), covered)
+    if (last_seq, last_hash) != (int(head["seq"]), head["head_hash"]):
+        problems.append(f"{path}: the rows end at seq {last_seq} but the head trailer says seq {head['seq']}: "
+                        "rows removed from the export")
+    notes = [f"export head seq {head['seq']}: passes through anchors 1..{len(covered)}"
+             + (f"; anchors {len(covered) + 1}..{len(records)} are newer than the export"
+                if len(covered) < len(records) else "")]
+    return problems, notes
+
+
+def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> tuple[list[str], list[str]]:
+    """Every anchor's RFC 3161 token must verify over its checkpoint with the TSA's CA.
+    Returns (problems, notes).
+
+    An anchor shipped while the TSA was down carries none (and says why, ``tst_missing``).
+    The next anchor links to it by hash, so that anchor's token bounds its time: a note.
+    The newest anchors lacking one (the TSA is down now) are a problem."""
     from provision import tsa
 
-    problems = []
+    problems: list[str] = []
+    notes: list[str] = []
+    untimed: list[str] = []
     for record in records:
         seq = record["checkpoint"]["anchor_seq"]
         if "tst" not in record:
-            problems.append(f"anchor {seq} carries no RFC 3161 timestamp")
+            why = f" (the TSA was unavailable: {record['tst_missing']})" if record.get("tst_missing") else ""
+            untimed.append(f"anchor {seq} carries no RFC 3161 timestamp{why}")
             continue
         try:
             tsa.verify(canonical(record["checkpoint"]), base64.b64decode(record["tst"]), tsa_ca)
         except UserError as exc:
             problems.append(f"anchor {seq}: the timestamp does not verify ({exc})")
-    return problems
+            continue
+        notes += [f"{u}; its time is bounded by anchor {seq}'s timestamp" for u in untimed]
+        untimed = []
+    problems += [f"{u}, nor does any later anchor" for u in untimed]
+    return problems, notes

@@ -54,3 +54,23 @@ def test_a_bucket_without_object_lock_is_refused_on_the_moto_emulator(s3_emulato
     endpoint, _ = s3_emulator
     with pytest.raises(UserError, match=r"not write-once|Object Lock"):
         S3Sink("plain", endpoint_url=endpoint).prepare()
+
+
+def test_an_anchor_object_is_never_overwritten_on_the_moto_emulator(s3_emulator):
+    """If-None-Match: a retried upload of the same anchor is accepted as delivered; a
+    different anchor under the same key is refused and the stored one stays."""
+    from provision.anchor_sinks import S3Sink
+
+    endpoint, client = s3_emulator
+    sink = S3Sink("worm", prefix="once/", endpoint_url=endpoint)
+    key = Ed25519PrivateKey.generate()
+    state = {"seq": 1, "head_hash": "a" * 64, "row_count": 1, "ddl_digest": "d" * 64}
+    original = anchoring.make_anchor(state, None, key, "t")
+    sink.ship(original)
+    sink.ship(original)  # the retry of an upload whose answer was lost
+    forged = anchoring.make_anchor({**state, "head_hash": "b" * 64}, None, key, "t")
+    with pytest.raises(UserError, match="already holds a different anchor: not overwritten"):
+        sink.ship(forged)
+    assert sink.read() == [original]
+    versions = client.list_object_versions(Bucket="worm", Prefix="once/").get("Versions", [])
+    assert len(versions) == 1  # not even a second version was written

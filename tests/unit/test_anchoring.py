@@ -1,83 +1,324 @@
-"""The anchor chain on its own: links, signatures, sequence, freshness; the file sink's
-append-only attribute and the shipper's buffer when a sink is down."""
+"""The anchor chain on its own: links, signatures, sequence, what changed between two
+anchors, sinks left behind, freshness; the database rows (or an export) against every
+anchor; the file sink's append-only attribute, the shipper's buffer when a sink is down,
+and `ztm anchor run` outliving a failing round."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision.anchor_sinks import FileSink, Shipper
 from ztm import anchoring
+from ztm.audit_chain import GENESIS, link_hash
 
-STATE = {"seq": 10, "head_hash": "a" * 64, "row_count": 10, "ddl_digest": "d" * 64}
+DDL = "d" * 64
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def chain(key, n: int) -> list[dict]:
+def rows(n: int, tag: str = "") -> list[tuple[int, str, str, str]]:
+    """A valid chain of n events (as the triggers chain them)."""
+    out, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        payload = json.dumps({"seq": seq, "op": "INSERT", "tag": tag})
+        curr = link_hash(prev, payload)
+        out.append((seq, payload, prev, curr))
+        prev = curr
+    return out
+
+
+def state(chain_rows, seq: int, **changes) -> dict:
+    head = chain_rows[seq - 1][3] if seq else GENESIS
+    return {"seq": seq, "head_hash": head, "row_count": seq, "ddl_digest": DDL, **changes}
+
+
+def anchors(key, states: list[dict], ddl_change: dict[int, str] | None = None) -> list[dict]:
     records, previous = [], None
-    for i in range(n):
-        previous = anchoring.make_anchor({**STATE, "seq": 10 + i}, previous, key, "t")
+    for i, s in enumerate(states, 1):
+        previous = anchoring.make_anchor(s, previous, key, "t", (ddl_change or {}).get(i))
         records.append(previous)
     return records
 
 
-def test_a_good_chain_verifies():
-    key = Ed25519PrivateKey.generate()
-    report = anchoring.verify_anchor_chain(chain(key, 4), key.public_key())
-    assert report.ok and report.anchors == 4 and report.latest["checkpoint"]["anchor_seq"] == 4
+@pytest.fixture
+def key():
+    return Ed25519PrivateKey.generate()
 
 
-def test_removed_anchor_breaks_the_links():
-    key = Ed25519PrivateKey.generate()
-    records = chain(key, 4)
+def test_a_good_chain_verifies(key):
+    r = rows(12)
+    report = anchoring.verify_anchor_chain(anchors(key, [state(r, s) for s in (3, 7, 7, 12)]), key.public_key())
+    assert report.ok, report.problems
+    assert report.anchors == 4 and report.latest["checkpoint"]["anchor_seq"] == 4
+
+
+def test_removed_anchor_breaks_the_links(key):
+    r = rows(9)
+    records = anchors(key, [state(r, s) for s in (3, 5, 7, 9)])
     del records[1]
     assert "prev_anchor does not link" in anchoring.verify_anchor_chain(records, key.public_key()).problems[0]
 
 
-def test_altered_anchor_fails_its_signature():
-    key = Ed25519PrivateKey.generate()
-    records = chain(key, 3)
+def test_altered_anchor_fails_its_signature(key):
+    r = rows(9)
+    records = anchors(key, [state(r, s) for s in (3, 5, 9)])
     records[2]["checkpoint"]["seq"] = 99
     assert "signature does not verify" in anchoring.verify_anchor_chain(records, key.public_key()).problems[0]
 
 
-def test_freshness():
-    key = Ed25519PrivateKey.generate()
-    latest = chain(key, 1)[0]
-    assert anchoring.check_freshness(latest, 120) is None
-    latest["checkpoint"]["at"] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
-    assert "not running" in anchoring.check_freshness(latest, 120)
+def test_an_anchor_signed_with_another_key_fails(key):
+    r = rows(9)
+    records = anchors(key, [state(r, 3)])
+    records.append(anchoring.make_anchor(state(r, 9), records[-1], Ed25519PrivateKey.generate(), "forger"))
+    problems = anchoring.verify_anchor_chain(records, key.public_key()).problems
+    assert problems and "anchor 2" in problems[0] and "signature does not verify" in problems[0]
+
+
+def test_seq_going_back_between_anchors_is_flagged(key):
+    r = rows(9)
+    problems = anchoring.verify_anchor_chain(anchors(key, [state(r, 9), state(r, 6)]), key.public_key()).problems
+    assert any("went backwards" in p and "(9 -> 6)" in p and "between anchor 1" in p for p in problems), problems
+
+
+def test_rows_deleted_behind_the_head_between_anchors_are_flagged(key):
+    r = rows(9)
+    records = anchors(key, [state(r, 5), state(r, 9, row_count=7)])
+    problems = anchoring.verify_anchor_chain(records, key.public_key()).problems
+    assert any("rows deleted between anchor 1" in p and "counted 7" in p for p in problems), problems
+
+
+def test_a_rewritten_head_row_between_anchors_is_flagged(key):
+    r = rows(5)
+    problems = anchoring.verify_anchor_chain(anchors(key, [state(r, 5), state(r, 5, head_hash="b" * 64)]),
+                                             key.public_key()).problems
+    assert any("changed its hash" in p for p in problems), problems
+
+
+def test_an_undeclared_ddl_change_between_anchors_is_flagged_and_a_declared_one_is_noted(key):
+    r = rows(5)
+    states = [state(r, 3), state(r, 5, ddl_digest="e" * 64)]
+    undeclared = anchoring.verify_anchor_chain(anchors(key, states), key.public_key())
+    assert any("changed between anchor 1" in p and "no declared change" in p for p in undeclared.problems)
+    declared = anchoring.verify_anchor_chain(anchors(key, states, {2: "CHG-42 index added, reviewed by A. Auditor"}),
+                                             key.public_key())
+    assert declared.ok, declared.problems
+    assert declared.notes == ["anchor 2 declares a reviewed DDL change: CHG-42 index added, reviewed by A. Auditor"]
+
+
+def test_a_declared_change_cannot_be_added_to_a_shipped_anchor(key):
+    r = rows(5)
+    records = anchors(key, [state(r, 3), state(r, 5, ddl_digest="e" * 64)])
+    records[1]["checkpoint"]["ddl_change"] = "added afterwards"
+    assert "signature does not verify" in anchoring.verify_anchor_chain(records, key.public_key()).problems[0]
+
+
+def test_a_sink_left_behind_shows_as_a_gap(key):
+    r = rows(9)
+    records = anchors(key, [state(r, s) for s in (3, 5, 9)])
+    now = anchoring._at(records[-1])
+    report = anchoring.verify_sinks([("file", records), ("syslog", records[:1])], key.public_key(),
+                                    grace_seconds=60, now=now + timedelta(seconds=61))
+    assert any(p.startswith("syslog: gap: anchors 2..3 were never delivered") for p in report.problems), report.problems
+    young = anchoring.verify_sinks([("file", records), ("syslog", records[:1])], key.public_key(),
+                                   grace_seconds=3600, now=now + timedelta(seconds=61))
+    assert young.problems == [] and young.notes == ["syslog: anchors 2..3 still in flight"]
+
+
+def test_the_primary_left_behind_also_shows_and_the_reference_is_the_whole_chain(key):
+    r = rows(9)
+    records = anchors(key, [state(r, s) for s in (3, 5, 9)])
+    report = anchoring.verify_sinks([("file", records[:2]), ("s3", records)], key.public_key(), grace_seconds=60,
+                                    now=anchoring._at(records[-1]) + timedelta(hours=1))
+    assert report.latest == records[-1] and len(report.reference) == 3
+    assert any(p.startswith("file: gap: anchors 3..3") for p in report.problems), report.problems
+
+
+def test_sinks_that_disagree_are_flagged(key):
+    r = rows(9)
+    records = anchors(key, [state(r, s) for s in (3, 5)])
+    other = anchors(key, [state(r, s) for s in (3, 9)])
+    report = anchoring.verify_sinks([("file", records), ("syslog", other)], key.public_key(), grace_seconds=60)
+    assert any("differs from the primary" in p for p in report.problems), report.problems
+
+
+def test_freshness(key):
+    latest = anchors(key, [state(rows(1), 1)])[0]
+    now = anchoring._at(latest)
+    assert anchoring.check_freshness(latest, 120, now=now + timedelta(seconds=119)) is None
+    assert "not running" in anchoring.check_freshness(latest, 120, now=now + timedelta(seconds=121))
     assert anchoring.check_freshness(None, 120) == "no anchor has ever been shipped"
+
+
+def test_the_rows_pass_through_every_anchor(key):
+    r = rows(12)
+    problems, last, head = anchoring.check_rows(r, anchors(key, [state(r, s) for s in (3, 7, 12)]))
+    assert problems == [] and (last, head) == (12, r[-1][3])
+
+
+def test_a_rewritten_and_rechained_row_is_caught_at_the_oldest_anchor_behind_it(key):
+    r = rows(12)
+    records = anchors(key, [state(r, s) for s in (3, 7, 12)])
+    forged = _rechain(r[:1] + rows(12, tag="rewritten")[1:])  # rows from 2 rewritten, every hash recomputed
+    problems, _, _ = anchoring.check_rows(forged, records)
+    assert len(problems) == 1 and "does not pass through anchor 1" in problems[0], problems
+
+
+def test_a_rollback_behind_an_anchor_then_new_writes_is_caught(key):
+    r = rows(10)
+    records = anchors(key, [state(r, s) for s in (4, 8)])
+    rolled_back = _rechain(r[:5] + rows(12, tag="after the restore")[5:])  # restored at seq 5, then 7 new events
+    problems, last, _ = anchoring.check_rows(rolled_back, records)
+    assert last == 12 and len(problems) == 1, problems
+    assert "does not pass through anchor 2" in problems[0] and "rolled back" in problems[0]
+
+
+def test_truncated_newest_rows_are_caught(key):
+    r = rows(10)
+    problems, _, _ = anchoring.check_rows(r[:7], anchors(key, [state(r, s) for s in (4, 10)]))
+    assert problems and "ends at seq 7, behind anchor 2" in problems[0]
+
+
+def _rechain(chain_rows):
+    out, prev = [], GENESIS
+    for seq, payload, _, _ in chain_rows:
+        curr = link_hash(prev, payload)
+        out.append((seq, payload, prev, curr))
+        prev = curr
+    return out
+
+
+def write_export(path: Path, chain_rows, head_seq: int | None) -> Path:
+    lines = [json.dumps({"seq": s, "payload": p, "prev_hash": ph, "curr_hash": ch}) for s, p, ph, ch in chain_rows]
+    if head_seq is not None:
+        head = {"seq": head_seq, "head_hash": chain_rows[head_seq - 1][3] if head_seq else GENESIS}
+        lines.append(json.dumps({"head": head, "rows": len(chain_rows)}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_export_matches_the_anchors_up_to_its_head(tmp_path, key):
+    r = rows(10)
+    records = anchors(key, [state(r, s) for s in (4, 8, 10)])
+    problems, notes = anchoring.check_export(write_export(tmp_path / "x.jsonl", r[:9], 9), records)
+    assert problems == [] and notes == ["export head seq 9: passes through anchors 1..2; anchors 3..3 are newer "
+                                        "than the export"]
+
+
+def test_an_export_cut_short_or_with_rows_removed_is_caught(tmp_path, key):
+    r = rows(10)
+    records = anchors(key, [state(r, s) for s in (4, 8)])
+    no_trailer, _ = anchoring.check_export(write_export(tmp_path / "a.jsonl", r, None), records)
+    assert "has no head trailer" in no_trailer[0]
+    path = write_export(tmp_path / "b.jsonl", r, 10)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:6] + lines[-1:]) + "\n")  # rows 7..10 removed, trailer kept
+    removed, _ = anchoring.check_export(path, records)
+    assert any("behind anchor 2" in p for p in removed) and any("head trailer says seq 10" in p for p in removed)
+
+
+def test_missing_timestamps_on_the_newest_anchors_are_a_problem(key):
+    r = rows(5)
+    records = anchors(key, [state(r, s) for s in (3, 5)])
+    records[1]["tst_missing"] = "the time-stamping authority http://tsa/ did not answer"
+    problems, notes = anchoring.check_timestamps(records, Path("/nonexistent-ca.pem"))
+    assert notes == [] and len(problems) == 2
+    assert problems[1] == ("anchor 2 carries no RFC 3161 timestamp (the TSA was unavailable: the time-stamping "
+                           "authority http://tsa/ did not answer), nor does any later anchor")
 
 
 def test_file_sink_is_append_only_where_the_filesystem_allows(tmp_path):
     sink = FileSink(tmp_path / "anchors.jsonl")
     sink.ship({"a": 1})
     sink.ship({"a": 2})
-    assert [r["a"] for r in sink.read()] == [1, 2]
-    assert sink.note  # says whether chattr +a worked here
-    if sink.append_only:
-        import subprocess
+    try:
+        assert [r["a"] for r in sink.read()] == [1, 2]
+        assert sink.note  # says whether chattr +a worked here
+        if sink.append_only:
+            assert subprocess.run(["sh", "-c", f": > {sink.path}"], capture_output=True).returncode != 0
+            assert [r["a"] for r in sink.read()] == [1, 2]
+        else:
+            assert "not supported here" in sink.note
+    finally:
+        subprocess.run(["chattr", "-a", str(sink.path)], capture_output=True)
 
-        assert subprocess.run(["sh", "-c", f": > {sink.path}"], capture_output=True).returncode != 0
-        subprocess.run(["chattr", "-a", str(sink.path)], check=True)
+
+class BrokenSink:
+    """A sink whose service answers with an unexpected error (not an OSError)."""
+
+    path = Path("broken://sink")
+
+    def ship(self, record):
+        raise RuntimeError("service answered 500")
 
 
 def test_a_sink_that_is_down_gets_the_anchors_later_and_the_others_once(tmp_path):
+    clock = [1000.0]  # the backoff's clock, moved by the test instead of sleeping
     down_dir = tmp_path / "down"
     healthy, late = FileSink(tmp_path / "ok.jsonl"), FileSink(down_dir / "anchors.jsonl")
-    shipper = Shipper([healthy, late], tmp_path / "buffer.jsonl")
+    shipper = Shipper([healthy, late, BrokenSink()], tmp_path / "buffer.jsonl", clock=lambda: clock[0])
     down_dir.write_text("not a folder: this sink cannot be written")
-    shipper.ship({"n": 1})
-    assert shipper.failures and [r["n"] for r in healthy.read()] == [1]
-    down_dir.unlink()
-    import time
+    try:
+        shipper.ship({"n": 1})
+        assert len(shipper.failures) == 2 and str(late.path) in shipper.failures[0]
+        assert "RuntimeError: service answered 500" in shipper.failures[1]
+        shipper.ship({"n": 2})  # still inside the backoff: buffered without trying
+        assert "in backoff" in shipper.failures[0] and "2 anchor(s) buffered" in shipper.failures[0]
+        down_dir.unlink()
+        clock[0] += 1.5  # past the first backoff (1 s)
+        shipper.ship({"n": 3})
+        assert [r["n"] for r in late.read()] == [1, 2, 3]  # nothing dropped, in order
+        assert [r["n"] for r in healthy.read()] == [1, 2, 3]  # nothing twice
+        assert len(shipper.failures) == 1 and "3 anchor(s) buffered" in shipper.failures[0]
+        assert shipper.pending() == 3  # the broken sink's anchors wait in its buffer
+    finally:
+        for path in (healthy.path, late.path):
+            subprocess.run(["chattr", "-a", str(path)], capture_output=True)
 
-    time.sleep(1.1)  # past the first backoff
-    shipper.ship({"n": 2})
-    assert [r["n"] for r in late.read()] == [1, 2]  # nothing dropped
-    assert [r["n"] for r in healthy.read()] == [1, 2]  # nothing twice
-    import subprocess
 
-    for path in (healthy.path, late.path):
-        subprocess.run(["chattr", "-a", str(path)], capture_output=True)
+def test_anchor_run_survives_an_exception_in_a_round(tmp_path):
+    """Fault injection: the auditor connection raises an unexpected RuntimeError every round;
+    the process logs one line per round and keeps going until SIGTERM."""
+    key = tmp_path / "anchor.key"
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key.chmod(0o600)
+    from tests.unit.test_target import MINIMAL
+
+    target = tmp_path / "target.toml"
+    target.write_text(MINIMAL.replace("192.0.2.10", "127.0.0.1") + textwrap.dedent(f"""
+        [anchor]
+        signing_key = "{key}"
+        interval_seconds = 4
+        sinks = [{{kind = "file", path = "{tmp_path / 'anchors.jsonl'}"}}]
+        """))
+    log = tmp_path / "run.log"
+    script = ("import sys, provision.anchor_cli as a\n"
+              "def fault(target): raise RuntimeError('injected fault')\n"
+              "a._auditor = fault\n"
+              "from ztm.cli import main\n"
+              "sys.exit(main(['anchor', 'run', '--target', sys.argv[1]]))\n")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", script, str(target)], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and log.read_text().count("round failed") < 2 and proc.poll() is None:
+            time.sleep(0.2)  # polling the log for the exact condition
+        lines = log.read_text().splitlines()
+        assert proc.poll() is None, f"anchor run exited: {lines}"
+        assert sum("round failed (RuntimeError): injected fault" in line for line in lines) >= 2, lines
+        assert not any("Traceback" in line for line in lines), lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

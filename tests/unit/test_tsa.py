@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,17 +19,12 @@ def tsa_url(tmp_path_factory):
     layout = PkiLayout(tmp_path_factory.mktemp("pki"))
     ensure_ca(layout)
     cert, key = issue_tsa(layout)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "provision.tsa", "--listen", f"127.0.0.1:{port}", "--cert",
-                             str(cert), "--key", str(key), "--dir", str(layout.root / "tsa-state")])
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc = subprocess.Popen([sys.executable, "-m", "provision.tsa", "--listen", "127.0.0.1:0", "--cert", str(cert),
+                             "--key", str(key), "--dir", str(layout.root / "tsa-state")],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # blocks until the server is bound (or has died)
+    assert line.startswith("listening on "), f"the TSA did not start: {line!r}"
+    port = int(line.rsplit(":", 1)[1])
     yield f"http://127.0.0.1:{port}/", layout.ca_cert
     proc.terminate()
     proc.wait(timeout=10)
@@ -49,3 +44,30 @@ def test_unreachable_tsa_is_one_clear_error():
         port = s.getsockname()[1]
     with pytest.raises(UserError, match="did not answer"):
         tsa.timestamp(b"x", f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_an_anchor_without_a_timestamp_is_bounded_by_the_next_one(tsa_url):
+    """A TSA outage leaves an anchor untimed (flagged, with the reason); the next anchor's
+    token covers its hash, so it is a note then, a problem only while no later one has a token."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ztm import anchoring
+
+    url, ca = tsa_url
+    key, records, previous = Ed25519PrivateKey.generate(), [], None
+    for seq in (1, 2, 3):
+        previous = anchoring.make_anchor({"seq": seq, "head_hash": "a" * 64, "row_count": seq, "ddl_digest": "d" * 64},
+                                         previous, key, "t")
+        records.append(previous)
+    records[1]["tst_missing"] = "the time-stamping authority did not answer"
+    for record in (records[0], records[2]):
+        record["tst"] = base64.b64encode(tsa.timestamp(anchoring.canonical(record["checkpoint"]), url)).decode()
+    problems, notes = anchoring.check_timestamps(records, ca)
+    assert problems == [] and notes == ["anchor 2 carries no RFC 3161 timestamp (the TSA was unavailable: the "
+                                        "time-stamping authority did not answer); its time is bounded by anchor 3's "
+                                        "timestamp"]
+    problems, _ = anchoring.check_timestamps(records[:2], ca)
+    assert problems and "nor does any later anchor" in problems[0]
+    records[2]["tst"] = records[0]["tst"]  # a token over another checkpoint
+    problems, _ = anchoring.check_timestamps(records, ca)
+    assert problems and problems[0].startswith("anchor 3: the timestamp does not verify")
