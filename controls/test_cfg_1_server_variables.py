@@ -1,15 +1,24 @@
 """ZTM-CFG-1: hardened server variables hold live, on disk, and (MySQL) in persisted variables.
 
 Live values come from SHOW GLOBAL VARIABLES through the admin path; on-disk values from the
-target's configuration files read through the testinfra host, so a setting changed only at
-runtime, only on disk, or only by SET PERSIST is each caught.
+target's configuration files read through the testinfra host, following ``!include`` and
+``!includedir`` as the server does (a drop-in file can undo the main file), so a setting
+changed only at runtime, only on disk, or only by SET PERSIST is each caught.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from ztm.checks.variables import live_variables, mismatches, parse_mycnf, parse_persisted
+from ztm.checks.variables import (
+    ConfigRead,
+    HostFiles,
+    live_variables,
+    mismatches,
+    parse_persisted,
+    read_config,
+    server_sections,
+)
 
 pytestmark = pytest.mark.control("ZTM-CFG-1")
 
@@ -35,15 +44,19 @@ def test_on_disk_configuration_hardened(target, host, evidence):
     files = target.section("host").get("config_files", [])
     if not files:
         pytest.skip("the target names no configuration files ([host].config_files)")
-    merged: dict[str, str] = {}
+    read = ConfigRead()
+    sections = server_sections(target.dialect, target.version)
     for path in files:
-        f = host.file(str(target.resolve(path)))
-        assert f.exists, f"configuration file {path} does not exist on the host"
-        merged.update(parse_mycnf(f.content_string))
-    evidence.json("on-disk-variables", merged)
-    problems = mismatches(_expected_on_disk(target), merged)
+        resolved = str(target.resolve(path))
+        assert host.file(resolved).exists, f"configuration file {path} does not exist on the host"
+        read_config(HostFiles(host), resolved, sections, into=read)  # follows !include and !includedir
+    evidence.json("on-disk-variables", {"files_read": read.files, "includes_not_found": read.missing,
+                                        "options": read.options, "set_in": read.origin})
+    problems = [problem + (f" (set in {read.origin[name]})" if name in read.origin else "")
+                for name, want in _expected_on_disk(target).items()
+                for problem in mismatches({name: want}, read.options)]
     for path_option in ("ssl_crl", "secure_file_priv"):
-        if not merged.get(path_option):
+        if not read.options.get(path_option):
             problems.append(f"{path_option} is not set in the configuration")
     assert not problems, "configuration on disk not hardened (a restart would lose it): " + "; ".join(problems)
 

@@ -39,6 +39,8 @@ class ServerLayout:
     error_log = property(lambda self: self.root / "log" / "error.log")
     secure_files = property(lambda self: self.root / "secure-files")
     init_file = property(lambda self: self.root / "etc" / "init.sql")
+    # Drop-in folder, read last (as Debian's /etc/mysql/conf.d): what an operator adds there wins.
+    conf_d = property(lambda self: self.root / "etc" / "conf.d")
 
     @property
     def key_files(self) -> list[Path]:
@@ -66,7 +68,7 @@ def render_config(engine: Engine, layout: ServerLayout, *, bind_address: str, po
     options.update(overrides or {})
     lines = ["# Written by ztm provision. Hardened settings: see ztm/dialect.py.", "[mysqld]"]
     lines += [f"{k} = {v}" for k, v in options.items() if v is not None]
-    lines += ["", "[client]", f"socket = {layout.socket}", ""]
+    lines += ["", "[client]", f"socket = {layout.socket}", "", f"!includedir {layout.conf_d}", ""]
     return "\n".join(lines)
 
 
@@ -83,12 +85,13 @@ def mysql_ids() -> tuple[int, int]:
 def prepare_folders(layout: ServerLayout, pki_server_dir: Path) -> None:
     """Create the folders and install TLS material with the owners and modes ZTM-HST-1 expects."""
     uid, gid = mysql_ids()
-    for folder, mode in ((layout.root, 0o755), (layout.etc, 0o750), (layout.tls, 0o750), (layout.datadir, 0o750),
-                         (layout.run, 0o755), (layout.log_dir, 0o750), (layout.secure_files, 0o750)):
+    for folder, mode in ((layout.root, 0o755), (layout.etc, 0o750), (layout.conf_d, 0o750), (layout.tls, 0o750),
+                         (layout.datadir, 0o750), (layout.run, 0o755), (layout.log_dir, 0o750),
+                         (layout.secure_files, 0o750)):
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(mode)
         # The server reads its configuration and TLS folder but must not be able to rewrite them.
-        os.chown(folder, 0 if folder in (layout.root, layout.etc, layout.tls) else uid, gid)
+        os.chown(folder, 0 if folder in (layout.root, layout.etc, layout.conf_d, layout.tls) else uid, gid)
     from provision.schema import INIT_FILE, SQL_DIR
 
     write_private(layout.init_file, (SQL_DIR / INIT_FILE).read_bytes(), mode=0o640)

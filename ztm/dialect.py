@@ -32,6 +32,9 @@ class Dialect:
     role_has_host: bool = False
     public_role: bool = False
     mandatory_roles_variable: str | None = None
+    # The my.cnf groups the server reads (plus '<group>-X.Y' for its own version series).
+    option_groups: tuple[str, ...] = ("mysqld", "server")
+    versioned_option_groups: tuple[str, ...] = ("mysqld",)
 
     def server_settings(self, *, crl: str, secure_file_priv: str) -> dict[str, str]:
         """The hardened variables (ZTM-CFG-1) as my.cnf [mysqld] options."""
@@ -114,6 +117,8 @@ MARIADB = Dialect(
     persisted_config_supported=False,
     server_binary="mariadbd",
     public_role=True,
+    option_groups=("mysqld", "server", "mariadb", "mariadbd", "client-server"),
+    versioned_option_groups=("mysqld", "mariadb", "mariadbd"),
     failed_login_log=("log_warnings", "2", "1"),
 )
 

@@ -101,6 +101,21 @@ def test_cfg1_fails_when_set_persist_overrides_hardening(lab, lab_target, admin_
     run.assert_failed("test_live_variables_hardened", "local_infile = ON")
 
 
+def test_cfg1_fails_when_a_drop_in_file_enables_local_infile(lab, control):
+    """The main my.cnf stays hardened; a file in the folder it !includedir's undoes it, as an
+    operator's conf.d/99-local.cnf would. The restart proves the server reads it too."""
+    drop_in = lab.server.conf_d / "99-local.cnf"
+    drop_in.write_text("[mysqld]\nlocal_infile = 1\n")
+    try:
+        lab.restart()
+        run = control("ZTM-CFG-1")
+    finally:
+        drop_in.unlink()
+        lab.restart()
+    run.assert_failed("test_on_disk_configuration_hardened", "local_infile = 1", str(drop_in))
+    run.assert_failed("test_live_variables_hardened", "local_infile = ON")
+
+
 # -- ZTM-TLS-1 -----------------------------------------------------------------------
 def test_tls1_fails_when_tls12_is_enabled(lab, lab_target, control):
     # A TLS 1.2 cipher must be allowed too, or TLS 1.2 would still fail for want of a suite.
