@@ -360,7 +360,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
             "key_files": [str(p) for p in layout.key_files], "server_account": "mysql",
             "forbidden_files": [str(layout.root / "etc" / "tls" / "ca.key")],
             "key_scan_dirs": [str(layout.etc), str(layout.secure_files), str(layout.run)],
-            "config_dirs": [str(layout.etc)],
+            "config_dirs": [str(layout.etc), str(layout.conf_d)],
             "fail2ban_socket": str(lab.fail2ban.socket), "fail2ban_jail": fail2ban.JAIL,
         },
         "network": {"allowlisted_cidrs": [netns.ALLOWLIST], "assessor_address": netns.ASSESSOR_ADDRESS,
