@@ -8,7 +8,7 @@ from pathlib import Path
 
 from provision import lab as lab_mod
 from provision.accounts import LOGIN_ACCOUNTS
-from provision.pki import PkiLayout, issue_all
+from provision.pki import rotate
 from ztm.errors import UserError
 
 
@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pki.add_argument("--dir", type=Path, default=None, help="lab folder (default ./lab or $ZTM_LAB_DIR)")
     pki_sub = pki.add_subparsers(dest="pki_command", metavar="ACTION")
     pki_sub.required = True
-    pki_sub.add_parser("rotate", help="reissue server and client certificates and the CRL (CA kept); "
-                                      "restarts the lab server").set_defaults(func=_pki_rotate)
+    pki_sub.add_parser("rotate", help="reissue server and client certificates (CA kept), revoke the replaced ones "
+                                      "in the CRL; restarts the lab server").set_defaults(func=_pki_rotate)
 
 
 def _register_provision(sub: argparse._SubParsersAction) -> None:
@@ -131,12 +131,14 @@ def _lab_status(args: argparse.Namespace) -> int:
 
 def _pki_rotate(args: argparse.Namespace) -> int:
     lab = _lab(args)
+    engine = lab.engine()  # no lab: one line, and nothing is created
     lab_mod.require_root("ztm pki rotate")
     from provision import netns
 
-    issue_all(PkiLayout(lab.dir / "pki"), server_name=lab_mod.SERVER_NAME, server_address=netns.DB.address,
-              users=LOGIN_ACCOUNTS)
-    lab_mod.up(lab, lab.engine().name)  # installs the new server material and rebinds accounts
-    lab.restart()
-    print("pki rotated: new server and client certificates, CRL reissued; server restarted")
+    superseded = rotate(lab.pki, server_name=lab_mod.SERVER_NAME, server_address=netns.DB.address,
+                        users=LOGIN_ACCOUNTS)
+    lab_mod.up(lab, engine.name)  # installs the new server material and rebinds accounts
+    lab.restart()  # the server loads the new certificate and CRL
+    print(f"pki rotated: new server, client and signer certificates under the same CA; "
+          f"{len(superseded)} replaced certificate(s) revoked as superseded in the CRL; server restarted")
     return 0

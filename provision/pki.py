@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provision.files import write_private, write_public
+from ztm.errors import UserError
 
 ORG = "ZTM Lab"
 CA_NAME = "ZTM Lab Root CA"
@@ -160,12 +161,19 @@ def ensure_ca(layout: PkiLayout) -> Issuer:
     return _issuer(layout.ca_cert, layout.ca_key)
 
 
+@dataclass(frozen=True)
+class Revocation:
+    serial: int
+    reason: x509.ReasonFlags
+    date: dt.datetime
+
+
 def issue_all(layout: PkiLayout, *, server_name: str, server_address: str, users: dict[str, str],
-              revoked_role: str = "app") -> None:
-    """Issue (or reissue: rotation) the server, client, negative and signer certificates and the CRL.
+              revoked_role: str = "app", also_revoked: tuple[Revocation, ...] = ()) -> None:
+    """Issue (or reissue: see ``rotate``) the server, client, negative and signer certificates and the CRL.
 
     ``users`` maps role -> database account; ``revoked_role`` gets a second, revoked
-    certificate with the same subject as its valid one.
+    certificate with the same subject as its valid one; ``also_revoked`` stay on the CRL.
     """
     ca = ensure_ca(layout)
     now = _now()
@@ -199,7 +207,7 @@ def issue_all(layout: PkiLayout, *, server_name: str, server_address: str, users
     _write_pair(layout.negative("foreign_ca", "pem"), layout.negative("foreign_ca", "key"),
                 foreign.issue(target_subject, key.public_key()), key)
 
-    write_crl(layout, ca, [revoked.serial_number])
+    write_crl(layout, ca, [*also_revoked, Revocation(revoked.serial_number, x509.ReasonFlags.key_compromise, now)])
 
     signer_key = ed25519.Ed25519PrivateKey.generate()
     signer = ca.issue(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
@@ -208,16 +216,60 @@ def issue_all(layout: PkiLayout, *, server_name: str, server_address: str, users
     _write_pair(layout.signer("pem"), layout.signer("key"), signer, signer_key)
 
 
-def write_crl(layout: PkiLayout, ca: Issuer, serials: list[int]) -> None:
+def rotated_paths(layout: PkiLayout, roles: list[str]) -> list[Path]:
+    """The in-service certificates a rotation replaces (and therefore revokes)."""
+    return [layout.server("pem"), *(layout.client(role, "pem") for role in roles), layout.signer("pem")]
+
+
+def rotate(layout: PkiLayout, *, server_name: str, server_address: str, users: dict[str, str]) -> list[Revocation]:
+    """Reissue every leaf under the same CA and revoke the ones replaced (reason superseded).
+
+    Revocations already on the CRL stay there (one revoked by an operator must not come back
+    to life with a rotation). Returns the new superseded entries. The CA must exist: rotation
+    never makes a new trust root."""
+    if not layout.ca_cert.is_file() or not layout.ca_key.is_file():
+        raise UserError(f"no PKI to rotate in {layout.root} (no CA certificate and key)")
+    now = _now()
+    kept = [Revocation(r.serial_number, _reason(r), r.revocation_date_utc) for r in _load_crl(layout)]
+    # The negative 'revoked' certificate is reissued (and revoked) anew each time; its
+    # predecessor stays revoked. The expired one is not revoked: its test is about expiry.
+    superseded = [Revocation(x509.load_pem_x509_certificate(path.read_bytes()).serial_number,
+                             x509.ReasonFlags.superseded, now)
+                  for path in rotated_paths(layout, list(users)) if path.is_file()]
+    known = {r.serial for r in kept}
+    issue_all(layout, server_name=server_name, server_address=server_address, users=users,
+              also_revoked=(*kept, *(r for r in superseded if r.serial not in known)))
+    return superseded
+
+
+def _load_crl(layout: PkiLayout) -> x509.CertificateRevocationList | list[x509.RevokedCertificate]:
+    return x509.load_pem_x509_crl(layout.crl.read_bytes()) if layout.crl.is_file() else []
+
+
+def _reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags:
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return x509.ReasonFlags.unspecified
+
+
+def write_crl(layout: PkiLayout, ca: Issuer, entries: list[Revocation]) -> None:
     now = _now()
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
                .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=CRL_DAYS)))
-    for serial in serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    for entry in entries:
+        revoked = x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.date)
+        if entry.reason != x509.ReasonFlags.unspecified:  # RFC 5280: leave the reason out rather than 'unspecified'
+            revoked = revoked.add_extension(x509.CRLReason(entry.reason), critical=False)
+        builder = builder.add_revoked_certificate(revoked.build())
     crl = builder.sign(ca.key, hashes.SHA384())
     write_public(layout.crl, crl.public_bytes(serialization.Encoding.PEM))
     write_public(layout.root / "server" / "crl.pem", layout.crl.read_bytes())
+
+
+def revocation_reasons(layout: PkiLayout) -> dict[int, x509.ReasonFlags]:
+    """serial -> reason of every CRL entry."""
+    return {r.serial_number: _reason(r) for r in _load_crl(layout)}
 
 
 def revoked_serials(layout: PkiLayout) -> list[int]:

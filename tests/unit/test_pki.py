@@ -50,3 +50,50 @@ def test_rotation_keeps_the_ca_and_reissues_leaves(tmp_path):
     issue_all(layout, server_name="db.ztm.lab", server_address="10.77.0.10", users=USERS)
     assert layout.ca_cert.read_bytes() == ca_before
     assert layout.client("app", "pem").read_bytes() != leaf_before
+
+
+def test_rotation_revokes_what_it_replaces_as_superseded(tmp_path):
+    from provision.pki import revocation_reasons, rotate
+
+    layout = PkiLayout(tmp_path)
+    issue_all(layout, server_name="db.ztm.lab", server_address="10.77.0.10", users=USERS)
+    before = {p: load(p).serial_number for p in (layout.server("pem"), layout.client("app", "pem"),
+                                                 layout.client("auditor", "pem"), layout.signer("pem"))}
+    first_negative = load(layout.negative("revoked", "pem")).serial_number
+    superseded = rotate(layout, server_name="db.ztm.lab", server_address="10.77.0.10", users=USERS)
+    reasons = revocation_reasons(layout)
+    assert sorted(r.serial for r in superseded) == sorted(before.values())
+    for path, serial in before.items():
+        assert reasons[serial] == x509.ReasonFlags.superseded, path
+        assert load(path).serial_number != serial and load(path).serial_number not in reasons
+    # What was revoked before stays revoked; the new negative certificate is revoked too.
+    assert reasons[first_negative] == x509.ReasonFlags.key_compromise
+    assert reasons[load(layout.negative("revoked", "pem")).serial_number] == x509.ReasonFlags.key_compromise
+    assert load(layout.negative("expired", "pem")).serial_number not in reasons  # refused for its expiry alone
+    crl = x509.load_pem_x509_crl(layout.crl.read_bytes())
+    assert crl.is_signature_valid(load(layout.ca_cert).public_key())
+    # A second rotation keeps every earlier entry.
+    rotate(layout, server_name="db.ztm.lab", server_address="10.77.0.10", users=USERS)
+    assert set(reasons) <= set(revocation_reasons(layout))
+
+
+def test_rotation_without_a_pki_creates_nothing(tmp_path):
+    from provision.pki import rotate
+    from ztm.errors import UserError
+
+    with pytest.raises(UserError, match="no PKI to rotate"):
+        rotate(PkiLayout(tmp_path / "pki"), server_name="db", server_address="10.77.0.10", users=USERS)
+    assert not (tmp_path / "pki").exists()
+
+
+def test_ztm_pki_rotate_without_a_lab_is_one_line_and_creates_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    lab_dir = tmp_path / "no-lab"
+    done = subprocess.run([sys.executable, "-m", "ztm.cli", "pki", "--dir", str(lab_dir), "rotate"],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"ztm: no lab in {lab_dir}: run 'ztm lab up' first\n"
+    assert not lab_dir.exists()
