@@ -46,7 +46,7 @@ def test_pq_recovery_round_trip(required, target, session, tenants, evidence):
             cur.fetchall()
             cur.execute("SELECT * FROM v_users WHERE user_id = %s", (doc["user_id"],))
             row = cur.fetchone()
-        private = pq_private_for(target, client)
+        private = pq_private_for(target)
         recovered = EnvelopeClient.recover_with_pq(row, private)
     finally:
         client.kms.close()

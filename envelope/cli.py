@@ -1,7 +1,9 @@
-"""`ztm envelope encrypt | create-user | decrypt`: client-side encryption from the shell.
+"""`ztm envelope encrypt | create-user | decrypt | rewrap`: client-side encryption from the shell.
 
 PII is read from a JSON file or standard input ({"name", "email", "phone"}), never from
-the command line, where other users of the machine could read it.
+the command line, where other users of the machine could read it. Mistakes a user can make
+(an id that is not a UUID, bad JSON, a target without a PIN or a provider field) end in one
+line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 from ztm.errors import UserError
+
+PROGRESS_EVERY = 1000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,23 +30,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = env_sub.add_parser(name, help=helptext)
         p.add_argument("--target", type=Path, required=True)
         p.add_argument("--tenant", required=True, help="tenant id (UUID)")
+        p.add_argument("--user-id", default=None, help="record id (UUID; default: a new random one)")
         p.add_argument("--pii", type=Path, default=None, help="JSON file with name, email, phone (default: stdin)")
         p.add_argument("--role", default="user")
         p.add_argument("--no-pq", action="store_true", help="skip the post-quantum wrap (if not required)")
         p.add_argument("--no-dek-cache", action="store_true", help="a fresh DEK (and KMS call) for every record")
         p.set_defaults(func=func)
-    r = env_sub.add_parser("rewrap", help="KEK rotation: re-wrap every DEK of a tenant under a newer KEK version")
+    r = env_sub.add_parser("rewrap", help="KEK rotation: re-wrap every DEK of a tenant under a newer KEK version "
+                                          "(resumable: run it again after an interruption)")
     r.add_argument("--target", type=Path, required=True)
-    r.add_argument("--tenant", required=True)
+    r.add_argument("--tenant", required=True, help="tenant id (UUID)")
     r.add_argument("--to-version", type=int, required=True)
     r.add_argument("--create-kek", action="store_true", help="create that KEK version on the token if missing")
     r.set_defaults(func=_rewrap)
     d = env_sub.add_parser("decrypt", help="read a user through v_users and decrypt it in the client")
     d.add_argument("--target", type=Path, required=True)
-    d.add_argument("--tenant", required=True)
-    d.add_argument("--user-id", required=True)
-    d.add_argument("--via-pq", action="store_true", help="break-glass: recover the DEK from the PQ wrap alone")
+    d.add_argument("--tenant", required=True, help="tenant id (UUID)")
+    d.add_argument("--user-id", required=True, help="record id (UUID)")
+    d.add_argument("--via-pq", action="store_true",
+                   help="break-glass: recover the DEK from the PQ wrap alone (the DEK KEK is not used)")
     d.set_defaults(func=_decrypt)
+
+
+def _uuid(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise UserError(f"{what} {value!r} is not a UUID") from None
 
 
 def _pii(path: Path | None) -> dict[str, str]:
@@ -55,25 +72,37 @@ def _pii(path: Path | None) -> dict[str, str]:
     return {k: doc[k] for k in ("name", "email", "phone")}
 
 
-def _client(args: argparse.Namespace):
-    from envelope.setup import client_for
+def _target(args: argparse.Namespace):
     from ztm.target import load_target
 
-    target = load_target(args.target)
+    args.tenant = _uuid(args.tenant, "tenant id")
+    args.user_id = _uuid(getattr(args, "user_id", None), "user id")
+    return load_target(args.target)
+
+
+def _client(args: argparse.Namespace, target):
+    from envelope.setup import client_for
+
     with_pq = None
     if getattr(args, "no_pq", False):
         if target.section("crypto").get("require_pq"):
             raise UserError("the target requires post-quantum wraps; --no-pq is refused")
         with_pq = False
-    return target, client_for(target, with_pq=with_pq, cache=not getattr(args, "no_dek_cache", False))
+    return client_for(target, with_pq=with_pq, cache=False if getattr(args, "no_dek_cache", False) else None)
+
+
+def _encrypted(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    target = _target(args)
+    pii = _pii(args.pii)  # read before the KMS is opened: a bad file costs no token login
+    client = _client(args, target)
+    try:
+        return target, client.encrypt_user(args.tenant, pii, args.role, args.user_id)
+    finally:
+        client.kms.close()
 
 
 def _encrypt(args: argparse.Namespace) -> int:
-    _, client = _client(args)
-    try:
-        print(json.dumps(client.encrypt_user(args.tenant, _pii(args.pii), args.role), indent=2))
-    finally:
-        client.kms.close()
+    print(json.dumps(_encrypted(args)[1], indent=2))
     return 0
 
 
@@ -96,11 +125,7 @@ def _create_user(args: argparse.Namespace) -> int:
 
     from envelope.client import api_json
 
-    target, client = _client(args)
-    try:
-        doc = client.encrypt_user(args.tenant, _pii(args.pii), args.role)
-    finally:
-        client.kms.close()
+    target, doc = _encrypted(args)
     conn = _app_session(target, args.tenant)
     try:
         with conn.cursor() as cur:
@@ -119,29 +144,47 @@ def _decrypt(args: argparse.Namespace) -> int:
     import pymysql
 
     from envelope.client import EnvelopeClient
-    from envelope.setup import pq_private_for
 
-    target, client = _client(args)
+    target = _target(args)
     conn = _app_session(target, args.tenant)
     try:
         with conn.cursor(pymysql.cursors.DictCursor) as cur:
             cur.execute("SELECT * FROM v_users WHERE user_id = %s", (args.user_id,))
             row: dict[str, Any] | None = cur.fetchone()
-        if row is None:
-            raise UserError(f"no user {args.user_id} visible in tenant {args.tenant}")
-        pii = (EnvelopeClient.recover_with_pq(row, pq_private_for(target, client)) if args.via_pq
-               else client.decrypt_user(row))
     finally:
         conn.close()
-        client.kms.close()
+    if row is None:
+        raise UserError(f"no user {args.user_id} visible in tenant {args.tenant}")
+    if args.via_pq:  # break-glass: only the PQ private key's own KEK is opened
+        from envelope.setup import pq_private_for
+
+        pii = EnvelopeClient.recover_with_pq(row, pq_private_for(target))
+    else:
+        client = _client(args, target)
+        try:
+            pii = client.decrypt_user(row)
+        finally:
+            client.kms.close()
     print(json.dumps(pii, indent=2))
     return 0
 
 
 def _rewrap(args: argparse.Namespace) -> int:
-    from envelope.rotate import rewrap_tenant
+    from envelope.rotate import RewrapCounts, rewrap_tenant
 
-    target, client = _client(args)
+    target = _target(args)
+    if args.to_version < 1:
+        raise UserError(f"--to-version must be 1 or more, not {args.to_version}")
+    client = _client(args, target)
+    counts = RewrapCounts()
+
+    def progress(now: RewrapCounts) -> None:
+        nonlocal counts
+        counts = now
+        if now.seen % PROGRESS_EVERY == 0:
+            print(f"  {now.seen} records: {now.rewrapped} re-wrapped, {now.already_current} already current, "
+                  f"{len(now.failed)} failed", file=sys.stderr, flush=True)
+
     try:
         if hasattr(client.kms, "has_kek") and not client.kms.has_kek(args.to_version):
             if not args.create_kek:
@@ -149,7 +192,10 @@ def _rewrap(args: argparse.Namespace) -> int:
             client.kms.create_kek(args.to_version)
         conn = _app_session(target, args.tenant)
         try:
-            counts = rewrap_tenant(conn, client, args.tenant, args.to_version)
+            counts = rewrap_tenant(conn, client, args.tenant, args.to_version, progress)
+        except KeyboardInterrupt:
+            raise UserError(f"rewrap interrupted after {counts.rewrapped} re-wrapped (committed); run the same "
+                            "command again to resume", exit_code=130) from None
         finally:
             conn.close()
     finally:

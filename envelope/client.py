@@ -14,7 +14,7 @@ from typing import Any
 
 from envelope import pq
 from envelope.cache import CachedKey, DekCache
-from envelope.context import aad_key_version, wrap_context
+from envelope.context import parse_header, wrap_context
 from envelope.kms.base import Kms, WrappedKey
 from envelope.record import SealedField, new_dek, open_field, seal
 from ztm.errors import UserError
@@ -64,37 +64,50 @@ class EnvelopeClient:
             doc["pii_pq_wrapped_key"], doc["pq_alg"] = _b64(key.pq_wrapped), pq.PQ_ALG
         return doc
 
-    def decrypt_user(self, row: dict[str, Any]) -> dict[str, str]:
-        """``row``: a v_users row as a dict (bytes columns as returned by the driver)."""
+    def unwrap_dek(self, row: dict[str, Any]) -> bytes:
+        """The record's DEK through the KMS, in the record's own context (tenant, table, version)."""
         version = int(row["pii_key_version"])
         context = wrap_context(tenant=row["tenant_id"], table=TABLE, key_version=version)
-        dek = self.kms.unwrap(WrappedKey(bytes(row["pii_wrapped_key"]), row["pii_kms_key_id"], version), context)
-        return open_fields(dek, row)
+        return self.kms.unwrap(WrappedKey(bytes(row["pii_wrapped_key"]), row["pii_kms_key_id"], version), context)
+
+    def decrypt_user(self, row: dict[str, Any]) -> dict[str, str]:
+        """``row``: a v_users row as a dict (bytes columns as returned by the driver)."""
+        return open_fields(self.unwrap_dek(row), row)
 
     @staticmethod
     def recover_with_pq(row: dict[str, Any], pq_private: bytes) -> dict[str, str]:
         """Break-glass: the DEK from the post-quantum wrap alone, not the KMS wrap."""
-        if not row.get("pii_pq_wrapped_key"):
-            raise UserError(f"record {row['user_id']} carries no post-quantum wrap")
-        # The PQ wrap is bound to the key version the record was first sealed under (a KEK
-        # rotation re-wraps the KMS wrap only), which the fields' authenticated AAD carries.
-        sealed_version = aad_key_version(bytes(row["name_aad"])) or 0
-        context = wrap_context(tenant=row["tenant_id"], table=TABLE, key_version=sealed_version)
-        return open_fields(pq.unwrap(bytes(row["pii_pq_wrapped_key"]), pq_private, context), row)
+        return open_fields(pq_dek(row, pq_private), row)
+
+
+def pq_dek(row: dict[str, Any], pq_private: bytes) -> bytes:
+    """Decapsulate the record's PQ wrap with the organisation private key. The wrap is bound
+    to the key version the record was first sealed under (a KEK rotation re-wraps the KMS
+    wrap only), which the fields' authenticated header carries."""
+    if not row.get("pii_pq_wrapped_key"):
+        raise UserError(f"record {row['user_id']} carries no post-quantum wrap")
+    if row.get("pq_alg") != pq.PQ_ALG:
+        raise UserError(f"record {row['user_id']} names PQ suite {row.get('pq_alg')!r}, not {pq.PQ_ALG}")
+    header = parse_header(bytes(row["name_aad"]))
+    if header is None:
+        raise UserError(f"users.name of record {row['user_id']} has no valid envelope header")
+    context = wrap_context(tenant=row["tenant_id"], table=TABLE, key_version=header.key_version)
+    return pq.unwrap(bytes(row["pii_pq_wrapped_key"]), pq_private, context)
 
 
 def open_fields(dek: bytes, row: dict[str, Any]) -> dict[str, str]:
-    """Tenant, table, column and record come from the row being read; the key version the
-    field was sealed under comes from its (authenticated) AAD and may not exceed the row's."""
+    """Tenant, table, column and record come from the row being read; the format and key
+    version the field was sealed under come from its (authenticated) header, and the version
+    may not exceed the row's current one."""
     current = int(row["pii_key_version"])
     opened = {}
     for name in PII_FIELDS:
         sealed = SealedField(bytes(row[f"{name}_ct"]), bytes(row[f"{name}_iv"]), bytes(row[f"{name}_aad"]))
-        sealed_version = aad_key_version(sealed.aad)
-        if sealed_version is None or not 1 <= sealed_version <= current:
+        header = parse_header(sealed.aad)
+        if header is None or header.key_version > current:
             raise UserError(f"users.{name} of record {row['user_id']} has no valid envelope header")
         opened[name] = open_field(dek, sealed, tenant=row["tenant_id"], table=TABLE, column=name,
-                                  record=row["user_id"], key_version=sealed_version)
+                                  record=row["user_id"], key_version=header.key_version, fmt=header.format)
     return opened
 
 

@@ -2,24 +2,38 @@
 
 Field AAD binds tenant, table, column, record id and key version, so a ciphertext moved to
 another row, column or tenant fails to decrypt. The decryptor rebuilds the AAD from the row
-it reads; the stored AAD is only a record of it. The DEK wrap binds tenant, table and key
-version (a cached DEK serves several records of one tenant, as in the AWS Encryption SDK).
+it reads; the stored AAD is only a record of it, read for its header (format and key
+version, both authenticated since they are part of the AAD). The DEK wrap binds tenant,
+table and key version (a cached DEK serves several records of one tenant, as in the AWS
+Encryption SDK).
+
+Serialization (documented so others can decrypt without this code):
+``<format>;k1=v1;k2=v2...`` in the order below, UTF-8, values without ';' or '='.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 FORMAT = "ztm-envelope-v1"
+KNOWN_FORMATS = (FORMAT,)  # a new format is added here; old records keep their header and decrypt
 
 
-def _canonical(parts: dict[str, str | int]) -> bytes:
+@dataclass(frozen=True)
+class Header:
+    format: str
+    key_version: int
+
+
+def _canonical(parts: dict[str, str | int], fmt: str = FORMAT) -> bytes:
     for key, value in parts.items():
         if any(c in str(value) for c in ";="):
             raise ValueError(f"context value for {key} must not contain ';' or '='")
-    return (FORMAT + ";" + ";".join(f"{k}={v}" for k, v in parts.items())).encode()
+    return (fmt + ";" + ";".join(f"{k}={v}" for k, v in parts.items())).encode()
 
 
-def field_aad(*, tenant: str, table: str, column: str, record: str, key_version: int) -> bytes:
-    return _canonical({"tenant": tenant, "table": table, "column": column, "record": record, "kv": key_version})
+def field_aad(*, tenant: str, table: str, column: str, record: str, key_version: int, fmt: str = FORMAT) -> bytes:
+    return _canonical({"tenant": tenant, "table": table, "column": column, "record": record, "kv": key_version}, fmt)
 
 
 def wrap_context(*, tenant: str, table: str, key_version: int) -> bytes:
@@ -29,11 +43,15 @@ def wrap_context(*, tenant: str, table: str, key_version: int) -> bytes:
 PQ_PRIVATE_KEY_CONTEXT = _canonical({"purpose": "pq-organisation-private-key"})
 
 
-def aad_key_version(aad: bytes) -> int | None:
-    """The key version a field was sealed under, read from its stored AAD. (It may be older
-    than the row's current KEK version: a KEK rotation re-wraps the DEK, not the fields.)"""
+def parse_header(aad: bytes) -> Header | None:
+    """The format and key version a field was sealed under, from its stored AAD; None if it
+    carries no header this client knows. (The key version may be older than the row's
+    current KEK version: a KEK rotation re-wraps the DEK, not the fields.)"""
     try:
-        parts = dict(p.split("=", 1) for p in aad.decode().split(";")[1:])
-        return int(parts["kv"])
+        fmt, *rest = aad.decode().split(";")
+        parts = dict(p.split("=", 1) for p in rest)
+        version = int(parts["kv"])
     except (UnicodeDecodeError, ValueError, KeyError):
         return None
+    return Header(fmt, version) if fmt in KNOWN_FORMATS and version >= 1 else None
+

@@ -18,7 +18,7 @@ from envelope.kms.base import Kms, WrappedKey
 from ztm.errors import UserError
 
 PQ_ALG = "HPKE-MLKEM768-X25519-HKDF-SHA256-AES-256-GCM"
-SEED_BYTES, X25519_BYTES = 64, 32
+SEED_BYTES, X25519_BYTES, MLKEM768_PUBLIC_BYTES = 64, 32, 1184
 
 
 def _hpke():
@@ -47,9 +47,12 @@ class PqPublicKey:
     def load(cls, path: Path) -> PqPublicKey:
         try:
             doc = json.loads(path.read_text())
-            return cls(base64.b64decode(doc["mlkem768"]), base64.b64decode(doc["x25519"]))
-        except (OSError, ValueError, KeyError) as exc:
+            key = cls(base64.b64decode(doc["mlkem768"]), base64.b64decode(doc["x25519"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"cannot read the PQ public key {path}: {exc}") from None
+        if doc.get("alg") != PQ_ALG or len(key.mlkem) != MLKEM768_PUBLIC_BYTES or len(key.x25519) != X25519_BYTES:
+            raise UserError(f"the PQ public key {path} is not an {PQ_ALG} key")
+        return key
 
 
 def generate_keypair() -> tuple[bytes, PqPublicKey]:
@@ -88,16 +91,35 @@ def unwrap(blob: bytes, private_material: bytes, info: bytes) -> bytes:
 
 
 def save_private_wrapped(material: bytes, kms: Kms, path: Path) -> None:
+    """Wrap the private material under ``kms`` (the PQ key's own KEK) and write it 0600 from
+    the first byte; the unwrapped material is never written anywhere."""
     wrapped = kms.wrap(material, PQ_PRIVATE_KEY_CONTEXT)
-    path.write_text(json.dumps({"alg": PQ_ALG, "key_id": wrapped.key_id, "key_version": wrapped.key_version,
-                                "blob": base64.b64encode(wrapped.blob).decode()}) + "\n")
-    path.chmod(0o600)
+    text = json.dumps({"alg": PQ_ALG, "key_id": wrapped.key_id, "key_version": wrapped.key_version,
+                       "blob": base64.b64encode(wrapped.blob).decode()}) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
-def load_private(path: Path, kms: Kms) -> bytes:
+def read_private_wrapped(path: Path) -> WrappedKey:
     try:
         doc = json.loads(path.read_text())
         wrapped = WrappedKey(base64.b64decode(doc["blob"]), doc["key_id"], int(doc["key_version"]))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read the wrapped PQ private key {path}: {exc}") from None
-    return kms.unwrap(wrapped, PQ_PRIVATE_KEY_CONTEXT)
+    if doc.get("alg") != PQ_ALG:
+        raise UserError(f"the wrapped PQ private key {path} is for suite {doc.get('alg')!r}, not {PQ_ALG}")
+    return wrapped
+
+
+def load_private(path: Path, kms: Kms) -> bytes:
+    material = kms.unwrap(read_private_wrapped(path), PQ_PRIVATE_KEY_CONTEXT)
+    if len(material) != SEED_BYTES + X25519_BYTES:
+        raise UserError(f"the PQ private key unwrapped from {path} has {len(material)} bytes, not "
+                        f"{SEED_BYTES + X25519_BYTES}")
+    return material

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from envelope.context import field_aad
+from envelope.context import FORMAT, field_aad
 from ztm.errors import UserError
 
 IV_BYTES = 12
@@ -34,10 +34,10 @@ def seal(dek: bytes, plaintext: str, *, tenant: str, table: str, column: str, re
 
 
 def open_field(dek: bytes, sealed: SealedField, *, tenant: str, table: str, column: str, record: str,
-               key_version: int) -> str:
+               key_version: int, fmt: str = FORMAT) -> str:
     """Decrypt with the AAD rebuilt from the row being read: a field moved from another row,
     column or tenant does not authenticate, whatever AAD was stored next to it."""
-    expected = field_aad(tenant=tenant, table=table, column=column, record=record, key_version=key_version)
+    expected = field_aad(tenant=tenant, table=table, column=column, record=record, key_version=key_version, fmt=fmt)
     try:
         return AESGCM(dek).decrypt(sealed.iv, sealed.ct, expected).decode("utf-8")
     except InvalidTag:

@@ -1,5 +1,7 @@
-"""The lab's HSM-backed KMS: a SoftHSM2 token holding a non-extractable AES-256 KEK, and the
-organisation's post-quantum key pair (private half stored only wrapped by that KEK).
+"""The lab's HSM-backed KMS: a SoftHSM2 token holding non-extractable AES-256 KEKs (the DEK
+KEK ``ztm-kek-v<N>`` and the PQ KEK ``ztm-pq-kek-v1``), and the organisation's post-quantum
+key pair, its private half stored only wrapped by the PQ KEK: its own key, so that
+break-glass recovery through the PQ path works even when the DEK KEK is gone.
 
 Token PINs are never put on a command line: softhsm2-util is driven through a pseudo-terminal.
 """
@@ -21,6 +23,7 @@ from ztm.errors import UserError
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN_LABEL = "ztm-kms"
 KEY_PREFIX = "ztm-kek-v"
+PQ_KEY_PREFIX = "ztm-pq-kek-v"
 
 
 @dataclass(frozen=True)
@@ -77,17 +80,25 @@ def ensure_token(layout: KmsLayout, user_pin: str, so_pin: str) -> None:
 
 
 def ensure_keys(layout: KmsLayout, user_pin: str) -> None:
-    """KEK version 1 and the organisation PQ key pair, made once."""
+    """DEK KEK version 1, the PQ KEK and the organisation PQ key pair, made once. A PQ private
+    key that an older lab wrapped under the DEK KEK is moved under the PQ KEK."""
     from envelope import pq
     from envelope.kms.pkcs11 import Pkcs11Kms
 
-    kms = Pkcs11Kms(MODULE, TOKEN_LABEL, KEY_PREFIX, user_pin, 1, {"SOFTHSM2_CONF": str(layout.conf)})
+    env = {"SOFTHSM2_CONF": str(layout.conf)}
+    dek_kms = Pkcs11Kms(MODULE, TOKEN_LABEL, KEY_PREFIX, user_pin, 1, env)
+    pq_kms = Pkcs11Kms(MODULE, TOKEN_LABEL, PQ_KEY_PREFIX, user_pin, 1, env)
     try:
-        if not kms.has_kek(1):
-            kms.create_kek(1)
+        dek_kms.create_kek(1)
+        pq_kms.create_kek(1)
         if not layout.pq_private_wrapped.exists():
             private, public = pq.generate_keypair()
-            pq.save_private_wrapped(private, kms, layout.pq_private_wrapped)
+            pq.save_private_wrapped(private, pq_kms, layout.pq_private_wrapped)
             layout.pq_public.write_text(json.dumps(public.to_json()) + "\n")
+        elif pq.read_private_wrapped(layout.pq_private_wrapped).key_id.startswith(
+                f"pkcs11:token={TOKEN_LABEL};object={KEY_PREFIX}"):
+            pq.save_private_wrapped(pq.load_private(layout.pq_private_wrapped, dek_kms), pq_kms,
+                                    layout.pq_private_wrapped)
     finally:
-        kms.close()
+        pq_kms.close()
+        dek_kms.close()

@@ -43,6 +43,6 @@ def commit_context(dek: bytes, context: bytes) -> bytes:
 
 
 def open_committed(payload: bytes, context: bytes, kms_name: str) -> bytes:
-    if len(payload) != 64 or not hmac.compare_digest(payload[:32], hashlib.sha256(context).digest()):
+    if len(payload) <= 32 or not hmac.compare_digest(payload[:32], hashlib.sha256(context).digest()):
         raise UserError(f"the {kms_name}-wrapped data key belongs to another context (moved or altered)")
     return payload[32:]

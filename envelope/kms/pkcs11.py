@@ -16,13 +16,26 @@ from ztm.errors import UserError
 
 BLOB_VERSION = b"\x01"
 IV_BYTES = 12
+_loaded_env: dict[str, dict[str, str]] = {}  # module -> the environment it was loaded with
+
+
+def _bind_module_env(module: str, env: dict[str, str]) -> None:
+    """A module reads its environment (e.g. SOFTHSM2_CONF) once, when first loaded into a
+    process: a second, different configuration would silently reach the first one's tokens."""
+    if module not in _loaded_env:
+        _loaded_env[module] = {**{k: os.environ[k] for k in env if k in os.environ}, **env}
+    first = _loaded_env[module]
+    if any(first.get(k) != v for k, v in env.items()):
+        raise UserError(f"PKCS#11 module {module} is already loaded in this process with {first}; one process "
+                        f"cannot also use {env}")
+    for name, value in env.items():
+        os.environ[name] = value
 
 
 class Pkcs11Kms(Kms):
     def __init__(self, module: str, token_label: str, key_label_prefix: str, pin: str, version: int,
                  env: dict[str, str] | None = None) -> None:
-        for name, value in (env or {}).items():
-            os.environ[name] = value  # e.g. SOFTHSM2_CONF: the module reads it when loaded
+        _bind_module_env(module, env or {})
         try:
             self._lib = pkcs11.lib(module)
             token = self._lib.get_token(token_label=token_label)
@@ -30,7 +43,11 @@ class Pkcs11Kms(Kms):
                 self._session = token.open(user_pin=pin, rw=True)  # rw: key creation (rotation, set-up)
             except pkcs11.exceptions.UserAlreadyLoggedIn:  # login is per process and token in PKCS#11
                 self._session = token.open(rw=True)
-        except (pkcs11.exceptions.PKCS11Error, RuntimeError) as exc:
+        except pkcs11.exceptions.PinIncorrect:
+            raise UserError(f"PKCS#11 token {token_label!r} refused the PIN (wrong PIN)") from None
+        except pkcs11.exceptions.NoSuchToken:
+            raise UserError(f"no PKCS#11 token labelled {token_label!r} in {module}") from None
+        except (pkcs11.exceptions.PKCS11Error, RuntimeError, OSError) as exc:
             raise UserError(f"cannot open PKCS#11 token {token_label!r} with {module}: {type(exc).__name__}") from None
         self.token_label, self.prefix, self._version = token_label, key_label_prefix, version
         self._lock = threading.Lock()  # one session, used from several threads
@@ -40,8 +57,13 @@ class Pkcs11Kms(Kms):
     def from_section(cls, section: dict[str, Any], resolve) -> Pkcs11Kms:
         from ztm.target import SecretRef
 
-        pin_ref = section.get("pin", {})
-        pin = SecretRef(file=resolve(pin_ref["file"]) if "file" in pin_ref else None, env=pin_ref.get("env")).reveal()
+        pin_ref = section.get("pin") or {}
+        if not (pin_ref.get("file") or pin_ref.get("env")):
+            raise UserError("the target's [kms] section names no token PIN (pin = {file = ...} or {env = ...})")
+        ref = SecretRef(file=resolve(pin_ref["file"]) if "file" in pin_ref else None, env=pin_ref.get("env"))
+        pin = ref.reveal()
+        if not pin:
+            raise UserError(f"the token PIN ({ref.describe()}) is empty")
         env = {k: str(resolve(v)) if k.endswith("_CONF") else v for k, v in section.get("env", {}).items()}
         return cls(section["module"], section["token_label"], section.get("key_label_prefix", "ztm-kek-v"), pin,
                    int(section.get("key_version", 1)), env)
@@ -66,8 +88,11 @@ class Pkcs11Kms(Kms):
         version = key_version or self._version
         iv = os.urandom(IV_BYTES)
         with self._lock:
-            sealed = self._kek(version).encrypt(dek, mechanism=Mechanism.AES_GCM,
-                                                mechanism_param=GCMParams(iv, context, 128))
+            try:
+                sealed = self._kek(version).encrypt(dek, mechanism=Mechanism.AES_GCM,
+                                                    mechanism_param=GCMParams(iv, context, 128))
+            except pkcs11.exceptions.PKCS11Error as exc:
+                raise UserError(f"the KMS refused to wrap the data key: {type(exc).__name__}") from None
             self.calls += 1
         return WrappedKey(BLOB_VERSION + iv + sealed, self.key_id(version), version)
 
@@ -75,6 +100,9 @@ class Pkcs11Kms(Kms):
         blob = wrapped.blob
         if blob[:1] != BLOB_VERSION or len(blob) < 1 + IV_BYTES + 16:
             raise UserError("wrapped key: unknown format")
+        if wrapped.key_id != self.key_id(wrapped.key_version):
+            raise UserError(f"the data key is wrapped by {wrapped.key_id!r}, not by this KMS's "
+                            f"{self.key_id(wrapped.key_version)!r}")
         with self._lock:
             try:
                 self.calls += 1

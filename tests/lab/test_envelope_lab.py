@@ -44,7 +44,7 @@ def test_kek_rotation_rewraps_without_touching_ciphertext(lab_target):
         counts = rewrap_tenant(app, client, tenant, new_version)
         after = snapshot()
         again = rewrap_tenant(app, client, tenant, new_version)
-        private = pq_private_for(lab_target, client)
+        private = pq_private_for(lab_target)
         with admin.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq > %s AND payload LIKE %s",
                         (seq_before, '%"op": "UPDATE"%'))

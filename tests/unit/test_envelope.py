@@ -1,6 +1,7 @@
-"""Envelope encryption without a database: AAD binding, the DEK cache, the PQ wrap (with a
-fixed known-answer vector), fail-closed without ML-KEM, and the PKCS#11 KMS on a real
-SoftHSM2 token."""
+"""Envelope encryption without a database: AAD binding (incl. key version), the versioned
+header, the DEK cache and its limits from the target, the PQ wrap (known-answer vectors,
+context in HPKE info, pq_alg), fail-closed without ML-KEM, and the PKCS#11 KMS on a real
+SoftHSM2 token: the PQ private key under its own KEK, break-glass with the DEK KEK destroyed."""
 
 from __future__ import annotations
 
@@ -13,21 +14,35 @@ import pytest
 
 from envelope import pq
 from envelope.cache import CachedKey, DekCache
-from envelope.client import EnvelopeClient
-from envelope.context import wrap_context
+from envelope.client import EnvelopeClient, open_fields
+from envelope.context import field_aad, parse_header, wrap_context
 from envelope.kms.base import Kms, WrappedKey
 from envelope.record import new_dek, open_field, seal
 from ztm.errors import UserError
 
-VECTOR = Path(__file__).parent / "vectors" / "pq_hpke_kat.json"
+VECTORS = Path(__file__).parent / "vectors"
 CTX = dict(tenant="t-1", table="users", column="email", record="r-1", key_version=1)
+PII = {"name": "Ann", "email": "ann@example.invalid", "phone": "+1555"}
+
+
+def stored_row(doc: dict, tenant: str) -> dict:
+    """The v_users row a document becomes (bytes columns decoded, as the driver returns them)."""
+    row = {"user_id": doc["user_id"], "tenant_id": tenant, "pii_key_version": doc["pii_key_version"],
+           "pii_wrapped_key": base64.b64decode(doc["pii_wrapped_key"]), "pii_kms_key_id": doc["pii_kms_key_id"],
+           "pii_pq_wrapped_key": base64.b64decode(doc["pii_pq_wrapped_key"]) if "pq_alg" in doc else None,
+           "pq_alg": doc.get("pq_alg")}
+    for name in ("name", "email", "phone"):
+        for part in ("ct", "iv", "aad"):
+            row[f"{name}_{part}"] = base64.b64decode(doc[name][part])
+    return row
 
 
 def test_field_opens_only_in_its_own_context():
     dek = new_dek()
     sealed = seal(dek, "alice@example.invalid", **CTX)
     assert open_field(dek, sealed, **CTX) == "alice@example.invalid"
-    for moved in ({"record": "r-2"}, {"column": "name"}, {"tenant": "t-2"}, {"key_version": 2}):
+    for moved in ({"record": "r-2"}, {"column": "name"}, {"tenant": "t-2"}, {"table": "accounts"},
+                  {"key_version": 2}):
         with pytest.raises(UserError, match="does not authenticate"):
             open_field(dek, sealed, **{**CTX, **moved})
 
@@ -37,19 +52,80 @@ def test_context_values_cannot_inject_separators():
         seal(new_dek(), "x", **{**CTX, "record": "r-1;tenant=t-2"})
 
 
-def test_dek_cache_limits():
-    cache = DekCache(max_age=60, max_messages=3, max_bytes=100)
+def test_record_known_answer_vector():
+    """A stored record from a fixed vector: context serialization, header, AES-256-GCM and the
+    HPKE wrap all unchanged; sealed at key version 1, opened after a rotation to version 2."""
+    vector = json.loads((VECTORS / "envelope_record_kat.json").read_text())
+    hpke_kat = json.loads((VECTORS / "pq_hpke_kat.json").read_text())
+    row = {k: bytes.fromhex(v) if k.endswith(("_ct", "_iv", "_aad", "_pq_wrapped_key")) else v
+           for k, v in vector["row"].items()}
+    tenant, user = row["tenant_id"], row["user_id"]
+    for name, aad in vector["field_aad"].items():
+        assert field_aad(tenant=tenant, table="users", column=name, record=user, key_version=1) == aad.encode()
+    assert wrap_context(tenant=tenant, table="users", key_version=1) == vector["wrap_context_v1"].encode()
+    assert open_fields(bytes.fromhex(vector["dek_hex"]), row) == vector["pii"]
+    private = base64.b64decode(hpke_kat["private_material_b64"])
+    assert EnvelopeClient.recover_with_pq(row, private) == vector["pii"]
+
+
+def test_versioned_header_old_records_open_after_rotation_unknown_ones_refused():
+    dek, tenant, user = new_dek(), "t-1", "r-1"
+    doc = {"user_id": user, "tenant_id": tenant, "pii_key_version": 3}
+    for name in ("name", "email", "phone"):
+        sealed = seal(dek, f"{name}-v1", tenant=tenant, table="users", column=name, record=user, key_version=1)
+        doc |= {f"{name}_ct": sealed.ct, f"{name}_iv": sealed.iv, f"{name}_aad": sealed.aad}
+    assert open_fields(dek, doc)["email"] == "email-v1"  # sealed at v1, row re-wrapped to v3
+    assert parse_header(doc["name_aad"]).key_version == 1
+    with pytest.raises(UserError, match=r"users\.name of record r-1 has no valid envelope header"):
+        open_fields(dek, {**doc, "pii_key_version": 0})  # a header newer than the row: not trusted
+    foreign = doc["name_aad"].replace(b"ztm-envelope-v1", b"ztm-envelope-v9")
+    assert parse_header(foreign) is None
+    with pytest.raises(UserError, match="no valid envelope header"):
+        open_fields(dek, {**doc, "name_aad": foreign})
+    with pytest.raises(UserError, match="no valid envelope header"):
+        open_fields(dek, {**doc, "phone_aad": b"none"})
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_dek_cache_limits_messages_bytes_and_age():
+    clock = FakeClock()
+    cache = DekCache(max_age=60, max_messages=3, max_bytes=100, clock=clock)
     entry = CachedKey(b"k" * 32, WrappedKey(b"w", "id", 1), None)
     cache.put("t", 1, entry, 10)
     assert cache.take("t", 1, 10) is entry and cache.take("t", 1, 10) is entry
     assert cache.take("t", 1, 10) is None  # fourth message: over max_messages
     cache.put("t", 1, entry, 95)
     assert cache.take("t", 1, 10) is None  # over max_bytes
+    cache.put("t", 1, entry, 1)
+    assert cache.take("t2", 1, 1) is None and cache.take("t", 2, 1) is None  # per tenant and key version
+    clock.now += 60
+    assert cache.take("t", 1, 1) is entry  # exactly at max_age: still within it
+    clock.now += 0.001
+    assert cache.take("t", 1, 1) is None  # older than max_age
     assert DekCache(enabled=False).take("t", 1, 1) is None
 
 
+def test_dek_cache_limits_come_from_the_target_section():
+    cache = DekCache.from_config({"max_age_seconds": 5, "max_messages": 7, "max_bytes": 4096})
+    assert (cache.max_age, cache.max_messages, cache.max_bytes, cache.enabled) == (5.0, 7, 4096, True)
+    assert not DekCache.from_config({"enabled": False}).enabled
+    assert not DekCache.from_config({"enabled": True}, enabled=False).enabled  # --no-dek-cache wins
+    assert DekCache.from_config({}).limits() == DekCache().limits()
+    for bad in ({"max_age_seconds": 0}, {"max_messages": 0}, {"max_messages": 2**32 + 1}, {"max_bytes": 0},
+                {"max_bytes": "lots"}):
+        with pytest.raises(UserError, match=r"\[crypto.dek_cache\]"):
+            DekCache.from_config(bad)
+
+
 def test_pq_known_answer_vector():
-    vector = json.loads(VECTOR.read_text())
+    vector = json.loads((VECTORS / "pq_hpke_kat.json").read_text())
     assert vector["pq_alg"] == pq.PQ_ALG
     dek = pq.unwrap(base64.b64decode(vector["ciphertext_b64"]), base64.b64decode(vector["private_material_b64"]),
                     vector["info"].encode())
@@ -59,14 +135,54 @@ def test_pq_known_answer_vector():
                   b"another context")
 
 
-def test_pq_fails_closed_without_mlkem(monkeypatch):
-    from cryptography.hazmat.primitives import hpke
+def test_hpke_info_binds_the_wrap_to_tenant_table_and_version():
+    private, public = pq.generate_keypair()
+    dek = new_dek()
+    context = wrap_context(tenant="t-1", table="users", key_version=1)
+    blob = pq.wrap(dek, public, context)
+    assert pq.unwrap(blob, private, context) == dek
+    for moved in (dict(tenant="t-2", table="users", key_version=1), dict(tenant="t-1", table="accounts",
+                                                                          key_version=1),
+                  dict(tenant="t-1", table="users", key_version=2)):
+        with pytest.raises(UserError, match="does not open"):
+            pq.unwrap(blob, private, wrap_context(**moved))
+    corrupt = bytearray(blob)
+    corrupt[len(corrupt) // 2] ^= 1
+    with pytest.raises(UserError, match="does not open"):
+        pq.unwrap(bytes(corrupt), private, context)
 
-    monkeypatch.delattr(hpke.KEM, "MLKEM768_X25519", raising=False)
-    if hasattr(hpke.KEM, "MLKEM768_X25519"):  # a Rust enum attribute cannot be removed here
-        monkeypatch.setattr(hpke, "Suite", lambda *a: (_ for _ in ()).throw(AttributeError("no ML-KEM")))
-    with pytest.raises(UserError, match="lacks ML-KEM"):
-        pq.generate_keypair()
+
+def test_pq_alg_is_recorded_and_checked():
+    private, public = pq.generate_keypair()
+    client = EnvelopeClient(CountingKms(), public)
+    doc = client.encrypt_user("t-1", PII)
+    assert doc["pq_alg"] == pq.PQ_ALG == "HPKE-MLKEM768-X25519-HKDF-SHA256-AES-256-GCM"
+    row = stored_row(doc, "t-1")
+    assert EnvelopeClient.recover_with_pq(row, private) == PII
+    with pytest.raises(UserError, match="names PQ suite 'HPKE-X25519-HKDF-SHA256-AES-128-GCM'"):
+        EnvelopeClient.recover_with_pq({**row, "pq_alg": "HPKE-X25519-HKDF-SHA256-AES-128-GCM"}, private)
+    with pytest.raises(UserError, match="carries no post-quantum wrap"):
+        EnvelopeClient.recover_with_pq({**row, "pii_pq_wrapped_key": None, "pq_alg": None}, private)
+
+
+def test_pq_fails_closed_without_mlkem():
+    # Made before the backend loses ML-KEM: a record that carries a PQ wrap.
+    private, public = pq.generate_keypair()
+    row = stored_row(EnvelopeClient(CountingKms(), public).encrypt_user("t-1", PII), "t-1")
+    with pytest.MonkeyPatch.context() as patch:
+        from cryptography.hazmat.primitives import hpke
+
+        patch.delattr(hpke.KEM, "MLKEM768_X25519", raising=False)
+        if hasattr(hpke.KEM, "MLKEM768_X25519"):
+            patch.setattr(hpke, "Suite", lambda *a: (_ for _ in ()).throw(AttributeError("no ML-KEM")))
+        message = "the crypto backend lacks ML-KEM-768 hybrid HPKE"
+        with pytest.raises(UserError, match=message):
+            pq.generate_keypair()
+        kms = CountingKms()
+        with pytest.raises(UserError, match=message):  # no silent fallback to a record without a PQ wrap
+            EnvelopeClient(kms, public).encrypt_user("t-1", PII)
+        with pytest.raises(UserError, match=message):
+            EnvelopeClient.recover_with_pq(row, private)
 
 
 class CountingKms(Kms):
@@ -93,11 +209,13 @@ def test_cache_cuts_kms_calls_per_tenant():
     kms = CountingKms()
     client = EnvelopeClient(kms, None, DekCache(max_messages=100))
     for _ in range(250):
-        client.encrypt_user("t-1", {"name": "a", "email": "b", "phone": "c"})
+        client.encrypt_user("t-1", PII)
     assert kms.calls == 3  # a fresh DEK every 100 records
+    client.encrypt_user("t-2", PII)
+    assert kms.calls == 4  # another tenant never shares a DEK
     uncached = EnvelopeClient(CountingKms(), None, DekCache(enabled=False))
     for _ in range(10):
-        uncached.encrypt_user("t-1", {"name": "a", "email": "b", "phone": "c"})
+        uncached.encrypt_user("t-1", PII)
     assert uncached.kms.calls == 10
 
 
@@ -111,35 +229,103 @@ def softhsm(tmp_path_factory):
     layout = lab_kms.KmsLayout(tmp_path_factory.mktemp("hsm"))
     lab_kms.ensure_token(layout, "user-pin-for-tests", "so-pin-for-tests")
     lab_kms.ensure_keys(layout, "user-pin-for-tests")
-    kms = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1,
-                    {"SOFTHSM2_CONF": str(layout.conf)})
-    yield kms, layout
+    env = {"SOFTHSM2_CONF": str(layout.conf)}
+    kms = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1, env)
+    pq_kms = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.PQ_KEY_PREFIX, "user-pin-for-tests", 1, env)
+    yield kms, pq_kms, layout
+    pq_kms.close()
     kms.close()
 
 
 def test_pkcs11_wrap_binds_the_context_and_the_kek_stays_in_the_token(softhsm):
-    kms, _ = softhsm
+    kms, _, _ = softhsm
     dek = new_dek()
     context = wrap_context(tenant="t-1", table="users", key_version=1)
     wrapped = kms.wrap(dek, context)
     assert kms.unwrap(wrapped, context) == dek and dek not in wrapped.blob
-    with pytest.raises(UserError, match="refused to unwrap"):
-        kms.unwrap(wrapped, wrap_context(tenant="t-2", table="users", key_version=1))
+    for other in (wrap_context(tenant="t-2", table="users", key_version=1),
+                  wrap_context(tenant="t-1", table="users", key_version=2)):
+        with pytest.raises(UserError, match="refused to unwrap"):
+            kms.unwrap(wrapped, other)
+    with pytest.raises(UserError, match="wrapped by 'pkcs11:token=ztm-kms;object=elsewhere'"):
+        kms.unwrap(WrappedKey(wrapped.blob, "pkcs11:token=ztm-kms;object=elsewhere", 1), context)
     assert kms.kek_attributes(1) == {"extractable": False, "sensitive": True}
 
 
-def test_pq_private_key_is_stored_only_wrapped(softhsm):
-    kms, layout = softhsm
+def test_pq_private_key_is_stored_only_wrapped_under_its_own_kek(softhsm):
+    kms, pq_kms, layout = softhsm
     stored = layout.pq_private_wrapped.read_bytes()
-    material = pq.load_private(layout.pq_private_wrapped, kms)
+    assert pq.read_private_wrapped(layout.pq_private_wrapped).key_id == pq_kms.key_id(1) != kms.key_id(1)
+    with pytest.raises(UserError, match="not by this KMS"):  # the DEK KEK does not open it
+        pq.load_private(layout.pq_private_wrapped, kms)
+    material = pq.load_private(layout.pq_private_wrapped, pq_kms)
     assert len(material) == 96 and base64.b64encode(material) not in stored and material not in stored
     assert layout.pq_private_wrapped.stat().st_mode & 0o777 == 0o600
+    assert pq_kms.kek_attributes(1) == {"extractable": False, "sensitive": True}
     client = EnvelopeClient(kms, pq.PqPublicKey.load(layout.pq_public))
-    doc = client.encrypt_user("t-1", {"name": "Ann", "email": "ann@example.invalid", "phone": "+1555"})
-    row = {"user_id": doc["user_id"], "tenant_id": "t-1", "pii_key_version": 1,
-           "pii_wrapped_key": base64.b64decode(doc["pii_wrapped_key"]), "pii_kms_key_id": doc["pii_kms_key_id"],
-           "pii_pq_wrapped_key": base64.b64decode(doc["pii_pq_wrapped_key"]), "pq_alg": doc["pq_alg"]}
-    for name in ("name", "email", "phone"):
-        for part in ("ct", "iv", "aad"):
-            row[f"{name}_{part}"] = base64.b64decode(doc[name][part])
-    assert client.decrypt_user(row) == EnvelopeClient.recover_with_pq(row, material)
+    row = stored_row(client.encrypt_user("t-1", PII), "t-1")
+    assert client.decrypt_user(row) == EnvelopeClient.recover_with_pq(row, material) == PII
+
+
+def test_older_lab_pq_key_under_the_dek_kek_is_moved_to_its_own_kek(softhsm):
+    from provision import kms as lab_kms
+
+    kms, pq_kms, layout = softhsm
+    material = pq.load_private(layout.pq_private_wrapped, pq_kms)
+    pq.save_private_wrapped(material, kms, layout.pq_private_wrapped)  # as labs made before the PQ KEK
+    lab_kms.ensure_keys(layout, "user-pin-for-tests")
+    assert pq.read_private_wrapped(layout.pq_private_wrapped).key_id == pq_kms.key_id(1)
+    assert pq.load_private(layout.pq_private_wrapped, pq_kms) == material
+
+
+def test_break_glass_recovers_with_the_dek_kek_destroyed(softhsm):
+    """A DEK KEK under its own label (the shared one stays for the other tests) encrypts a
+    record; the HSM then destroys it: the KMS path is gone, the PQ path still recovers."""
+    import pkcs11
+
+    from envelope.kms.pkcs11 import Pkcs11Kms
+    from provision import kms as lab_kms
+
+    _, pq_kms, layout = softhsm
+    doomed = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, "ztm-doomed-kek-v", "user-pin-for-tests", 1,
+                       {"SOFTHSM2_CONF": str(layout.conf)})
+    try:
+        doomed.create_kek(1)
+        client = EnvelopeClient(doomed, pq.PqPublicKey.load(layout.pq_public))
+        row = stored_row(client.encrypt_user("t-1", PII), "t-1")
+        assert client.decrypt_user(row) == PII
+        token = pkcs11.lib(lab_kms.MODULE).get_token(token_label=lab_kms.TOKEN_LABEL)
+        with token.open(rw=True) as session:  # the process is logged in already (PKCS#11 login is per token)
+            session.get_key(label="ztm-doomed-kek-v1").destroy()
+        assert not doomed.has_kek(1)
+        with pytest.raises(UserError, match="no key-encryption key ztm-doomed-kek-v1"):
+            client.decrypt_user(row)
+        assert EnvelopeClient.recover_with_pq(row, pq.load_private(layout.pq_private_wrapped, pq_kms)) == PII
+    finally:
+        doomed.close()
+
+
+def test_kms_configuration_mistakes_are_one_clear_line(tmp_path, softhsm):
+    from envelope.kms import kms_for
+    from provision import kms as lab_kms
+
+    _, _, layout = softhsm
+    base = {"provider": "pkcs11", "module": lab_kms.MODULE, "token_label": lab_kms.TOKEN_LABEL,
+            "env": {"SOFTHSM2_CONF": str(layout.conf)}}
+    pin, empty = tmp_path / "pin", tmp_path / "empty"
+    pin.write_text("not-the-pin\n")
+    empty.write_text("")
+    cases = {
+        "names no token PIN": base,
+        r"token PIN \(file:.*\) is empty": {**base, "pin": {"file": str(empty)}},
+        "ZTM_TEST_NO_SUCH_PIN": {**base, "pin": {"env": "ZTM_TEST_NO_SUCH_PIN"}},
+        "lacks the field 'module'": {k: v for k, v in base.items() if k != "module"} | {"pin": {"file": str(pin)}},
+        "lacks the field 'key_id'": {"provider": "aws"},
+        "no known provider": {"provider": "vault"},
+        "has a bad value": {**base, "pin": {"file": str(pin)}, "key_version": "one"},
+        "already loaded in this process": {**base, "pin": {"file": str(pin)},
+                                           "env": {"SOFTHSM2_CONF": str(tmp_path / "other.conf")}},
+    }
+    for message, section in cases.items():
+        with pytest.raises(UserError, match=message):
+            kms_for(section, Path)
