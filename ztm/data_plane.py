@@ -10,10 +10,16 @@ API_FUNCTIONS = ("get_tenant",)
 TENANT_VIEWS = ("v_users", "v_accounts")
 DATA_TABLES = ("tenants", "tenant_grants", "users", "accounts")
 AUDIT_TABLES = ("audit_events", "audit_chain_head")
+# Per-connection session state, not data: emptied at every start, never audited.
+SESSION_TABLES = ("tenant_context",)
+# Every other base table of DATABASE is data and must log each INSERT, UPDATE and DELETE.
+AUDITED_EVENTS = ("INSERT", "UPDATE", "DELETE")
+AUDIT_APPEND = "audit_append"
 # Guard triggers that make audit_events append-only and keep the head honest: (table, timing, event).
 AUDIT_GUARDS = (
     ("audit_events", "BEFORE", "INSERT"), ("audit_events", "BEFORE", "UPDATE"), ("audit_events", "BEFORE", "DELETE"),
-    ("audit_chain_head", "BEFORE", "UPDATE"), ("audit_chain_head", "BEFORE", "DELETE"),
+    ("audit_chain_head", "BEFORE", "INSERT"), ("audit_chain_head", "BEFORE", "UPDATE"),
+    ("audit_chain_head", "BEFORE", "DELETE"),
 )
 # What each login role may hold, as (privilege, object kind, object) with objects in DATABASE.
 ALLOWED_GRANTS: dict[str, set[tuple[str, str, str]]] = {
@@ -23,5 +29,10 @@ ALLOWED_GRANTS: dict[str, set[tuple[str, str, str]]] = {
     "auditor": {("SELECT", "TABLE", t) for t in (*AUDIT_TABLES, *TENANT_VIEWS)}
     | {("EXECUTE", "PROCEDURE", "security_set_tenant"), ("EXECUTE", "FUNCTION", "get_tenant"),
        ("EXECUTE", "PROCEDURE", "audit_guard_definitions")},
-    "migration": {(p, "TABLE", t) for p in ("CREATE", "ALTER", "DROP", "INDEX", "REFERENCES") for t in DATA_TABLES},
+    # No DROP: TRUNCATE (which needs DROP) deletes without firing a trigger, DROP TABLE takes the triggers along.
+    "migration": {(p, "TABLE", t) for p in ("CREATE", "ALTER", "INDEX", "REFERENCES") for t in DATA_TABLES},
 }
+# What the locked definer may hold on the audit tables: append, move the head, fire triggers.
+DEFINER_AUDIT_GRANTS = {("SELECT", "audit_events"), ("INSERT", "audit_events"), ("TRIGGER", "audit_events"),
+                        ("SELECT", "audit_chain_head"), ("UPDATE", "audit_chain_head"),
+                        ("TRIGGER", "audit_chain_head")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pymysql
@@ -72,3 +73,62 @@ def sql_error(conn: pymysql.connections.Connection, sql: str, args: Any = None) 
     except pymysql.MySQLError as exc:
         return (exc.args[0], str(exc.args[1]) if len(exc.args) > 1 else str(exc))
     return None
+
+
+# -- The metadata-lock fence for destructive probes ----------------------------------------
+# TRUNCATE, DROP, ALTER and CREATE TRIGGER need an exclusive metadata lock on their table;
+# an open transaction that has read the table holds a shared one until it ends. The server
+# checks privileges *before* it waits for the lock, so under the fence an account without
+# the privilege is refused at once (1142), while a wrongly privileged one waits and times
+# out (1205, after lock_wait_timeout) instead of destroying anything.
+ER_LOCK_WAIT_TIMEOUT = 1205
+PROBE_LOCK_WAIT_S = 2
+
+
+@contextmanager
+def metadata_fence(conn: pymysql.connections.Connection, tables: tuple[str, ...]) -> Iterator[None]:
+    """Hold a shared metadata lock on every ``database.table`` until the block ends."""
+    with conn.cursor() as cur:
+        cur.execute("START TRANSACTION READ ONLY")
+        for table in tables:
+            cur.execute(f"SELECT 1 FROM {table} LIMIT 1")  # names come from the data-plane module
+            cur.fetchall()
+    try:
+        yield
+    finally:
+        if conn.open:
+            conn.rollback()
+
+
+def fence_holds(prober: pymysql.connections.Connection, table: str) -> tuple[bool, tuple[int, str] | None]:
+    """Self-test of a fence, harmless either way: LOCK TABLES ... WRITE needs a lock that
+    conflicts with the fence just like DROP's; it must time out. If it is granted instead,
+    it is released at once and the fence is reported as not holding."""
+    with prober.cursor() as cur:
+        cur.execute("SET SESSION lock_wait_timeout = 1")
+    refusal = sql_error(prober, f"LOCK TABLES {table} WRITE")
+    if refusal is None:
+        sql_error(prober, "UNLOCK TABLES")
+    return refusal is not None and refusal[0] == ER_LOCK_WAIT_TIMEOUT, refusal
+
+
+@pytest.fixture
+def fenced(connect) -> Callable[[tuple[str, ...]], Any]:
+    """``with fenced(tables):`` destructive probes inside cannot succeed: the fence is held by
+    its own admin-path connection and proven to block a conflicting lock before the block runs."""
+
+    @contextmanager
+    def fence(tables: tuple[str, ...]) -> Iterator[dict[str, object]]:
+        holder, prober = connect("admin"), connect("admin")
+        try:
+            with metadata_fence(holder, tables):
+                checks = {table: fence_holds(prober, table) for table in tables}
+                weak = {t: r for t, (held, r) in checks.items() if not held}
+                assert not weak, ("the metadata-lock fence does not hold (a conflicting lock was not made to wait), "
+                                  f"so destructive probes were not run: {weak}")
+                yield {t: r for t, (_, r) in checks.items()}
+        finally:
+            holder.close()
+            prober.close()
+
+    return fence

@@ -3,7 +3,9 @@
 --
 --   app_user   EXECUTE on the API procedures (and get_tenant), SELECT on the tenant views
 --   auditor    SELECT on the audit tables and the views, EXECUTE to choose a tenant
---   migration  DDL on the data tables only; nothing on the audit tables
+--   migration  DDL on the data tables only; nothing on the audit tables. No DROP: it would
+--              empty a table without one audit event (TRUNCATE) and remove its audit triggers
+--              with the table (DROP TABLE)
 --   (api_definer's own grants: 025_definer_grants.sql)
 USE securedb;
 
@@ -27,7 +29,7 @@ GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'auditor'@'${account_
 GRANT EXECUTE ON FUNCTION securedb.get_tenant TO 'auditor'@'${account_host}';
 
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'migration'@'${account_host}';
-GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.tenants TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.tenant_grants TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.users TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, DROP, INDEX, REFERENCES ON securedb.accounts TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.tenants TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.tenant_grants TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.users TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.accounts TO 'migration'@'${account_host}';

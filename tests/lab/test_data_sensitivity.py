@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from provision import schema
 from provision.netns import ACCOUNT_HOST
+from tests.lab import admin_sql
+from ztm.fixtures_data import ER_LOCK_WAIT_TIMEOUT, fence_holds, metadata_fence, sql_error
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
 
@@ -19,21 +20,10 @@ DEFINER = "DEFINER = 'api_definer'@'localhost'"
 
 
 @pytest.fixture
-def data_plane(lab) -> Iterator[object]:
+def data_plane(lab) -> Iterator[admin_sql.Runner]:
     """Admin SQL runner; the data plane is re-applied after the test whatever it broke."""
-
-    def run(*statements: str, args: tuple = ()) -> list[tuple]:
-        rows: list[tuple] = []
-        with lab.admin() as conn, conn.cursor() as cur:
-            cur.execute("USE securedb")
-            for statement in statements:
-                cur.execute(statement, args if "%s" in statement else None)
-                rows = list(cur.fetchall() or [])
-        return rows
-
-    yield run
-    with lab.admin() as conn:
-        schema.apply(conn, account_host=ACCOUNT_HOST)
+    with admin_sql.broken(lab) as run:
+        yield run
 
 
 # -- ZTM-ACC-1 -----------------------------------------------------------------------
@@ -101,9 +91,103 @@ def test_aud1_fails_when_the_delete_guard_is_dropped(data_plane, control):
 def test_aud1_fails_when_migration_may_delete_audit_rows(data_plane, control):
     data_plane(f"GRANT DELETE ON securedb.audit_events TO {MIGRATION}")
     run = control("ZTM-AUD-1")
-    run.assert_failed("test_login_accounts_are_refused_writes_on_audit_tables", "migration was ALLOWED",
-                      "DELETE audit_events")
-    run.assert_failed("test_no_login_account_holds_destructive_privileges_on_audit_tables", "DELETE via GRANT DELETE")
+    run.assert_failed("test_login_accounts_are_refused_changes_to_audit_tables", "migration",
+                      "DELETE audit_events: ALLOWED")
+    run.assert_failed("test_no_account_but_the_admin_can_change_the_audit_tables", "DELETE via GRANT DELETE",
+                      "migration")
+
+
+def test_aud1_fails_when_migration_may_truncate_the_audit_table_and_the_fence_saves_it(data_plane, control):
+    (before,) = data_plane("SELECT COUNT(*) FROM audit_events")[0]
+    data_plane(f"GRANT DROP ON securedb.audit_events TO {MIGRATION}")
+    run = control("ZTM-AUD-1")
+    run.assert_failed("test_login_accounts_are_refused_changes_to_audit_tables", "migration",
+                      "TRUNCATE audit_events: ALLOWED by privileges (it waited for the fence",
+                      "DROP audit_events: ALLOWED by privileges")
+    run.assert_failed("test_no_account_but_the_admin_can_change_the_audit_tables", "DROP via GRANT DROP")
+    (after,) = data_plane("SELECT COUNT(*) FROM audit_events")[0]
+    assert after >= before, "the audit table lost rows: the fence did not stop the probe's TRUNCATE"
+
+
+def test_aud1_fails_when_a_role_of_the_app_may_update_audit_rows(data_plane, control, lab_target):
+    role = "'ztm_sneaky'@'%'" if lab_target.dialect.role_has_host else "ztm_sneaky"
+    data_plane(f"CREATE ROLE {role}", f"GRANT UPDATE ON securedb.audit_events TO {role}", f"GRANT {role} TO {APP}")
+    try:
+        run = control("ZTM-AUD-1")
+    finally:
+        data_plane(f"DROP ROLE {role}")
+    run.assert_failed("test_no_account_but_the_admin_can_change_the_audit_tables", "app_user",
+                      "UPDATE via GRANT UPDATE", "held by", "ztm_sneaky")
+
+
+def test_aud1_fails_when_every_account_may_delete_audit_rows(data_plane, control, lab_target):
+    """PUBLIC (MariaDB 10.11) or a mandatory role (MySQL): granted to every account at once."""
+    if lab_target.dialect.public_role:
+        grant, undo, shown = ["GRANT DELETE ON securedb.audit_events TO PUBLIC"], [
+            "REVOKE DELETE ON securedb.audit_events FROM PUBLIC"], "(held by PUBLIC)"
+    else:
+        grant = ["CREATE ROLE 'ztm_everyone'@'%'", "GRANT DELETE ON securedb.audit_events TO 'ztm_everyone'@'%'",
+                 "SET GLOBAL mandatory_roles = 'ztm_everyone@%'"]
+        undo, shown = ["SET GLOBAL mandatory_roles = ''", "DROP ROLE 'ztm_everyone'@'%'"], "ztm_everyone"
+    data_plane(*grant)
+    try:
+        run = control("ZTM-AUD-1")
+    finally:
+        data_plane(*undo)
+    run.assert_failed("test_no_account_but_the_admin_can_change_the_audit_tables", "DELETE", shown, "auditor")
+
+
+def test_aud1_fails_when_grants_cannot_be_read(data_plane, control, lab_target):
+    if lab_target.dialect.mandatory_roles_variable is None:
+        pytest.skip("MariaDB ignores a role grant whose role does not exist, so it shows no grant it cannot "
+                    "read; this case exists on MySQL (mandatory_roles naming a missing role)")
+    data_plane("SET GLOBAL mandatory_roles = 'ztm_missing_role@%'")
+    try:
+        run = control("ZTM-AUD-1")
+    finally:
+        data_plane("SET GLOBAL mandatory_roles = ''")
+    run.assert_failed("test_no_account_but_the_admin_can_change_the_audit_tables", "could not be read",
+                      "ztm_missing_role")
+
+
+def test_aud1_fails_when_a_data_table_loses_an_audit_trigger(data_plane, control):
+    data_plane("DROP TRIGGER accounts_audit_update")
+    run = control("ZTM-AUD-1")
+    run.assert_failed("test_every_data_table_logs_every_change", "no AFTER UPDATE audit trigger on accounts")
+
+
+def test_aud1_fails_when_a_new_data_table_has_no_audit_triggers(data_plane, control):
+    data_plane("CREATE TABLE ztm_unaudited (id INT PRIMARY KEY) ENGINE = InnoDB")
+    try:
+        run = control("ZTM-AUD-1")
+    finally:
+        data_plane("DROP TABLE ztm_unaudited")
+    run.assert_failed("test_every_data_table_logs_every_change", "no AFTER INSERT audit trigger on ztm_unaudited",
+                      "no AFTER DELETE audit trigger on ztm_unaudited")
+
+
+def test_the_fence_makes_a_privileged_drop_wait_and_time_out(lab, data_plane):
+    """The fence AUD-1 probes behind, on a scratch table: the admin (who may drop anything)
+    is made to wait and time out; the same DROP without the fence succeeds (differential)."""
+    data_plane("CREATE TABLE ztm_fence_probe (id INT PRIMARY KEY) ENGINE = InnoDB")
+    try:
+        with lab.admin() as holder, lab.admin() as dropper:
+            with dropper.cursor() as cur:
+                cur.execute("SET SESSION lock_wait_timeout = 2")
+            with metadata_fence(holder, ("securedb.ztm_fence_probe",)):
+                held, proof = fence_holds(dropper, "securedb.ztm_fence_probe")
+                fenced_drop = sql_error(dropper, "DROP TABLE securedb.ztm_fence_probe")
+                fenced_truncate = sql_error(dropper, "TRUNCATE TABLE securedb.ztm_fence_probe")
+            survived = data_plane("SHOW TABLES LIKE 'ztm_fence_probe'")
+            assert not fence_holds(dropper, "securedb.ztm_fence_probe")[0], "the self-test passes without a fence"
+            unfenced_drop = sql_error(dropper, "DROP TABLE securedb.ztm_fence_probe")
+    finally:
+        data_plane("DROP TABLE IF EXISTS ztm_fence_probe")
+    assert held, f"the fence self-test did not see its lock wait: {proof}"
+    assert fenced_drop is not None and fenced_drop[0] == ER_LOCK_WAIT_TIMEOUT, fenced_drop
+    assert fenced_truncate is not None and fenced_truncate[0] == ER_LOCK_WAIT_TIMEOUT, fenced_truncate
+    assert survived, "the table was dropped behind the fence"
+    assert unfenced_drop is None, f"without the fence the DROP failed too ({unfenced_drop}): the probe shows nothing"
 
 
 # -- ZTM-AUD-2 -----------------------------------------------------------------------
