@@ -229,10 +229,10 @@ def _read_sinks(sinks) -> tuple[list[tuple[str, list[dict[str, Any]]]], list[str
     named, problems = [], []
     for sink in sinks:
         try:
-            named.append((str(sink.path), sink.read()))
+            named.append((sink.name, sink.read()))
         except Exception as exc:  # an unreadable sink is a finding, not a crash
-            problems.append(f"{sink.path}: cannot read the sink: {' '.join(str(exc).split())[:300]}")
-            named.append((str(sink.path), []))
+            problems.append(f"{sink.name}: cannot read the sink: {' '.join(str(exc).split())[:300]}")
+            named.append((sink.name, []))
     return named, problems
 
 

@@ -27,6 +27,10 @@ class FileSink:
     append_only: bool | None = None  # None: not tried yet
     note: str = ""
 
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
     def prepare(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(exist_ok=True)
@@ -86,7 +90,7 @@ class Shipper:
             if self.clock() < not_before:
                 _save(buffer, pending)
                 wait = not_before - self.clock()
-                self.failures.append(f"{sink.path}: {state[0].get('error', 'failing')}; in backoff for {wait:.0f} s, "
+                self.failures.append(f"{sink.name}: {state[0].get('error', 'failing')}; in backoff for {wait:.0f} s, "
                                      f"{len(pending)} anchor(s) buffered in {buffer}")
                 continue
             shipped = 0
@@ -97,7 +101,7 @@ class Shipper:
             except Exception as exc:  # any sink error: buffer it, never drop the anchor
                 delay = min(2 * (state[0]["delay"] if state else 0.5), 60.0)
                 error = _one_line(exc)
-                self.failures.append(f"{sink.path}: {error}; {len(pending) - shipped} anchor(s) buffered in {buffer}, "
+                self.failures.append(f"{sink.name}: {error}; {len(pending) - shipped} anchor(s) buffered in {buffer}, "
                                      f"retried in {delay:.0f} s")
                 _save(backoff, [{"not_before": self.clock() + delay, "delay": delay, "error": error}])
             else:
@@ -133,12 +137,14 @@ class S3Sink:
     note: str = ""
     client: Any = None
     path: Path = Path("s3")  # for messages
+    name: str = "s3"
 
     def __post_init__(self) -> None:
         import boto3
 
         self.client = self.client or boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
         self.path = Path(f"s3://{self.bucket}/{self.prefix}")
+        self.name = f"s3://{self.bucket}/{self.prefix}"
 
     def prepare(self) -> None:
         from botocore.exceptions import ClientError
@@ -195,6 +201,10 @@ class SyslogSink:
     @property
     def path(self) -> Path:
         return self.journal or Path(f"syslog://{self.address}")
+
+    @property
+    def name(self) -> str:
+        return f"syslog://{self.address}" + (f" (journal {self.journal})" if self.journal else "")
 
     def ship(self, record: dict[str, Any]) -> None:
         import socket

@@ -81,6 +81,7 @@ def main() -> int:
     subprocess.run(["chattr", "+a", str(args.journal)], capture_output=True)  # append-only where supported
     host, _, port = args.listen.rpartition(":")
     with Collector((host, int(port)), context, args.journal) as server:
+        print(f"listening on {host}:{server.server_address[1]}", flush=True)  # port 0: the one chosen
         server.serve_forever()
     return 0
 

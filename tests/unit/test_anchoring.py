@@ -257,6 +257,7 @@ class BrokenSink:
     """A sink whose service answers with an unexpected error (not an OSError)."""
 
     path = Path("broken://sink")
+    name = "broken://sink"
 
     def ship(self, record):
         raise RuntimeError("service answered 500")
