@@ -49,3 +49,18 @@ def test_grants_of_both_engines_are_parsed():
         ("INSERT", "TABLE", "securedb", "users"), ("EXECUTE", "PROCEDURE", "securedb", "app_transfer"),
         ("DELETE", "TABLE", "secure%", "*")]
     assert grants[-1].covers("securedb", "audit_events") and not grants[1].covers("securedb", "audit_events")
+
+
+def test_role_grant_lines_of_both_engines_name_their_roles():
+    from ztm.checks.grants import Grantee, parse_role_list, roles_granted
+    from ztm.dialect import MARIADB, MYSQL
+
+    assert roles_granted(["GRANT `ztm_r` TO `app_user`@`10.77.0.%`",
+                          "GRANT SELECT ON `securedb`.`v_users` TO `app_user`@`10.77.0.%`"], MARIADB) == [
+        Grantee("ztm_r", None)]
+    assert roles_granted(["GRANT `r1`@`%`,`r``2`@`localhost` TO `u`@`h` WITH ADMIN OPTION"], MYSQL) == [
+        Grantee("r1", "%"), Grantee("r`2", "localhost")]
+    assert parse_role_list("`r1`@`%`, r2@localhost,r3", MYSQL) == [
+        Grantee("r1", "%"), Grantee("r2", "localhost"), Grantee("r3", "%")]
+    assert parse_role_list("", MYSQL) == []
+    assert Grantee("PUBLIC", None).label == "PUBLIC" and Grantee("r", None).label == "role 'r'"
