@@ -60,6 +60,7 @@ JAIL_SETTINGS = JailSettings(maxretry=5, findtime=60, bantime=600,
 TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-a.assessment.ztm.lab"))
 TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-b.assessment.ztm.lab"))
 TENANT_UNGRANTED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-ungranted.assessment.ztm.lab"))
+TENANT_AUDITOR_ONLY = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-auditor-only.assessment.ztm.lab"))
 BASE_PACKAGES = ["iproute2", "nftables", "procps", "fail2ban", "softhsm2"]
 
 
@@ -325,15 +326,19 @@ def anchor_down(lab: Lab, collector: bool = False) -> None:
 
 
 def seed_tenants(conn: pymysql.connections.Connection) -> None:
-    """Two assessment tenants granted to the app and the auditor, and one granted to no one."""
+    """Two assessment tenants granted to the app and the auditor, one granted to no one, and
+    one to the auditor only."""
     with conn.cursor() as cur:
         for tenant_id, name in ((TENANT_A, "Assessment tenant A"), (TENANT_B, "Assessment tenant B"),
-                                (TENANT_UNGRANTED, "Assessment tenant never granted")):
+                                (TENANT_UNGRANTED, "Assessment tenant never granted"),
+                                (TENANT_AUDITOR_ONLY, "Assessment tenant of the auditor only")):
             cur.execute("INSERT IGNORE INTO securedb.tenants (tenant_id, name) VALUES (%s, %s)", (tenant_id, name))
         for user in (LOGIN_ACCOUNTS["app"], LOGIN_ACCOUNTS["auditor"]):
             for tenant_id in (TENANT_A, TENANT_B):
                 cur.execute("INSERT IGNORE INTO securedb.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
                             (user, tenant_id))
+        cur.execute("INSERT IGNORE INTO securedb.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
+                    (LOGIN_ACCOUNTS["auditor"], TENANT_AUDITOR_ONLY))
 
 
 def write_target(lab: Lab, engine: Engine) -> None:
@@ -367,7 +372,8 @@ def write_target(lab: Lab, engine: Engine) -> None:
                     "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
                     "intruder_allowlisted_address": netns.INTRUDER.addresses[1], "other_client_netns": netns.LOG.netns,
                     "listen_ports": [PORT]},
-        "tenants": {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED},
+        "tenants": {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED,
+                    "auditor_only": TENANT_AUDITOR_ONLY},
         "kms": {"provider": "pkcs11", "module": kms.MODULE, "token_label": kms.TOKEN_LABEL,
                 "key_label_prefix": kms.KEY_PREFIX, "key_version": 1,
                 "pin": {"file": str(lab.secrets / "kms-user.password")},
