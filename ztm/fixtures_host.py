@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    said: str
+from ztm.netprobe import Verdict, run_from
 
 
 @pytest.fixture(scope="session")
@@ -26,18 +19,11 @@ def network(target) -> dict:
 
 
 @pytest.fixture(scope="session")
-def from_netns() -> Callable[..., ProbeResult]:
+def from_netns() -> Callable[..., Verdict]:
     """``from_netns(netns, probe, *args)``: run a ztm.netprobe probe inside a lab namespace
-    (the intruder, the log host). None as netns runs it here, on the assessor."""
-
-    def run(netns: str | None, *args: str) -> ProbeResult:
-        argv = [sys.executable, "-m", "ztm.netprobe", *args]
-        if netns:
-            argv = ["ip", "netns", "exec", netns, *argv]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        return ProbeResult(done.returncode == 0, (done.stdout + done.stderr).strip()[-300:])
-
-    return run
+    (the intruder, the log host); None runs it here, on the assessor. Returns its Verdict:
+    reachable, blocked, or could not run (see ztm.netprobe for what counts as which)."""
+    return run_from
 
 
 @pytest.fixture(scope="session")

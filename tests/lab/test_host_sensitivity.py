@@ -6,12 +6,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
+import tomllib
 
 import pytest
 import tomli_w
 
 from provision import fail2ban, netns
 from provision.lab import host_controls_up
+from tests.control_runner import run_control
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
 
@@ -40,10 +44,89 @@ def test_net1_fails_when_the_allowlist_includes_the_intruder(lab, restore_host, 
                       f"{netns.INTRUDER.addresses[0]} (not allowlisted) reached the database port")
 
 
+@pytest.fixture
+def intruder_rule(lab):
+    """Reject or drop everything from the intruder's outside address, ahead of the lab firewall."""
+    def apply(verdict: str) -> None:
+        nft("add", "table", "inet", "ztm_sensitivity")
+        nft("add", "chain", "inet", "ztm_sensitivity", "input",
+            "{ type filter hook input priority -10; policy accept; }")
+        nft("add", "rule", "inet", "ztm_sensitivity", "input", "ip", "saddr", netns.INTRUDER.addresses[0],
+            *verdict.split())
+
+    yield apply
+    subprocess.run(netns.in_netns(netns.DB.netns, ["nft", "delete", "table", "inet", "ztm_sensitivity"]),
+                   capture_output=True)
+
+
+def test_net1_fails_when_the_intruder_probe_meets_host_unreachable(lab, intruder_rule, control):
+    """ICMP host-unreachable is no proof of a firewall: the probe "could not run"."""
+    intruder_rule("reject with icmp type host-unreachable")
+    run = control("ZTM-NET-1")
+    run.assert_failed("test_database_port_reachable_only_from_the_allowlist", "intruder probe could not run",
+                      "host unreachable")
+
+
+def test_net1_fails_when_the_intruder_cannot_reach_the_host_at_all(lab, intruder_rule, control):
+    """Silence on every port (a broken path looks the same) cannot pass for a firewall drop."""
+    intruder_rule("drop")
+    run = control("ZTM-NET-1")
+    run.assert_failed("test_database_port_reachable_only_from_the_allowlist", "could not run",
+                      "does not answer", "port 22")
+
+
+def test_net1_fails_when_the_intruder_namespace_is_missing(lab, tmp_path):
+    doc = tomllib.loads(lab.target_file.read_text())
+    doc["network"]["intruder_netns"] = netns.INTRUDER.netns + "-absent"
+    target = tmp_path / "target.toml"
+    target.write_text(tomli_w.dumps(doc))
+    run = run_control(target, "ZTM-NET-1")
+    run.assert_failed("test_database_port_reachable_only_from_the_allowlist", "intruder probe could not run",
+                      "Cannot open network namespace")
+
+
+def test_net1_fails_when_an_unexpected_port_listens(lab, control):
+    listener = subprocess.Popen(netns.in_netns(netns.DB.netns, [
+        sys.executable, "-c", "import socket, time; s = socket.create_server(('0.0.0.0', 5555)); time.sleep(600)"]))
+    try:
+        deadline = time.monotonic() + 60
+        while ":5555 " not in subprocess.run(netns.in_netns(netns.DB.netns, ["ss", "-H", "-ltn"]),
+                                             capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline and listener.poll() is None, "the stray listener did not start"
+            time.sleep(0.2)
+        run = control("ZTM-NET-1")
+    finally:
+        listener.kill()
+        listener.wait()
+    run.assert_failed("test_only_expected_ports_listen", "unexpected listening ports", "tcp/5555")
+
+
 def test_net2_fails_when_fail2ban_is_stopped(lab, restore_host, control):
     fail2ban.stop(lab.fail2ban)
     run = control("ZTM-NET-2")
+    run.assert_failed("test_jail_watches_the_server_log", "fail2ban does not answer")
     run.assert_failed("test_repeated_failed_logins_get_the_source_banned", "fail2ban does not answer")
+
+
+def test_net2_fails_when_fail2ban_watches_the_wrong_log(lab, restore_host, control):
+    """fail2ban runs, but its jail reads another file than the one the server writes."""
+    wrong = lab.host_dir / "not-the-server.log"
+    wrong.touch()
+    fail2ban.client(lab.fail2ban, "set", fail2ban.JAIL, "addlogpath", str(wrong))
+    fail2ban.client(lab.fail2ban, "set", fail2ban.JAIL, "dellogpath", str(lab.server.error_log))
+    run = control("ZTM-NET-2")
+    run.assert_failed("test_jail_watches_the_server_log", "blind to the server log", str(lab.server.error_log))
+    run.assert_failed("test_repeated_failed_logins_get_the_source_banned", "did not get it banned",
+                      "blind to the server log", "failed logins to " + str(lab.server.error_log))
+
+
+def test_net2_fails_when_the_server_does_not_log_failed_logins(lab, lab_target, admin_change, control):
+    variable, on, off = lab_target.dialect.failed_login_log
+    with admin_change([f"SET GLOBAL {variable} = {off}"], [f"SET GLOBAL {variable} = {on}"]):
+        run = control("ZTM-NET-2")
+    run.assert_failed("test_jail_watches_the_server_log", "does not log failed logins", f"{variable} = {off}")
+    run.assert_failed("test_repeated_failed_logins_get_the_source_banned", "did not get it banned",
+                      "server log was not written")
 
 
 def test_hst1_fails_when_a_key_file_is_world_readable(lab, control):

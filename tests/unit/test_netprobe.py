@@ -1,0 +1,41 @@
+"""ztm.netprobe on loopback (no lab needed): verdicts, exit codes and the JSON line."""
+
+from __future__ import annotations
+
+import socket
+
+from ztm.netprobe import BLOCKED, COULD_NOT_RUN, REACHABLE, connect, main, run_from
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: the kernel answers a SYN with a reset
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_listening_port_is_reachable_and_a_closed_one_blocked_by_reset():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert connect("127.0.0.1", port).verdict == REACHABLE
+        assert run_from(None, "connect", "127.0.0.1", str(port)).verdict == REACHABLE
+    closed = connect("127.0.0.1", _closed_port())
+    assert (closed.verdict, closed.how) == (BLOCKED, "tcp-reset")
+
+
+def test_source_address_not_configured_here_could_not_run():
+    seen = connect("127.0.0.1", 9, source="192.0.2.1")  # TEST-NET-1: on no interface; no packet is sent
+    assert (seen.verdict, seen.how) == (COULD_NOT_RUN, "bind")
+
+
+def test_exit_codes_follow_the_verdict(capsys):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        assert main(["connect", "127.0.0.1", str(server.getsockname()[1])]) == 0
+    assert main(["connect", "127.0.0.1", str(_closed_port())]) == 1
+    assert main(["connect", "127.0.0.1", "9", "--source", "192.0.2.1"]) == 2
+    assert '"verdict": "could not run"' in capsys.readouterr().out
+
+
+def test_probe_that_cannot_start_or_is_misused_could_not_run():
+    assert run_from(None, "connect", "127.0.0.1", "1", python="/nonexistent/python3").verdict == COULD_NOT_RUN
+    misused = run_from(None, "connect", "127.0.0.1", "not-a-port")
+    assert misused.verdict == COULD_NOT_RUN and "invalid int value" in misused.said
