@@ -1,27 +1,38 @@
 """ZTM-CRY-1: PII is encrypted in the client; the database never holds plaintext PII.
 
 A record with unique sentinel PII is written through the envelope client and the API.
-Then, reading as the admin: no table of the database holds a sentinel (raw, hex or base64);
-the record decrypts in the client through the KMS; and the database's own content (every
-byte of the row) cannot decrypt it, while the key-encryption key is not extractable from
-the HSM.
+Then, reading as the admin: no table of the database holds a sentinel (raw, hex or base64),
+and a finding names the table, column and row; the record decrypts in the client through
+the KMS; the database's own content (every byte of the row) cannot decrypt it, while the
+key-encryption key is not extractable from the HSM. Every recent stored record is checked
+twice, separately: its data key unwraps through the KMS in the record's own context, and
+each PII column is AES-256-GCM ciphertext that opens under that key (a column that holds
+readable text is named as plaintext). Findings never quote the PII they found.
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import dataclass, field
+from typing import Any
 
 import pymysql
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from envelope.client import api_json
+from envelope.client import PII_FIELDS, TABLE, api_json
+from envelope.context import parse_header
+from envelope.record import SealedField, open_field
 from envelope.setup import client_for
 from ztm.data_plane import DATABASE
+from ztm.errors import UserError
 
 pytestmark = pytest.mark.control("ZTM-CRY-1")
+
+RECENT_RECORDS = 500  # the newest records are checked one by one (all of them in a lab)
+GCM_TAG_BYTES = 16
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +42,13 @@ def envelope(target):
     client = client_for(target)
     yield client
     client.kms.close()
+
+
+@dataclass(frozen=True)
+class SentinelRecord:
+    pii: dict[str, str] = field(repr=False)  # kept out of failure reports (they go into the bundle)
+    user_id: str
+    tenant: str
 
 
 @pytest.fixture(scope="module")
@@ -50,64 +68,74 @@ def sentinel_record(target, tenants, envelope):
             cur.fetchall()
     finally:
         conn.close()
-    return {"pii": pii, "user_id": doc["user_id"], "tenant": tenants["A"]}
+    return SentinelRecord(pii, doc["user_id"], tenants["A"])
 
 
-def _needles(values: list[str]) -> dict[str, bytes]:
+def _needles(pii: dict[str, str]) -> dict[str, bytes]:
+    """Each sentinel as it could be stored: raw, hex (either case) or base64. Labels name the
+    field, never the value."""
     needles = {}
-    for value in values:
+    for name, value in pii.items():
         raw = value.encode()
-        needles[f"{value!r} raw"] = raw
-        needles[f"{value!r} hex"] = raw.hex().encode()
-        needles[f"{value!r} HEX"] = raw.hex().upper().encode()
-        needles[f"{value!r} base64"] = base64.b64encode(raw)
+        for encoding, needle in (("raw", raw), ("hex", raw.hex().encode()), ("HEX", raw.hex().upper().encode()),
+                                 ("base64", base64.b64encode(raw))):
+            needles[f"sentinel {name} ({encoding})"] = needle
     return needles
 
 
-def _all_rows(admin) -> dict[str, list[tuple]]:
+def _tables(admin) -> dict[str, list[str]]:
+    """Base tables of the database and their primary-key columns (to name a row)."""
     with admin.cursor() as cur:
-        cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_TYPE = 'BASE TABLE'", (DATABASE,))
-        tables = [t for (t,) in cur.fetchall()]
-        rows = {}
-        for table in tables:
-            cur.execute(f"SELECT * FROM `{DATABASE}`.`{table}`")  # names from information_schema
-            rows[table] = list(cur.fetchall())
-    return rows
+        cur.execute("SELECT t.TABLE_NAME, c.COLUMN_NAME FROM information_schema.TABLES t LEFT JOIN "
+                    "information_schema.COLUMNS c ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME "
+                    "AND c.COLUMN_KEY = 'PRI' WHERE t.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' "
+                    "ORDER BY t.TABLE_NAME, c.ORDINAL_POSITION", (DATABASE,))
+        tables: dict[str, list[str]] = {}
+        for table, column in cur.fetchall():
+            tables.setdefault(table, [])
+            if column:
+                tables[table].append(column)
+    return tables
 
 
 def test_sentinel_pii_never_appears_in_plaintext(admin, sentinel_record, evidence):
-    needles = _needles(list(sentinel_record["pii"].values()))
-    found = []
-    rows = _all_rows(admin)
-    for table, table_rows in rows.items():
-        for row in table_rows:
-            for value in row:
-                data = value if isinstance(value, (bytes, bytearray)) else str(value).encode()
-                found += [f"{table}: {label}" for label, needle in needles.items() if needle in data]
-    evidence.json("plaintext-scan", {"tables": {t: len(r) for t, r in rows.items()}, "sentinels": len(needles),
-                                     "found": sorted(set(found))})
-    assert not found, "plaintext PII stored in the database: " + "; ".join(sorted(set(found)))
+    needles = _needles(sentinel_record.pii)
+    found: set[str] = set()
+    scanned: dict[str, int] = {}
+    for table, key_columns in _tables(admin).items():
+        with admin.cursor(pymysql.cursors.SSDictCursor) as cur:  # streamed: the audit table can be large
+            cur.execute(f"SELECT * FROM `{DATABASE}`.`{table}`")  # names from information_schema
+            scanned[table] = 0
+            for row in cur:
+                scanned[table] += 1
+                key = ", ".join(f"{k}={row[k]}" for k in key_columns) or "no primary key"
+                for column, value in row.items():
+                    data = value if isinstance(value, (bytes, bytearray)) else str(value).encode()
+                    found.update(f"{table}.{column} ({key}): {label}" for label, needle in needles.items()
+                                 if needle in data)
+    evidence.json("plaintext-scan", {"rows_scanned": scanned, "sentinels": len(needles), "found": sorted(found)})
+    assert scanned, f"no base tables found in {DATABASE}: nothing was scanned"
+    assert not found, "plaintext PII stored in the database: " + "; ".join(sorted(found)[:20])
 
 
 def test_stored_record_decrypts_in_the_client_through_the_kms(session, sentinel_record, envelope, evidence):
-    conn = session("app", tenant=sentinel_record["tenant"])
+    conn = session("app", tenant=sentinel_record.tenant)
     with conn.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute("SELECT * FROM v_users WHERE user_id = %s", (sentinel_record["user_id"],))
+        cur.execute("SELECT * FROM v_users WHERE user_id = %s", (sentinel_record.user_id,))
         row = cur.fetchone()
     assert row is not None, "the sentinel record is not readable through v_users"
     calls = envelope.kms.calls
     plaintext = envelope.decrypt_user(row)
     evidence.json("round-trip", {"user_id": row["user_id"], "kms_key_id": row["pii_kms_key_id"],
                                  "key_version": row["pii_key_version"], "kms_calls": envelope.kms.calls - calls,
-                                 "fields_match": plaintext == sentinel_record["pii"]})
-    assert plaintext == sentinel_record["pii"], "the record does not decrypt back to what the client wrote"
+                                 "fields_match": plaintext == sentinel_record.pii})
+    assert plaintext == sentinel_record.pii, "the record does not decrypt back to what the client wrote"
     assert envelope.kms.calls > calls, "decryption did not go through the KMS"
 
 
 def test_database_content_alone_cannot_decrypt(admin, sentinel_record, envelope, evidence):
     with admin.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute("SELECT * FROM securedb.users WHERE user_id = %s", (sentinel_record["user_id"],))
+        cur.execute("SELECT * FROM securedb.users WHERE user_id = %s", (sentinel_record.user_id,))
         row = cur.fetchone()
     material = b"".join(v for v in row.values() if isinstance(v, (bytes, bytearray)))
     candidates = {material[i:i + 32] for i in range(0, max(len(material) - 31, 0))}
@@ -126,24 +154,83 @@ def test_database_content_alone_cannot_decrypt(admin, sentinel_record, envelope,
         assert not kek["extractable"] and kek["sensitive"], f"the KMS key-encryption key can leave the HSM: {kek}"
 
 
-RECENT_RECORDS = 500
-
-
-def test_every_stored_record_is_envelope_ciphertext(admin, envelope, evidence):
-    """The most recent records (all of them in a lab) must decrypt through the KMS in their own
-    context: a record some client stored in plaintext, or under another scheme, does not."""
-    from envelope.client import EnvelopeClient
-
+@pytest.fixture(scope="module")
+def recent_records(admin) -> list[dict[str, Any]]:
     with admin.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute(f"SELECT * FROM securedb.users ORDER BY created_at DESC LIMIT {RECENT_RECORDS}")
-        rows = cur.fetchall()
-    failures = {}
-    for row in rows:
+        return list(cur.fetchall())
+
+
+@pytest.fixture(scope="module")
+def unwrapped(recent_records, envelope) -> dict[str, bytes | str]:
+    """user_id -> the DEK unwrapped through the KMS, or why the KMS would not unwrap it."""
+    result: dict[str, bytes | str] = {}
+    for row in recent_records:
         try:
-            EnvelopeClient.decrypt_user(envelope, row)
-        except Exception as exc:  # any failure to open is a finding about that record
-            failures[row["user_id"]] = str(exc)[:200]
-    evidence.json("records-checked", {"records": len(rows), "not_envelope_ciphertext": failures})
-    assert rows, "no records stored: nothing to check"
-    assert not failures, (f"{len(failures)} stored record(s) are not client-side ciphertext that opens in their "
-                          "own context (plaintext or foreign encryption): " + ", ".join(list(failures)[:10]))
+            result[row["user_id"]] = envelope.unwrap_dek(row)
+        except (UserError, ValueError, KeyError) as exc:
+            result[row["user_id"]] = str(exc)[:200]
+    return result
+
+
+def test_every_stored_dek_unwraps_through_the_kms(recent_records, unwrapped, evidence):
+    """Each record's wrapped DEK opens through the KMS in the record's own tenant and key
+    version: a record a client stored with a made-up, foreign or moved key does not."""
+    refused = {uid: why for uid, why in unwrapped.items() if isinstance(why, str)}
+    evidence.json("dek-unwrap", {"records": len(recent_records), "refused": refused})
+    assert recent_records, "no records stored in securedb.users: nothing to check"
+    assert not refused, (f"{len(refused)} stored record(s) carry a data key the KMS does not unwrap in the record's "
+                         "context: " + "; ".join(f"{TABLE}.pii_wrapped_key of record {uid}: {why}"
+                                                 for uid, why in list(refused.items())[:10]))
+
+
+def _readable_text(data: bytes) -> bool:
+    """Printable UTF-8: what plaintext looks like. (Only asked of a field that failed to open
+    as ciphertext, so random ciphertext that happens to look printable is never accused.)"""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and text.isprintable()
+
+
+def _field_finding(row: dict[str, Any], name: str, dek: bytes | str) -> str | None:
+    sealed = SealedField(bytes(row[f"{name}_ct"]), bytes(row[f"{name}_iv"]), bytes(row[f"{name}_aad"]))
+    where = f"{TABLE}.{name} of record {row['user_id']}"
+    if _readable_text(sealed.ct) or len(sealed.ct) < GCM_TAG_BYTES:
+        if isinstance(dek, bytes) and _opens(dek, sealed, row, name):
+            return None
+        return f"{where} holds readable text ({len(sealed.ct)} bytes): plaintext, not AES-256-GCM ciphertext"
+    if not isinstance(dek, bytes):
+        return None  # its DEK does not unwrap: that test names the record
+    header = parse_header(sealed.aad)
+    if header is None:
+        return f"{where} has no envelope header (not written by an envelope client)"
+    if not _opens(dek, sealed, row, name):
+        return f"{where} does not open under the record's DEK in its own context (moved, altered, or another key)"
+    return None
+
+
+def _opens(dek: bytes, sealed: SealedField, row: dict[str, Any], name: str) -> bool:
+    header = parse_header(sealed.aad)
+    if header is None or header.key_version > int(row["pii_key_version"]):
+        return False
+    try:
+        open_field(dek, sealed, tenant=row["tenant_id"], table=TABLE, column=name, record=row["user_id"],
+                   key_version=header.key_version, fmt=header.format)
+    except UserError:
+        return False
+    return True
+
+
+def test_every_stored_pii_field_is_ciphertext(recent_records, unwrapped, evidence):
+    """Each PII column of each recent record is AES-256-GCM ciphertext that opens under the
+    record's DEK with the AAD rebuilt from the row. A client that stores plaintext is caught
+    here even when it wrapped a real DEK through the KMS."""
+    findings = [f for row in recent_records for name in PII_FIELDS
+                if (f := _field_finding(row, name, unwrapped[row["user_id"]])) is not None]
+    evidence.json("fields-checked", {"records": len(recent_records), "fields": len(recent_records) * len(PII_FIELDS),
+                                     "findings": findings})
+    assert recent_records, "no records stored in securedb.users: nothing to check"
+    assert not findings, f"{len(findings)} stored PII field(s) are not client-side ciphertext: " + "; ".join(
+        findings[:10])
