@@ -10,7 +10,9 @@ from evidence.bundle import json_bytes, write_bundle
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
 from evidence.results import TestResult, assign_folders, control_status
 from evidence.run_info import run_document, tool_versions
+from evidence.scan import find_in, redact
 from evidence.schemas import validate_documents
+from evidence.sensitive import kept_out, key_material, target_secrets
 from evidence.sign import load_signing_key
 from ztm import __version__
 from ztm.errors import UserError
@@ -24,11 +26,31 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _target_info(config: Any) -> dict[str, Any]:
+def _target_info(writer: BundleWriter) -> dict[str, Any]:
+    """What this process's fixtures read, completed by what xdist workers read."""
     from ztm.plugin import TARGET_INFO
 
-    info = dict(config.stash.get(TARGET_INFO, {}))
+    info = {**writer.worker_target, **writer.config.stash.get(TARGET_INFO, {})}
     return info or {"name": None, "note": "no test loaded the target"}
+
+
+def _never_in_bundle(writer: BundleWriter) -> list[str]:
+    from ztm.plugin import target_path
+
+    return [*target_secrets(target_path(writer.config)), *key_material(writer.key),
+            *kept_out(writer.config), *writer.worker_kept_out]
+
+
+def _redacted(files: dict[str, bytes], needles: list[str]) -> tuple[dict[str, bytes], list[str]]:
+    """Known secrets and private keys replaced by a mark; changed JSON documents validated again."""
+    cleaned, findings = redact(files, needles)
+    changed = {name: data for name, data in cleaned.items() if data != files[name] and name.endswith(".json")}
+    try:
+        validate_documents({name: json.loads(data) for name, data in changed.items()})
+    except ValueError:
+        raise UserError("a secret was found inside a JSON value and redacting it broke the document: "
+                        + "; ".join(findings)) from None
+    return cleaned, findings
 
 
 def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
@@ -38,7 +60,7 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     results = list(writer.results.values())
     assign_folders(results)
     mappings = {cid: c.mappings for cid, c in writer.catalog.controls.items()}
-    target = _target_info(writer.config)
+    target = _target_info(writer)
     target_name = str(target.get("name") or "unknown target")
     tools = tool_versions()
 
@@ -61,13 +83,14 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
                         "expired_ignored": [w.to_json() for w in writer.waivers if w.expired(today)]},
         },
         "catalog.json": writer.catalog.to_json(covered=writer.covered | set(per_control)),
-        f"oscal/{AP_FILE}": assessment_plan(writer.catalog, sorted(per_control), target_name=target_name,
+        f"oscal/{AP_FILE}": assessment_plan(writer.catalog, list(writer.catalog.controls), target_name=target_name,
                                             when=finished_s, version=__version__),
         "oscal/assessment-results.json": assessment_results(writer.catalog, results, target_name=target_name,
                                                             started=started_s, finished=finished_s,
                                                             version=__version__, tools=tools),
     }
     files: dict[str, bytes] = {}
+    run_doc = documents.pop("run.json")
     for result in results:
         for item, path in zip(result.evidence, result.evidence_files, strict=True):
             if item["kind"] == "json":
@@ -86,6 +109,18 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
                     files[name] = handle.read()
             except OSError as exc:
                 raise UserError(f"{name} was not written ({exc.strerror}); the bundle would be incomplete") from None
+    # No secret is signed: redact what the scan finds, say so in run.json, then scan everything again.
+    needles = _never_in_bundle(writer)
+    files, writer.redactions = _redacted(files, needles)
+    if writer.redactions:
+        run_doc["redactions"] = writer.redactions
+    validate_documents({"run.json": run_doc})
+    run_file, in_run = _redacted({"run.json": json_bytes(run_doc)}, needles)
+    files["run.json"] = run_file["run.json"]
+    writer.redactions += in_run
+    left = find_in(files, needles)
+    if left:
+        raise UserError("secrets remain after redaction, bundle not signed: " + "; ".join(left[:5]))
     return files
 
 

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from evidence.sign import public_pem
+from ztm.errors import UserError
 
 ROOT = "bundle"
 MANIFEST = "MANIFEST.sha256"
@@ -36,6 +38,27 @@ def manifest_text(files: dict[str, bytes]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def check_destination(value: str) -> Path:
+    """Where the bundle will go; UserError when it cannot be written there (checked before any test runs)."""
+    out = Path(value).expanduser()
+    if not value or out.is_dir():
+        raise UserError(f"--evidence-out {value!r} is a directory: name the bundle file, e.g. {out / 'bundle.tar.gz'}")
+    if out.exists() and not out.is_file():
+        raise UserError(f"--evidence-out {value}: exists and is not a regular file (it would be replaced)")
+    parent = out.resolve().parent
+    if not parent.exists():
+        raise UserError(f"--evidence-out {value}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise UserError(f"--evidence-out {value}: {parent} is not a folder")
+    try:  # the way write_bundle writes: a temporary file next to the bundle, then a rename
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".check")
+    except OSError as exc:
+        raise UserError(f"--evidence-out {value}: cannot write in {parent} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return out.resolve()
+
+
 def write_bundle(out: Path, files: dict[str, bytes], key: Ed25519PrivateKey, cert_pem: bytes | None) -> None:
     """Sign ``files`` (bundle-relative name -> content) and write the tar.gz atomically."""
     files = dict(files)
@@ -45,12 +68,15 @@ def write_bundle(out: Path, files: dict[str, bytes], key: Ed25519PrivateKey, cer
     manifest = manifest_text(files)
     files[MANIFEST] = manifest
     files[SIGNATURE] = key.sign(manifest)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     now = int(time.time())
-    with tarfile.open(tmp, "w:gz") as tar:
-        for name in sorted(files):
-            info = tarfile.TarInfo(f"{ROOT}/{name}")
-            info.size, info.mtime, info.mode = len(files[name]), now, 0o644
-            tar.addfile(info, io.BytesIO(files[name]))
-    tmp.replace(out)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name in sorted(files):
+                info = tarfile.TarInfo(f"{ROOT}/{name}")
+                info.size, info.mtime, info.mode = len(files[name]), now, 0o644
+                tar.addfile(info, io.BytesIO(files[name]))
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write the bundle to {out}: {exc.strerror}") from None

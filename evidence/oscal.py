@@ -1,10 +1,12 @@
 """OSCAL 1.1.2 assessment results (one observation per test, one finding per control) and
 the small assessment plan they import.
 
-A finding is ``satisfied`` only if every observation of its control passed; a failure, an
-error, a waived failure or a skipped test makes it ``not-satisfied`` (with the reason in its
-remarks). The suite itself is the assessment tool: a component in the result's local
-definitions that every observation names as its origin.
+Every catalog control has a finding. It is ``satisfied`` only if every observation of its
+control passed; a failure, an error, a waived failure or a skipped test makes it
+``not-satisfied`` (with the reason in its remarks), and so does a control no test of the run
+assessed ("not assessed" in its remarks and its ``assessment`` property). The suite itself
+is the assessment tool: a component in the result's local definitions that every
+observation names as its origin.
 """
 
 from __future__ import annotations
@@ -63,8 +65,14 @@ def assessment_plan(catalog: Catalog, controls: list[str], *, target_name: str, 
     }}
 
 
+NOT_ASSESSED = ("Not assessed: no test of this control ran in this run (not selected, not collected, or the "
+                "control has no test yet).")
+
+
 def finding_state(results: list[TestResult]) -> tuple[str, str, str | None]:
     """(state, reason, remarks) of a control's finding from its tests' outcomes."""
+    if not results:
+        return "not-satisfied", "other", NOT_ASSESSED
     outcomes = [r.outcome for r in results]
     if outcomes and all(o == "passed" for o in outcomes):
         return "satisfied", "pass", None
@@ -108,20 +116,23 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
         observations.append(observation)
         for control in result.controls:
             by_control.setdefault(control, []).append((result, obs_uuid))
-    for control, entries in sorted(by_control.items()):
-        ctl = catalog.get(control)
+    # Every catalog control gets a finding: one without tests in this run is "not assessed", never satisfied.
+    for control in [*catalog.controls, *sorted(set(by_control) - set(catalog.controls))]:
+        ctl, entries = catalog.get(control), by_control.get(control, [])
         state, reason, remarks = finding_state([r for r, _ in entries])
         finding: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
             "title": f"{control}: {ctl.title if ctl else control}",
             "description": ctl.rationale if ctl else control,
             "props": [_prop("control-id", control),
-                      *(_prop(f"{fw}-mapping", m) for fw, ms in (ctl.mappings.items() if ctl else []) for m in ms)],
+                      *(_prop(f"{fw}-mapping", m) for fw, ms in (ctl.mappings.items() if ctl else []) for m in ms),
+                      _prop("assessment", "assessed" if entries else "not-assessed")],
             "origins": [{"actors": [{"type": "tool", "actor-uuid": tool_uuid}]}],
             "target": {"type": "objective-id", "target-id": control.lower(),
                        "status": {"state": state, "reason": reason}},
-            "related-observations": [{"observation-uuid": u} for _, u in entries],
         }
+        if entries:
+            finding["related-observations"] = [{"observation-uuid": u} for _, u in entries]
         if remarks:
             finding["remarks"] = remarks
             finding["target"]["status"]["remarks"] = remarks
@@ -134,7 +145,7 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
         "start": started,
         "end": finished,
         "local-definitions": {"components": [_tool_component(tool_uuid, tools)]},
-        "reviewed-controls": _reviewed_controls(catalog, sorted(by_control)),
+        "reviewed-controls": _reviewed_controls(catalog, list(catalog.controls)),
     }
     if observations:
         result_block["observations"] = observations

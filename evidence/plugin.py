@@ -1,10 +1,13 @@
 """pytest plugin: control ids from the catalog, the ``evidence`` fixture, waivers, and
 ``--evidence-out`` (the signed bundle of DESIGN §7).
 
-Two small classes, registered in ``pytest_configure`` as pytest-reportlog does:
+Small classes, registered in ``pytest_configure`` as pytest-reportlog does:
 ``CatalogGate`` (every process: unknown ids, --control, --controls-list, waivers) and
 ``BundleWriter`` (the controller only, never an xdist worker: collects reports and writes
-the bundle once, after JUnit and pytest-html have written theirs).
+the bundle once, after JUnit and pytest-html have written theirs). A bundle run also
+registers ``FailureScrubber`` (every process: no argument values or locals in failure
+reports) and, on xdist workers, ``WorkerRelay`` (target identity and kept-out values to the
+controller).
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from typing import Any
 
 import pytest
 
+from evidence.bundle import check_destination
 from evidence.catalog import Catalog, load_catalog
 from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
+from evidence.relay import WorkerRelay, received
 from evidence.results import TestResult
+from evidence.scrub import FailureScrubber
 from evidence.waivers import Waiver, load_waivers
 from ztm.errors import UserError
 
@@ -70,9 +76,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "no"  # list in this process: xdist (configured after us) starts no workers
     gate = CatalogGate(config, catalog, waivers)
     config.pluginmanager.register(gate, "ztm-catalog-gate")
-    if config.option.evidence_out and not hasattr(config, "workerinput"):
-        key, cert = _signer_paths(config)
-        config.pluginmanager.register(BundleWriter(config, gate, key, cert), "ztm-bundle-writer")
+    if not config.option.evidence_out:
+        return
+    config.pluginmanager.register(FailureScrubber(config), "ztm-failure-scrubber")
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller writes the bundle
+        config.pluginmanager.register(WorkerRelay(config), "ztm-worker-relay")
+        return
+    try:
+        out = check_destination(config.option.evidence_out)
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    key, cert = _signer_paths(config)
+    config.pluginmanager.register(BundleWriter(config, gate, out, key, cert), "ztm-bundle-writer")
 
 
 def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
@@ -231,14 +246,17 @@ class CatalogGate:
 class BundleWriter:
     """Collects every report on the controller and writes the bundle at the very end."""
 
-    def __init__(self, config: pytest.Config, gate: CatalogGate, key: Path, cert: Path | None) -> None:
+    def __init__(self, config: pytest.Config, gate: CatalogGate, out: Path, key: Path, cert: Path | None) -> None:
         self.config = config
         self.gate = gate
         self.catalog = gate.catalog
         self.waivers = gate.waivers
         self.key, self.cert = key, cert
-        self.out = Path(config.option.evidence_out).resolve()
+        self.out = out
         self.results: dict[str, TestResult] = {}
+        self.worker_target: dict[str, Any] = {}  # what xdist workers' fixtures read (relay.WorkerRelay)
+        self.worker_kept_out: set[str] = set()
+        self.redactions: list[str] = []  # what the secret scan removed before signing (assemble)
         self.started = datetime.now(UTC)
         self.workdir = Path(tempfile.mkdtemp(prefix="ztm-evidence-"))
         # JUnit and HTML reports go into the bundle: arrange them when the user did not ask.
@@ -252,6 +270,13 @@ class BundleWriter:
     @property
     def covered(self) -> set[str]:
         return self.gate.covered
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        sent = received(node)
+        for key, value in sent.get("target", {}).items():
+            self.worker_target.setdefault(key, value)
+        self.worker_kept_out.update(sent.get("kept_out", []))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:  # e.g. an unknown control id or an import error: the assessor must see it
@@ -285,6 +310,9 @@ class BundleWriter:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         else:
             if tr:
+                for finding in self.redactions:
+                    tr.write_line(f"ztm evidence: redacted before signing: {finding} (a test output a secret; "
+                                  "see run.json 'redactions')", yellow=True)
                 tr.write_line(f"ztm evidence: signed bundle {self.out} ({size / 1024:.0f} KiB, "
                               f"{len(self.results)} tests, built in {time.monotonic() - began:.2f} s)")
         finally:

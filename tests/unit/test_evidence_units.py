@@ -16,7 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from evidence.bundle import write_bundle
 from evidence.catalog import load_catalog
-from evidence.oscal import OSCAL_VERSION, assessment_plan, assessment_results, finding_state, nist_control_id
+from evidence.oscal import (
+    NOT_ASSESSED,
+    OSCAL_VERSION,
+    assessment_plan,
+    assessment_results,
+    finding_state,
+    nist_control_id,
+)
 from evidence.results import TestResult, assign_folders, control_status
 from evidence.run_info import REDACTED, is_secret_name, redact_argv
 from evidence.scan import find_secrets
@@ -57,7 +64,8 @@ def test_assessment_results_validate_against_the_official_schema():
     ar = doc["assessment-results"]
     assert ar["metadata"]["oscal-version"] == "1.1.2" and uuid.UUID(ar["uuid"]).version == 4
     block = ar["results"][0]
-    assert len(block["observations"]) == 4 and len(block["findings"]) == 4
+    catalog = load_catalog()
+    assert len(block["observations"]) == 4 and len(block["findings"]) == len(catalog.controls)
     tool = block["local-definitions"]["components"][0]["uuid"]
     assert all(o["origins"][0]["actors"][0]["actor-uuid"] == tool for o in block["observations"])
     assert block["observations"][0]["relevant-evidence"][0]["href"] == "../evidence/ZTM-TLS-1/test_a/scan.json"
@@ -66,6 +74,21 @@ def test_assessment_results_validate_against_the_official_schema():
                                           "remarks": "Waived: ZTM-NET-1 waived: CHG-1"}
     controls = {c["control-id"] for c in block["reviewed-controls"]["control-selections"][0]["include-controls"]}
     assert {"sc-8.1", "sc-13", "ac-17.2", "cm-6", "sc-7.5"} <= controls
+
+
+def test_catalog_controls_without_tests_are_not_assessed_never_satisfied():
+    block = ar_doc([result("test_a", "passed")])["assessment-results"]["results"][0]
+    assert problems(ar_doc([]), OSCAL_AR_SCHEMA) == [], "a run without tests: every finding not assessed"
+    findings = {f["target"]["target-id"]: f for f in block["findings"]}
+    assert set(findings) == {c.lower() for c in load_catalog().controls}
+    assert findings["ztm-tls-1"]["target"]["status"] == {"state": "satisfied", "reason": "pass"}
+    for tid, finding in findings.items():
+        if tid == "ztm-tls-1":
+            continue
+        assert finding["target"]["status"]["state"] == "not-satisfied", tid
+        assert finding["target"]["status"]["remarks"].startswith("Not assessed: no test of this control ran"), tid
+        assert "related-observations" not in finding
+    assert finding_state([]) == ("not-satisfied", "other", NOT_ASSESSED)
 
 
 @pytest.mark.parametrize(("path", "value", "expected"), [
@@ -193,10 +216,12 @@ def test_secret_names():
 def test_scanner_finds_encoded_secrets_and_private_keys(tmp_path):
     key = Ed25519PrivateKey.generate()
     out = tmp_path / "b.tar.gz"
-    write_bundle(out, {"evidence/X/t/a.txt": b"pw=" + b"S3cr3t".hex().encode(),
+    write_bundle(out, {"evidence/X/t/a.txt": b"pw=" + b"S3cr3t-pw".hex().encode(),
                        "evidence/X/t/b.txt": base64.b64encode(b"ALICE-PII-SENTINEL"),
-                       "evidence/X/t/c.txt": b"-----BEGIN OPENSSH PRIVATE KEY-----"}, key, None)
-    found = find_secrets(out, ["S3cr3t", "ALICE-PII-SENTINEL", ""])
-    assert found == ["evidence/X/t/a.txt: contains a secret (hex, 6 characters)",
-                     "evidence/X/t/b.txt: contains a secret (base64, 18 characters)",
+                       "evidence/X/t/c.txt": b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA",
+                       "evidence/X/t/d.txt": b'if b"PRIVATE KEY-----" in content:  # a scanner, not a key'},
+                 key, None)
+    found = find_secrets(out, ["S3cr3t-pw", "ALICE-PII-SENTINEL", "", "short"])
+    assert found == ["evidence/X/t/a.txt: contains a secret (hex)",
+                     "evidence/X/t/b.txt: contains a secret (base64)",
                      "evidence/X/t/c.txt: contains a PEM private key"]

@@ -1,0 +1,100 @@
+"""Values that must never reach a bundle (the writer redacts them before signing).
+
+Three sources: the passwords and PINs the target file names (by file or environment
+variable), the material of the private key files it lists (and of the signing key), and
+values a test registers with ``keep_out_of_bundle`` (PII sentinels, unwrapped keys).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evidence.run_info import is_secret_name
+
+KEPT_OUT = pytest.StashKey[set[str]]()
+PEM_MIN_LINE = 16  # a PEM body line shorter than this is too common to search for
+
+
+def keep_out_of_bundle(config: pytest.Config, *values: str) -> None:
+    """Register values that must not appear in the evidence bundle; the writer redacts any it finds.
+
+    Call it where a test makes such a value, e.g. ``keep_out_of_bundle(request.config, pii["email"])``.
+    Under xdist the values travel to the controller with the worker's output, never to a file.
+    """
+    config.stash.setdefault(KEPT_OUT, set()).update(v for v in values if v)
+
+
+def kept_out(config: pytest.Config) -> set[str]:
+    return set(config.stash.get(KEPT_OUT, set()))
+
+
+def target_secrets(path: Path | None) -> list[str]:
+    """Passwords/PINs the target names and the key material of its private key files."""
+    if path is None:
+        return []
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return []  # the target fixture reports a bad target file in its own words
+    base = path.resolve().parent
+    found: list[str] = []
+    for name, value in _walk(raw):
+        if isinstance(value, dict) and is_secret_name(name) and ({"file", "env"} & set(value)):
+            found += _reveal(base, value)
+        elif isinstance(value, str) and (name == "key" or name.endswith("_key") or name == "key_files"):
+            found += key_material(_resolve(base, value))
+    return found
+
+
+def key_material(path: Path) -> list[str]:
+    """The base64 body of a PEM private key file (whole and per line) and its DER in hex; [] otherwise."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if "PRIVATE KEY-----" not in text:
+        return []  # a public key, a certificate, a wrapped blob: not secret
+    body = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("-----")
+            and ":" not in line]
+    joined = "".join(body)
+    values = [joined, *(line for line in body if len(line) >= PEM_MIN_LINE)]
+    with contextlib.suppress(ValueError):
+        values.append(base64.b64decode(joined).hex())
+    return values
+
+
+def _walk(node: Any, name: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value, key)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, str):
+                yield name, value  # list items keep their list's name (key_files = [...])
+            else:
+                yield from _walk(value, name)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _reveal(base: Path, ref: dict[str, str]) -> list[str]:
+    if "file" in ref:
+        try:
+            lines = _resolve(base, ref["file"]).read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return []
+        return lines[:1]
+    value = os.environ.get(ref.get("env", ""))
+    return [value] if value else []
