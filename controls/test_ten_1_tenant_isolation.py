@@ -1,8 +1,10 @@
 """ZTM-TEN-1: tenant isolation bound to the authenticated identity.
 
-Two assessment tenants (A, B) are granted to the app account, a third to no one. Each test
-is a differential probe: what is refused or invisible under one tenant is shown to exist
-and work under its own tenant, so "invisible" cannot mean "missing".
+Two assessment tenants (A, B) are granted to the app account, a third to no one, a fourth
+to the auditor only. Each test is a differential probe: what is refused or invisible under
+one tenant is shown to exist and work under its own tenant, so "invisible" cannot mean
+"missing"; the tenant the app is refused is accepted for the auditor, so the refusal
+follows the identity, not the tenant. Every write procedure is probed across tenants.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import uuid
 
 import pytest
 
+from ztm.checks.accounts import list_accounts
+from ztm.data_plane import API_PROCEDURES
 from ztm.fixtures_data import sql_error
 
 pytestmark = pytest.mark.control("ZTM-TEN-1")
@@ -38,7 +42,7 @@ def _record(target, tenant: str, user_id: str) -> str:
     def b64(n: int) -> str:
         return base64.b64encode(os.urandom(n)).decode()
 
-    doc = {"user_id": user_id, "role": "ztm-assessment", "pii_wrapped_key": b64(48),
+    doc = {"user_id": user_id, "tenant_id": tenant, "role": "ztm-assessment", "pii_wrapped_key": b64(48),
            "pii_kms_key_id": "assessment-probe"}
     for field in ("name", "email", "phone"):
         doc[field] = {"ct": b64(32), "iv": b64(12), "aad": b64(24)}
@@ -89,17 +93,105 @@ def test_cross_tenant_reads_are_invisible(session, probe_data, evidence):
     evidence.json("visible-rows", {"probe_data": probe_data, "seen": seen})
 
 
-def test_cross_tenant_write_is_refused(session, probe_data, evidence):
-    a1, a2 = probe_data["A"]["accounts"]
-    b1 = probe_data["B"]["accounts"][0]
-    conn = session("app", tenant=probe_data["A"]["tenant"])
-    inside = sql_error(conn, "CALL app_transfer(%s, %s, 1)", (a1, a2))
-    back = sql_error(conn, "CALL app_transfer(%s, %s, 1)", (a2, a1))
-    across = sql_error(conn, "CALL app_transfer(%s, %s, 1)", (a1, b1))
-    evidence.json("transfers", {"within_A": inside, "back": back, "A_to_B": across})
-    assert inside is None and back is None, f"a transfer inside tenant A failed ({inside or back}): baseline broken"
-    assert across is not None, "a transfer from tenant A into tenant B's account was accepted: cross-tenant write"
-    assert "not found in the current tenant" in across[1], f"cross-tenant transfer refused for another reason: {across}"
+def _key_state(conn, user_id: str) -> tuple:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pii_wrapped_key, pii_kms_key_id, pii_key_version FROM v_users WHERE user_id = %s",
+                    (user_id,))
+        return cur.fetchone()
+
+
+def _balances(conn) -> dict[str, object]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT account_id, balance FROM v_accounts")
+        return dict(cur.fetchall())
+
+
+def _write_probes(target, own: dict, other: dict, conn) -> dict[str, tuple[str, tuple, tuple]]:
+    """procedure -> (SQL, arguments inside the own tenant, the same call aimed at the other tenant)."""
+    wrapped, key_id, version = _key_state(conn, own["user"])
+    return {
+        "app_transfer": ("CALL app_transfer(%s, %s, 1)", (own["accounts"][0], own["accounts"][1]),
+                         (own["accounts"][0], other["accounts"][0])),
+        "app_open_account": ("CALL app_open_account(%s, 'EUR', 0)", (own["user"],), (other["user"],)),
+        "app_create_user_encrypted": ("CALL app_create_user_encrypted(%s)",
+                                      (_record(target, own["tenant"], str(uuid.uuid4())),),
+                                      (_record(target, other["tenant"], str(uuid.uuid4())),)),
+        # The same wrapped key under a higher version: harmless for the record it is accepted for.
+        "app_rewrap_user_key": ("CALL app_rewrap_user_key(%s, %s, %s, %s)",
+                                (own["user"], base64.b64encode(wrapped).decode(), key_id, version + 1),
+                                (other["user"], base64.b64encode(wrapped).decode(), key_id, version + 1)),
+    }
+
+
+REFUSAL = {"app_transfer": "not found in the current tenant", "app_open_account": "no such user in the current tenant",
+           "app_create_user_encrypted": "record belongs to another tenant",
+           "app_rewrap_user_key": "no such user in the current tenant"}
+
+
+def test_cross_tenant_writes_are_refused_by_every_write_procedure(target, session, probe_data, evidence):
+    writers = set(API_PROCEDURES) - {"security_set_tenant"}
+    assert writers == set(REFUSAL), f"write procedures without a cross-tenant probe: {sorted(writers - set(REFUSAL))}"
+    own, other = probe_data["A"], probe_data["B"]
+    conn = session("app", tenant=own["tenant"])
+    watcher = session("app", tenant=other["tenant"])
+    other_before = (_balances(watcher), _key_state(watcher, other["user"]))
+    results, problems = {}, []
+    for procedure, (sql, inside, across) in _write_probes(target, own, other, conn).items():
+        baseline, refused = sql_error(conn, sql, inside), sql_error(conn, sql, across)
+        results[procedure] = {"own_tenant": baseline, "other_tenant": refused}
+        if baseline is not None:
+            problems.append(f"{procedure} fails inside its own tenant ({baseline[1]}): the probe proves nothing")
+        elif refused is None:
+            problems.append(f"{procedure} wrote into tenant B from a session of tenant A: cross-tenant write")
+        elif REFUSAL[procedure] not in refused[1]:
+            problems.append(f"{procedure} refused the cross-tenant call for another reason: {refused[1]}")
+    other_after = (_balances(watcher), _key_state(watcher, other["user"]))
+    evidence.json("cross-tenant-writes", {"results": results, "tenant_B_unchanged": other_before == other_after})
+    if other_before != other_after:
+        problems.append("tenant B's rows changed during the cross-tenant probes")
+    assert not problems, "; ".join(problems)
+
+
+def test_tenant_grant_follows_the_identity(session, tenants, evidence):
+    """Differential: the tenant the app is refused is accepted for the auditor, who holds its grant."""
+    if not tenants["auditor_only"]:
+        pytest.skip("the target names no tenant granted to the auditor only ([tenants].auditor_only), so a "
+                    "refusal of the app cannot be told apart from a tenant nobody may use")
+    auditor, app = session("auditor"), session("app")
+    accepted = sql_error(auditor, "CALL security_set_tenant(%s)", (tenants["auditor_only"],))
+    refused = sql_error(app, "CALL security_set_tenant(%s)", (tenants["auditor_only"],))
+    with auditor.cursor() as cur:
+        cur.execute("SELECT get_tenant()")
+        (auditor_context,) = cur.fetchone()
+    with app.cursor() as cur:
+        cur.execute("SELECT get_tenant()")
+        (app_context,) = cur.fetchone()
+    evidence.json("identity-binding", {"tenant": tenants["auditor_only"], "auditor": accepted, "app": refused,
+                                       "auditor_context": auditor_context, "app_context": app_context})
+    assert accepted is None and auditor_context == tenants["auditor_only"], (
+        f"the auditor cannot select the tenant granted to it ({accepted}): the probe proves nothing")
+    assert refused is not None, "the auditor's tenant was accepted for app_user: the grant check ignores the identity"
+    assert "not granted" in refused[1], f"the app was refused the auditor's tenant for another reason: {refused}"
+    assert app_context is None, f"app_user acts for the auditor's tenant {app_context}"
+
+
+def test_tenant_grants_name_one_account_each(target, admin, evidence):
+    """Grants are keyed by the client's user name (USER(): the only identity visible inside a
+    definer routine). That is the authenticated account only if no anonymous account can
+    take any name, and each granted name belongs to one account."""
+    accounts = list_accounts(admin, target.dialect)
+    with admin.cursor() as cur:
+        cur.execute("SELECT DISTINCT user_name FROM securedb.tenant_grants")
+        names = sorted(row[0] for row in cur.fetchall())
+    anonymous = [a.name for a in accounts if a.user == "" and not a.locked]
+    shared = {n: [a.name for a in accounts if a.user == n] for n in names}
+    shared = {n: hosts for n, hosts in shared.items() if len(hosts) > 1}
+    evidence.json("grant-identities", {"granted_names": names, "anonymous": anonymous, "shared": shared})
+    problems = [f"anonymous account {name}: a client could log in as it under any user name and claim that "
+                "name's tenants" for name in anonymous]
+    problems += [f"user name {n} with tenant grants belongs to several accounts: {', '.join(h)}"
+                 for n, h in shared.items()]
+    assert not problems, "; ".join(problems)
 
 
 def test_forged_user_variables_change_nothing(session, probe_data, evidence):
@@ -129,7 +221,7 @@ def test_ungranted_tenant_is_refused(session, tenants, evidence):
     assert after is None, f"after a refused switch the connection still acts for tenant {after}"
 
 
-def test_without_a_tenant_views_are_empty_and_procedures_refuse(session, probe_data, evidence):
+def test_without_a_tenant_views_are_empty_and_procedures_refuse(target, session, probe_data, evidence):
     writer = session("app", tenant=probe_data["A"]["tenant"])  # another live session with a tenant
     conn = session("app")
     with conn.cursor() as cur:
@@ -137,10 +229,12 @@ def test_without_a_tenant_views_are_empty_and_procedures_refuse(session, probe_d
         (context,) = cur.fetchone()
     counts = {view: len(_visible(conn, view, col)) for view, col in (("v_users", "user_id"),
                                                                       ("v_accounts", "account_id"))}
-    a1, a2 = probe_data["A"]["accounts"]
-    refused = sql_error(conn, "CALL app_transfer(%s, %s, 1)", (a1, a2))
-    evidence.json("no-tenant", {"get_tenant": context, "rows": counts, "transfer": refused})
+    probes = _write_probes(target, probe_data["A"], probe_data["B"], writer)
+    refused = {procedure: sql_error(conn, sql, inside) for procedure, (sql, inside, _) in probes.items()}
+    evidence.json("no-tenant", {"get_tenant": context, "rows": counts, "writes": refused})
     assert writer.open
     assert context is None, f"a new connection inherited tenant {context}: the context leaks between connections"
     assert counts == {"v_users": 0, "v_accounts": 0}, f"views show rows without a tenant: {counts}"
-    assert refused is not None and "no tenant context" in refused[1], f"a transfer without tenant: {refused}"
+    accepted = [p for p, r in refused.items() if r is None or "no tenant context" not in r[1]]
+    assert not accepted, "write procedures that did not refuse for want of a tenant: " + "; ".join(
+        f"{p} ({refused[p]})" for p in accepted)

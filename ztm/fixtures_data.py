@@ -15,12 +15,14 @@ from ztm.data_plane import DATABASE
 
 @pytest.fixture(scope="session")
 def tenants(target) -> dict[str, Any]:
-    """The assessment tenants of the target ([tenants]: two granted, one never granted)."""
+    """The assessment tenants of the target ([tenants]: two granted, one never granted, and
+    optionally one granted to the auditor only)."""
     section = target.section("tenants")
     if not section:
         pytest.skip("the target names no assessment tenants ([tenants] granted/ungranted); tenant isolation "
                     "cannot be probed without tenants set aside for it")
-    return {"A": section["granted"][0], "B": section["granted"][1], "ungranted": section["ungranted"]}
+    return {"A": section["granted"][0], "B": section["granted"][1], "ungranted": section["ungranted"],
+            "auditor_only": section.get("auditor_only")}
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ re-applying provision/sql (which re-creates routines, views, triggers and grants
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -78,6 +79,45 @@ def test_ten1_fails_when_the_context_trusts_a_user_variable(data_plane, control)
                f"GRANT EXECUTE ON FUNCTION securedb.get_tenant TO {APP}")
     run = control("ZTM-TEN-1")
     run.assert_failed("test_forged_user_variables_change_nothing", "user variables moved the tenant context")
+
+
+def test_ten1_fails_when_open_account_takes_a_user_of_another_tenant(data_plane, control):
+    data_plane("DROP PROCEDURE app_open_account",
+               f"CREATE {DEFINER} PROCEDURE app_open_account(IN p_user_id CHAR(36), IN p_currency CHAR(3), "
+               "IN p_initial DECIMAL(19, 4)) MODIFIES SQL DATA SQL SECURITY DEFINER BEGIN "
+               "DECLARE v_account CHAR(36) CHARACTER SET ascii DEFAULT UUID(); "
+               "IF get_tenant() IS NULL THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no tenant context'; END IF; "
+               "INSERT INTO accounts (account_id, tenant_id, user_id, currency, balance) "
+               "SELECT v_account, tenant_id, user_id, p_currency, p_initial FROM users WHERE user_id = p_user_id; "
+               "SELECT v_account AS account_id; END",
+               f"GRANT EXECUTE ON PROCEDURE securedb.app_open_account TO {APP}")
+    run = control("ZTM-TEN-1")
+    run.assert_failed("test_cross_tenant_writes_are_refused_by_every_write_procedure",
+                      "app_open_account wrote into tenant B", "cross-tenant write")
+
+
+def test_ten1_fails_when_the_tenant_grant_ignores_the_identity(data_plane, control):
+    data_plane("DROP PROCEDURE security_set_tenant",
+               f"CREATE {DEFINER} PROCEDURE security_set_tenant(IN p_tenant CHAR(36)) MODIFIES SQL DATA "
+               "SQL SECURITY DEFINER BEGIN "
+               "IF NOT EXISTS (SELECT 1 FROM tenant_grants WHERE tenant_id = p_tenant) THEN "
+               "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'security_set_tenant: tenant not granted'; END IF; "
+               "REPLACE INTO tenant_context (connection_id, login_user, tenant_id) "
+               "VALUES (CONNECTION_ID(), USER(), p_tenant); END",
+               f"GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO {APP}",
+               f"GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'auditor'@'{ACCOUNT_HOST}'")
+    run = control("ZTM-TEN-1")
+    run.assert_failed("test_tenant_grant_follows_the_identity", "accepted for app_user", "ignores the identity")
+
+
+def test_ten1_fails_when_an_anonymous_account_exists(lab, control):
+    run_sql = admin_sql.runner(lab)
+    run_sql("CREATE USER ''@%s IDENTIFIED BY %s REQUIRE X509", args=(ACCOUNT_HOST, secrets.token_hex(16)))
+    try:
+        run = control("ZTM-TEN-1")
+    finally:
+        run_sql(f"DROP USER ''@'{ACCOUNT_HOST}'")
+    run.assert_failed("test_tenant_grants_name_one_account_each", "anonymous account", "claim that name's tenants")
 
 
 # -- ZTM-AUD-1 -----------------------------------------------------------------------
