@@ -26,6 +26,7 @@ from envelope.client import PII_FIELDS, TABLE, api_json
 from envelope.context import parse_header
 from envelope.record import SealedField, open_field
 from envelope.setup import client_for
+from evidence.sensitive import keep_out_of_bundle
 from ztm.data_plane import DATABASE
 from ztm.errors import UserError
 
@@ -52,13 +53,14 @@ class SentinelRecord:
 
 
 @pytest.fixture(scope="module")
-def sentinel_record(target, tenants, envelope):
+def sentinel_record(target, tenants, envelope, pytestconfig):
     """One record written exactly as an application would: encrypt here, store via the API."""
     from ztm.db import connect
 
     marker = uuid.uuid4().hex[:12].upper()
     pii = {"name": f"ZTM SENTINEL {marker}", "email": f"sentinel-{marker}@example.invalid",
            "phone": f"+1555{int(marker[:6], 16) % 10**7:07d}"}
+    keep_out_of_bundle(pytestconfig, *pii.values())  # a failure message naming it is redacted in the bundle
     doc = envelope.encrypt_user(tenants["A"], pii, role="ztm-assessment")
     conn = connect(target, target.roles["app"], database=DATABASE)
     try:
