@@ -22,19 +22,22 @@ from ztm.fixtures_data import sql_error
 pytestmark = pytest.mark.control("ZTM-ACC-1")
 
 TABLE_DENIED, DB_DENIED, PRIVILEGE_DENIED = 1142, 1044, 1227
-# (what is probed, SQL, the error that proves a privilege refusal)
+# (what is probed, SQL, the error that proves a privilege refusal, what its message must name)
 APP_PROBES = [
-    ("SELECT on base table users", "SELECT 1 FROM securedb.users LIMIT 0", TABLE_DENIED),
+    ("SELECT on base table users", "SELECT 1 FROM securedb.users LIMIT 0", TABLE_DENIED, "SELECT command denied"),
     ("INSERT on base table users", "INSERT INTO securedb.users (user_id) SELECT 'x' FROM DUAL WHERE 1 = 0",
-     TABLE_DENIED),
-    ("UPDATE on base table accounts", "UPDATE securedb.accounts SET balance = balance WHERE 1 = 0", TABLE_DENIED),
-    ("DELETE on base table accounts", "DELETE FROM securedb.accounts WHERE 1 = 0", TABLE_DENIED),
-    ("DDL CREATE TABLE", "CREATE TABLE securedb.users (a INT)", TABLE_DENIED),
-    ("DDL ALTER TABLE", "ALTER TABLE securedb.users RENAME COLUMN ztm_absent_column TO ztm_other", TABLE_DENIED),
-    ("DDL DROP TABLE", "DROP TABLE securedb.ztm_absent_table", TABLE_DENIED),
-    ("CREATE ROUTINE", "CREATE PROCEDURE securedb.app_transfer() BEGIN END", DB_DENIED),
-    ("FILE (SELECT ... INTO OUTFILE)", "SELECT 1 INTO OUTFILE '/nonexistent-ztm-dir/probe'", PRIVILEGE_DENIED),
-    ("SUPER-class (SET GLOBAL)", "SET GLOBAL max_connections = @@global.max_connections", PRIVILEGE_DENIED),
+     TABLE_DENIED, "INSERT command denied"),
+    ("UPDATE on base table accounts", "UPDATE securedb.accounts SET balance = balance WHERE 1 = 0", TABLE_DENIED,
+     "UPDATE command denied"),
+    ("DELETE on base table accounts", "DELETE FROM securedb.accounts WHERE 1 = 0", TABLE_DENIED,
+     "DELETE command denied"),
+    ("DDL CREATE TABLE", "CREATE TABLE securedb.users (a INT)", TABLE_DENIED, "CREATE command denied"),
+    ("DDL ALTER TABLE", "ALTER TABLE securedb.users RENAME COLUMN ztm_absent_column TO ztm_other", TABLE_DENIED,
+     "ALTER command denied"),
+    ("DDL DROP TABLE", "DROP TABLE securedb.ztm_absent_table", TABLE_DENIED, "DROP command denied"),
+    ("CREATE ROUTINE", "CREATE PROCEDURE securedb.app_transfer() BEGIN END", DB_DENIED, "to database 'securedb'"),
+    ("FILE (SELECT ... INTO OUTFILE)", "SELECT 1 INTO OUTFILE '/nonexistent-ztm-dir/probe'", PRIVILEGE_DENIED, "FILE"),
+    ("SUPER-class (SET GLOBAL)", "SET GLOBAL max_connections = @@global.max_connections", PRIVILEGE_DENIED, "SUPER"),
 ]
 DYNAMIC_SQL = re.compile(r"\b(PREPARE|DEALLOCATE\s+PREPARE|EXECUTE\s+(?!ON\b)\w+)\b", re.IGNORECASE)
 
@@ -51,16 +54,17 @@ def test_login_role_holds_only_its_allowed_grants(role, admin, account_of, evide
     assert not extra, f"{account.name} ({role}) holds grants beyond its role: " + "; ".join(extra)
 
 
-@pytest.mark.parametrize(("what", "sql", "errno"), APP_PROBES, ids=[p[0] for p in APP_PROBES])
-def test_app_account_is_refused_for_lack_of_privilege(what, sql, errno, session, evidence):
+@pytest.mark.parametrize(("what", "sql", "errno", "named"), APP_PROBES, ids=[p[0] for p in APP_PROBES])
+def test_app_account_is_refused_for_lack_of_privilege(what, sql, errno, named, session, evidence):
     conn = session("app")
     baseline = sql_error(conn, "SELECT securedb.get_tenant()")
     assert baseline is None, f"app_user cannot even use its API ({baseline}); denials would prove nothing"
     refusal = sql_error(conn, sql)
     evidence.json("probe", {"probe": what, "sql": sql, "refusal": refusal})
     assert refusal is not None, f"app_user was ALLOWED {what}: {sql}"
-    assert refusal[0] == errno, (f"{what} failed with error {refusal[0]} ({refusal[1]}), not with the privilege "
-                                f"refusal {errno}: the account may hold the privilege")
+    assert refusal[0] == errno and named in refusal[1], (
+        f"{what} failed with error {refusal[0]} ({refusal[1]}), not with the privilege refusal {errno} naming "
+        f"{named!r}: the account may hold the privilege")
 
 
 def test_routines_and_views_run_as_a_locked_definer(admin, accounts, evidence):

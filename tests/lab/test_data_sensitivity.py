@@ -53,6 +53,13 @@ def test_acc1_fails_when_a_routine_builds_sql_at_run_time(data_plane, control):
     run.assert_failed("test_no_dynamic_sql_in_routine_bodies", "build SQL at run time", "ztm_report")
 
 
+def test_acc1_fails_when_migration_may_drop_a_data_table(data_plane, control):
+    """DROP lets migration TRUNCATE a table (no row trigger fires) or drop it with its audit triggers."""
+    data_plane(f"GRANT DROP ON securedb.users TO {MIGRATION}")
+    run = control("ZTM-ACC-1")
+    run.assert_failed("test_login_role_holds_only_its_allowed_grants", "migration", "beyond its role", "DROP")
+
+
 # -- ZTM-TEN-1 -----------------------------------------------------------------------
 def test_ten1_fails_when_set_tenant_skips_its_grant_check(data_plane, control):
     data_plane("DROP PROCEDURE security_set_tenant",
