@@ -1,27 +1,44 @@
-"""ZTM-NET-1, ZTM-NET-2 and ZTM-HST-1 fail, and say why, when the host is broken the way
-each exists to catch; ZTM-HST-2 parses a real OpenSCAP ARF file. Each test restores."""
+"""ZTM-NET-1, ZTM-NET-2, ZTM-HST-1 and ZTM-HST-2 fail, and say why, when the host is broken
+the way each exists to catch (HST-2 with a hand-made SCAP data stream run by the real oscap).
+Each test restores what it broke."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
+import testinfra
 import tomli_w
 
 from provision import fail2ban, netns
 from provision.lab import host_controls_up
 from tests.control_runner import run_control
+from ztm.checks import oscap
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
+
+OSCAP_VECTOR = Path(__file__).parent.parent / "unit" / "vectors" / "oscap-key-file-ds.xml"
 
 
 def nft(*args: str) -> None:
     subprocess.run(netns.in_netns(netns.DB.netns, ["nft", *args]), check=True, capture_output=True)
+
+
+def _target_with(lab, tmp_path, section: str, **facts) -> Path:
+    """A copy of the lab's target with some facts of one section changed."""
+    doc = tomllib.loads(lab.target_file.read_text())
+    doc[section].update(facts)
+    target = tmp_path / "target.toml"
+    target.write_text(tomli_w.dumps(doc))
+    return target
 
 
 @pytest.fixture
@@ -76,10 +93,7 @@ def test_net1_fails_when_the_intruder_cannot_reach_the_host_at_all(lab, intruder
 
 
 def test_net1_fails_when_the_intruder_namespace_is_missing(lab, tmp_path):
-    doc = tomllib.loads(lab.target_file.read_text())
-    doc["network"]["intruder_netns"] = netns.INTRUDER.netns + "-absent"
-    target = tmp_path / "target.toml"
-    target.write_text(tomli_w.dumps(doc))
+    target = _target_with(lab, tmp_path, "network", intruder_netns=netns.INTRUDER.netns + "-absent")
     run = run_control(target, "ZTM-NET-1")
     run.assert_failed("test_database_port_reachable_only_from_the_allowlist", "intruder probe could not run",
                       "Cannot open network namespace")
@@ -150,30 +164,42 @@ def test_hst1_fails_when_the_ca_key_sits_on_the_database_host(lab, control):
     run.assert_failed("test_no_ca_private_key_on_the_database_host", "backup-ca.key (the CA private key)")
 
 
-def test_hst2_parses_real_arf_results(lab, tmp_path, control):
-    """Debian 12 has no SSG content of its own: scan with the Debian 11 content (its rules are
-    'notapplicable' here), which still exercises oscap's exit codes and the ARF parser."""
-    import tomllib
+def test_hst2_skips_when_no_scap_content_matches_the_host(lab, control):
+    """Debian 12 (the lab) has no data stream in ssg-debian: the scan is skipped, saying so."""
+    if shutil.which("oscap") is None:
+        pytest.skip("openscap-scanner is not installed (tasks.py installs it)")
+    host = testinfra.get_host("local://")
+    release = oscap.os_release(host)
+    if oscap.content_for(release, oscap.installed_contents(host)):
+        pytest.skip(f"SCAP content for {release.get('PRETTY_NAME')} is installed here: nothing to skip")
+    run = control("ZTM-HST-2")
+    got = run.outcome("test_openscap_scan_has_no_failed_rules")
+    assert got.outcome == "skipped", got
+    assert f"no SCAP Security Guide content for {release['PRETTY_NAME']}" in got.message, got.message
+    assert run.outcome("test_platform_security_state_is_recorded").outcome == "passed"
 
-    content = "/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml"
-    if not os.path.exists(content) or shutil.which("oscap") is None:
-        pytest.skip("openscap-scanner or ssg-debian is not installed")
-    doc = tomllib.loads(lab.target_file.read_text())
-    doc["host"]["oscap_content"] = content
-    doc["host"]["oscap_rules"] = ["xccdf_org.ssgproject.content_rule_file_permissions_etc_passwd",
-                                  "xccdf_org.ssgproject.content_rule_file_owner_etc_shadow"]
-    target = tmp_path / "target.toml"
-    target.write_text(tomli_w.dumps(doc))
+
+def test_hst2_fails_when_a_scap_rule_fails_and_records_every_rule(lab, tmp_path):
+    """A hand-made data stream whose rule checks the server key's mode: it passes on the lab
+    (the rule results land in the evidence), and fails, naming the rule, once the key is 0644."""
+    if shutil.which("oscap") is None:
+        pytest.skip("openscap-scanner is not installed (tasks.py installs it)")
+    key = lab.server.tls / "server.key"
+    ds = tmp_path / "key-file-ds.xml"
+    ds.write_text(OSCAP_VECTOR.read_text().replace("@KEY_FILE@", str(key)))
+    target = _target_with(lab, tmp_path, "host", oscap_content=str(ds))
     bundle = tmp_path / "b.tar.gz"
-    from tests.control_runner import run_control
-
-    run = run_control(target, "ZTM-HST-2", extra=("--evidence-out", str(bundle)))
-    run.assert_all_passed()
-    import json
-    import tarfile
-
+    passing = run_control(target, "ZTM-HST-2", extra=("--evidence-out", str(bundle)))
+    passing.assert_all_passed()
     with tarfile.open(bundle) as tar:
         name = next(n for n in tar.getnames() if n.endswith("oscap-results.json"))
         results = json.loads(tar.extractfile(name).read())["data"]
-    assert results["exit_code"] == 0 and set(results["rules"]) == set(doc["host"]["oscap_rules"])
-    assert set(results["rules"].values()) == {"notapplicable"}
+    assert results["exit_code"] == 0 and results["counts"] == {"pass": 2}
+    assert results["rules"]["xccdf_org.ztm_rule_key_file_private"]["result"] == "pass"
+    key.chmod(0o644)
+    try:
+        failing = run_control(target, "ZTM-HST-2")
+    finally:
+        key.chmod(0o600)
+    failing.assert_failed("test_openscap_scan_has_no_failed_rules", "1 SCAP rule(s) failed",
+                          "xccdf_org.ztm_rule_key_file_private (Key file readable by its owner only, severity high)")

@@ -1,4 +1,8 @@
-"""OpenSCAP through a subprocess wrapper, and its ARF results parsed with lxml.
+"""OpenSCAP on the database host, through testinfra, and its ARF results parsed with lxml.
+
+``oscap xccdf eval`` runs *on the host* (``host.run``: local in the lab, over SSH on a VM),
+so the machine scanned is the database host, never the assessor's. The ARF file is written
+to a private temporary folder there, read back through testinfra and parsed here.
 
 ``oscap xccdf eval`` exits 0 when every rule passed, 2 when some failed (a normal result,
 not an error) and 1 on an error.
@@ -6,16 +10,19 @@ not an error) and 1 on an error.
 
 from __future__ import annotations
 
-import subprocess
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
-SSG_DIR = Path("/usr/share/xml/scap/ssg/content")
+SSG_DIR = "/usr/share/xml/scap/ssg/content"
 XCCDF = "http://checklists.nist.gov/xccdf/1.2"
 OK, FAILED_RULES, ERROR = 0, 2, 1
+TIMED_OUT = 124  # coreutils timeout(1)
+FAILING = ("fail", "error")
+NOT_EVALUATED = ("notapplicable", "notchecked", "notselected", "informational")
 
 
 @dataclass
@@ -23,50 +30,93 @@ class ScanOutcome:
     content: str
     profile: str | None
     exit_code: int
-    rules: dict[str, str] = field(default_factory=dict)  # rule id -> pass/fail/notapplicable/...
+    rules: dict[str, dict[str, str]] = field(default_factory=dict)  # rule id -> result, severity, title
     score: float | None = None
     stderr: str = ""
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(Counter(self.rules.values()))
+        return dict(Counter(r["result"] for r in self.rules.values()))
 
     @property
     def failed(self) -> list[str]:
-        return sorted(r for r, v in self.rules.items() if v in ("fail", "error"))
+        return sorted(rule for rule, r in self.rules.items() if r["result"] in FAILING)
+
+    @property
+    def applicable(self) -> bool:
+        """Did any rule actually get checked (content for another OS makes all notapplicable)?"""
+        return any(r["result"] not in NOT_EVALUATED for r in self.rules.values())
+
+    def evidence(self) -> dict[str, Any]:
+        return {"content": self.content, "profile": self.profile, "exit_code": self.exit_code, "score": self.score,
+                "counts": self.counts, "rules": self.rules}
 
 
-def content_for(os_id: str, version_id: str, directory: Path = SSG_DIR) -> Path | None:
-    """SCAP Security Guide data stream matching the OS (e.g. ssg-debian12-ds.xml), if any."""
-    candidate = directory / f"ssg-{os_id}{version_id.split('.')[0]}-ds.xml"
-    return candidate if candidate.exists() else None
+def os_release(host) -> dict[str, str]:
+    f = host.file("/etc/os-release")
+    text = f.content_string if f.exists else ""
+    return {k: v.strip().strip('"') for k, _, v in (line.partition("=") for line in text.splitlines()) if k}
 
 
-def available_contents(directory: Path = SSG_DIR) -> list[str]:
-    return sorted(p.name.removeprefix("ssg-").removesuffix("-ds.xml") for p in directory.glob("ssg-*-ds.xml"))
+def installed_contents(host, directory: str = SSG_DIR) -> dict[str, str]:
+    """SCAP Security Guide data streams on the host: product ('debian11') -> path."""
+    listing = host.run("ls -1 %s", directory)
+    names = listing.stdout.split() if listing.rc == 0 else []
+    found = (re.fullmatch(r"ssg-(.+)-ds\.xml", n) for n in names)
+    return {m[1]: f"{directory}/{m[0]}" for m in found if m}
 
 
-def evaluate(content: Path, arf: Path, *, profile: str | None = None, rules: list[str] | None = None,
-             timeout: float = 1800) -> ScanOutcome:
-    argv = ["oscap", "xccdf", "eval", "--results-arf", str(arf)]
-    if profile:
-        argv += ["--profile", profile]
-    for rule in rules or []:
-        argv += ["--rule", rule]
-    done = subprocess.run([*argv, str(content)], capture_output=True, text=True, timeout=timeout)
-    outcome = ScanOutcome(str(content), profile, done.returncode, stderr=done.stderr.strip()[-500:])
-    if done.returncode in (OK, FAILED_RULES) and arf.exists():
-        outcome.rules, outcome.score = parse_arf(arf)
-    return outcome
+def content_for(release: dict[str, str], contents: dict[str, str]) -> str | None:
+    """The data stream SSG names for this OS: 'debian12', 'ubuntu2204', 'rhel9', 'fedora'."""
+    os_id, version = release.get("ID", ""), release.get("VERSION_ID", "")
+    for product in (f"{os_id}{version.replace('.', '')}", f"{os_id}{version.split('.')[0]}", os_id):
+        if os_id and product in contents:
+            return contents[product]
+    return None
 
 
-def parse_arf(arf: Path) -> tuple[dict[str, str], float | None]:
-    tree = etree.parse(str(arf))
+def evaluate(host, content: str, *, profile: str | None = None, rules: list[str] | None = None,
+             timeout: int = 1800, tmp_root: str = "/tmp") -> ScanOutcome:
+    """Run the scan on the host; the ARF is parsed when oscap produced one (exit 0 or 2)."""
+    made = host.run("mktemp -d %s", f"{tmp_root}/ztm-oscap.XXXXXXXX")  # 0700: the results stay private
+    if made.rc != 0:
+        return ScanOutcome(content, profile, ERROR, stderr=f"cannot make a temporary folder: {made.stderr.strip()}")
+    workdir = made.stdout.strip()
+    arf = f"{workdir}/arf.xml"
+    try:
+        args = [str(timeout), "--results-arf", arf]
+        if profile:
+            args += ["--profile", profile]
+        for rule in rules or []:
+            args += ["--rule", rule]
+        args.append(content)
+        done = host.run("timeout %s oscap xccdf eval" + " %s" * (len(args) - 1), *args)
+        stderr = done.stderr.strip()[-500:]
+        if done.rc == TIMED_OUT:
+            stderr = f"oscap did not finish within {timeout} s"
+        outcome = ScanOutcome(content, profile, done.rc, stderr=stderr)
+        if done.rc in (OK, FAILED_RULES) and host.file(arf).exists:
+            outcome.rules, outcome.score = parse_arf(host.file(arf).content)
+        return outcome
+    finally:
+        host.run("rm -rf %s", workdir)
+
+
+def parse_arf(arf: bytes) -> tuple[dict[str, dict[str, str]], float | None]:
+    """Per-rule results (with the benchmark's title and severity) and the score of an ARF file."""
+    tree = etree.fromstring(arf, parser=etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True))
+    titles = {}
+    for rule in tree.iter(f"{{{XCCDF}}}Rule"):
+        title = rule.find(f"{{{XCCDF}}}title")
+        titles[rule.get("id")] = (title.text or "").strip() if title is not None else ""
     results = {}
     for rule_result in tree.iter(f"{{{XCCDF}}}rule-result"):
         result = rule_result.find(f"{{{XCCDF}}}result")
-        value = result.text if result is not None else "unknown"
-        if value != "notselected":  # rules outside the profile or --rule selection
-            results[rule_result.get("idref")] = value
+        value = result.text if result is not None and result.text else "unknown"
+        if value == "notselected":  # outside the profile or the --rule selection
+            continue
+        rule_id = rule_result.get("idref")
+        results[rule_id] = {"result": value, "severity": rule_result.get("severity", "unknown"),
+                            "title": titles.get(rule_id, "")}
     score = next((float(s.text) for s in tree.iter(f"{{{XCCDF}}}score") if s.text), None)
     return results, score
