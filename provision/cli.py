@@ -91,7 +91,11 @@ def _provision_anchor_units(args: argparse.Namespace) -> int:
     target = args.target.resolve()
     beside = Path(sys.executable).parent / "ztm"  # the venv's console script
     ztm = str(beside) if beside.exists() else shutil.which("ztm") or f"{sys.executable} -m ztm.cli"
-    facts = {"ztm": ztm, "target": str(target), "user": args.user, "state_dir": str(target.parent)}
+    from provision.anchor_cli import writable_dirs
+
+    # ProtectSystem=strict: the unit may write only where the anchor keeps sinks and buffer.
+    facts = {"ztm": ztm, "target": str(target), "user": args.user,
+             "state_dir": " ".join(str(p) for p in writable_dirs(target))}
     templates = Path(__file__).resolve().parent / "templates"
     for name in ("ztm-anchor.service", "ztm-anchor-once.service", "ztm-anchor-once.timer"):
         text = string.Template((templates / name).read_text()).substitute(facts)
