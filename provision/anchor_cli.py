@@ -162,6 +162,31 @@ def _anchor_locked(target, section, sinks, key, conn, buffer: Path, ddl_change: 
     return shipment
 
 
+def declare_schema_change(target_file: Path, reason: str) -> dict[str, Any] | None:
+    """For an installer that has just applied the schema: when the audit DDL or triggers
+    differ from the newest anchor's, anchor now with the change declared (so that it is not
+    reported as tampering). None when nothing changed or no anchor exists yet."""
+    target, section, sinks = _setup(target_file)
+    conn = _auditor(target)
+    try:
+        buffer = buffer_path(target, section, sinks)
+        previous = _previous(sinks, Shipper(sinks, buffer), buffer.with_name(buffer.name + ".last"))
+        if previous is None or previous["checkpoint"]["ddl_digest"] == anchoring.ddl_digest(conn):
+            return None
+        return anchor_once(target, section, sinks, _signing_key(target, section), conn, reason).record
+    finally:
+        conn.close()
+
+
+def writable_dirs(target_file: Path) -> list[Path]:
+    """What the anchor writes (for systemd's ReadWritePaths): the target's folder, the file
+    sinks' folders and the local buffer's."""
+    target, section, sinks = _setup(target_file)
+    dirs = {target_file.resolve().parent, buffer_path(target, section, sinks).parent}
+    dirs |= {s.path.parent for s in sinks if isinstance(s, FileSink)}
+    return sorted(dirs)
+
+
 def _once(args: argparse.Namespace) -> int:
     target, section, sinks = _setup(args.target)
     conn = _auditor(target)

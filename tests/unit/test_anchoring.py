@@ -323,3 +323,27 @@ def test_anchor_run_survives_an_exception_in_a_round(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_the_installer_writes_a_service_and_a_timer_that_may_write_where_the_anchor_writes(tmp_path):
+    from tests.unit.test_target import MINIMAL
+
+    sink_dir = tmp_path / "var" / "anchors"
+    target = tmp_path / "etc" / "target.toml"
+    target.parent.mkdir()
+    target.write_text(MINIMAL + textwrap.dedent(f"""
+        [anchor]
+        public_key = "anchor.pub.pem"
+        buffer = "{tmp_path / 'spool' / 'anchors.buffer'}"
+        sinks = [{{kind = "file", path = "{sink_dir / 'anchors.jsonl'}"}}]
+        """))
+    out = tmp_path / "units"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-m", "ztm.cli", "provision", "anchor-units", "--target", str(target),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    service, timer = (out / "ztm-anchor.service").read_text(), (out / "ztm-anchor-once.timer").read_text()
+    assert f"anchor run --target {target}" in service and "Restart=always" in service
+    assert f"ReadWritePaths={tmp_path / 'etc'} {tmp_path / 'spool'} {sink_dir}" in service
+    assert "OnUnitActiveSec=60" in timer
+    assert "${" not in service + timer + (out / "ztm-anchor-once.service").read_text()
