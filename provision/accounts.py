@@ -47,13 +47,18 @@ def apply_probe_account(conn: pymysql.connections.Connection, user: str, host: s
 
 
 def drop_default_accounts(conn: pymysql.connections.Connection,
-                          keep_hosts_for_root: tuple[str, ...] = ("localhost",)) -> list[str]:
-    """Drop anonymous accounts and root reachable over TCP that a fresh install may create."""
+                          keep_hosts_for_root: tuple[str, ...] = ("localhost",),
+                          keep: tuple[str, str] | None = None) -> list[str]:
+    """Drop anonymous accounts and root reachable over TCP that a fresh install may create;
+    never ``keep`` (the account the caller is connected as: dropping it would lock it out)."""
     dropped = []
     with conn.cursor() as cur:
         cur.execute("SELECT user, host FROM mysql.user WHERE user = '' OR (user = 'root' AND host NOT IN %s)",
                     (keep_hosts_for_root,))
         for user, host in cur.fetchall():
+            user, host = (v.decode() if isinstance(v, bytes) else v for v in (user, host))
+            if (user, host) == keep:
+                continue
             cur.execute("DROP USER %s@%s", (user, host))
             dropped.append(f"{user}@{host}")
     return dropped

@@ -49,6 +49,9 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:
     units.add_argument("--out", type=Path, default=Path("/etc/systemd/system"))
     units.add_argument("--user", default="ztm-anchor")
     units.set_defaults(func=_provision_anchor_units)
+    from provision import database
+
+    database.register(prov_sub)
 
 
 def _provision_firewall(args: argparse.Namespace) -> int:
