@@ -62,11 +62,13 @@ def module_for(control: str) -> Path:
     return found[0]
 
 
-def run_control(target_file: Path, *controls: str, extra: tuple[str, ...] = ()) -> ControlRun:
+def run_control(target_file: Path, *controls: str, extra: tuple[str, ...] = (),
+                wrapper: tuple[str, ...] = ()) -> ControlRun:
+    """``wrapper`` prefixes the pytest command (e.g. setpriv, to run as a less privileged assessor)."""
     paths = [str(module_for(c)) for c in controls] if controls else [str(CONTROLS)]
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", *paths, "--target", str(target_file), f"--junitxml={junit}",
+        argv = [*wrapper, sys.executable, "-m", "pytest", *paths, "--target", str(target_file), f"--junitxml={junit}",
                 "-q", "-p", "no:cacheprovider", "-o", "junit_logging=no", *extra]
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=600)
         tests = _parse_junit(junit) if junit.exists() else {}
