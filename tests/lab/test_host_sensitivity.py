@@ -164,6 +164,39 @@ def test_hst1_fails_when_the_ca_key_sits_on_the_database_host(lab, control):
     run.assert_failed("test_no_ca_private_key_on_the_database_host", "backup-ca.key (the CA private key)")
 
 
+def test_hst1_flags_an_encrypted_private_key_it_cannot_assess(lab, control):
+    """An encrypted key could be the CA's: the scan cannot tell, so it says so instead of passing."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    stray = lab.server.tls / "archive.key"
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(os.urandom(16).hex().encode()))
+    stray.write_bytes(pem)
+    os.chmod(stray, 0o600)
+    try:
+        run = control("ZTM-HST-1")
+    finally:
+        stray.unlink()
+    run.assert_failed("test_no_ca_private_key_on_the_database_host",
+                      f"cannot assess encrypted private key(s), which could be the CA's: {stray}")
+
+
+def test_hst1_flags_files_the_assessor_may_not_read(lab):
+    """An assessor without the right to read everything (here: root without the capabilities
+    that bypass file permissions) gets each unreadable file and unlistable folder named."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    run = run_control(lab.target_file, "ZTM-HST-1",
+                      wrapper=("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"))
+    key = lab.server.tls / "server.key"
+    run.assert_failed("test_no_ca_private_key_on_the_database_host",
+                      f"cannot assess files the assessor may not read: {key}",
+                      f"cannot assess folders the assessor may not list: {lab.server.secure_files}")
+    assert run.outcome("test_server_keys_are_private_to_the_server_account").outcome == "passed"
+
+
 def test_hst2_skips_when_no_scap_content_matches_the_host(lab, control):
     """Debian 12 (the lab) has no data stream in ssg-debian: the scan is skipped, saying so."""
     if shutil.which("oscap") is None:
