@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from evidence.bundle import json_bytes, write_bundle
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
 from evidence.results import TestResult, assign_folders, control_status
-from evidence.run_info import run_document, tool_versions
+from evidence.run_info import run_document, server_version, tool_versions
 from evidence.scan import find_in, redact
 from evidence.schemas import validate_documents
 from evidence.sensitive import kept_out, key_material, target_secrets
@@ -31,7 +31,12 @@ def _target_info(writer: BundleWriter) -> dict[str, Any]:
     from ztm.plugin import TARGET_INFO
 
     info = {**writer.worker_target, **writer.config.stash.get(TARGET_INFO, {})}
-    return info or {"name": None, "note": "no test loaded the target"}
+    if not info:
+        return {"name": None, "note": "no test loaded the target"}
+    if "server_version" not in info and info.get("target_file"):  # no test used the admin path: ask now
+        version, why_not = server_version(info["target_file"])
+        info.update({"server_version": version} if version else {"note": str(why_not)})
+    return info
 
 
 def _never_in_bundle(writer: BundleWriter) -> list[str]:

@@ -104,6 +104,37 @@ def _program() -> list[str]:
     return [Path(sys.executable).name, "-m", "pytest"] if name == "__main__.py" else [name]
 
 
+def server_version(target_file: str) -> tuple[str | None, str | None]:
+    """(version, None) as the server reports it over the target's admin path, or (None, why not).
+
+    For runs whose tests did not open the admin path (e.g. ``--control ZTM-TLS-1``).
+    """
+    import pymysql
+
+    from ztm.db import connect
+    from ztm.errors import UserError
+    from ztm.target import load_target
+
+    try:
+        target = load_target(target_file)
+        if "admin" not in target.roles:
+            return None, "server version not read: the target has no admin role"
+        conn = connect(target, target.roles["admin"])
+    except UserError as exc:
+        return None, f"server version not read: {exc}"
+    except (pymysql.err.Error, OSError) as exc:
+        return None, f"server version not read: {exc.args[-1] if exc.args else exc}"
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            (version,) = cur.fetchone()
+    except pymysql.err.Error as exc:
+        return None, f"server version not read: {exc.args[-1] if exc.args else exc}"
+    finally:
+        conn.close()
+    return str(version), None
+
+
 def run_document(*, target: dict[str, Any], started: str, finished: str, exit_status: int,
                  argv: list[str], suite_version: str, tools: dict[str, str] | None = None) -> dict[str, Any]:
     return {

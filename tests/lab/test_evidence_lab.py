@@ -72,3 +72,21 @@ def test_lab_bundle_holds_no_password_pin_key_material_or_pii(lab, lab_bundle):
     assert find_secrets(lab_bundle, [*secrets, *material, *FIXED_PII]) == []
     sentinels = [name for name, data in _files(lab_bundle).items() if SENTINEL.search(data)]
     assert sentinels == [], f"CRY-1's sentinel PII in {sentinels}"
+
+
+def test_a_run_without_the_admin_path_still_records_the_server_version(lab, tmp_path):
+    """ZTM-TLS-1 alone never opens the admin path; the writer asks the server at the end."""
+    from tests.control_runner import run_control
+
+    bundle = tmp_path / "tls1.tar.gz"
+    run = run_control(lab.target_file, "ZTM-TLS-1", extra=("--evidence-out", str(bundle)))
+    assert bundle.is_file(), run.output[-3000:]
+    with lab.admin() as conn, conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        (version,) = cur.fetchone()
+    run_json = json.loads(_files(bundle)["bundle/run.json"])
+    assert run_json["target"]["server_version"] == version
+    findings = json.loads(_files(bundle)["bundle/oscal/assessment-results.json"])["assessment-results"]
+    states = {f["target"]["target-id"]: f["target"]["status"].get("remarks", "") for f in
+              findings["results"][0]["findings"]}
+    assert states["ztm-net-1"].startswith("Not assessed"), "controls outside the run are not assessed"

@@ -242,3 +242,34 @@ def test_removes_the_folder():
                                  "No such file or directory"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert not os.path.exists(gone)
+
+
+def test_server_version_is_asked_at_the_end_when_no_test_used_the_admin_path(pytester, tmp_path, key):
+    """Here the admin path leads nowhere: run.json says why the version is missing instead of guessing."""
+    from tests.unit.test_target import MINIMAL
+
+    target = tmp_path / "target.toml"
+    target.write_text(MINIMAL.replace("/run/mysqld/mysqld.sock", str(tmp_path / "absent.sock")))
+    pytester.makeini(INI)
+    pytester.makeconftest(f'''
+import pytest
+from ztm.plugin import TARGET_INFO
+
+@pytest.fixture(scope="session")
+def target(pytestconfig):
+    pytestconfig.stash[TARGET_INFO] = {{"name": "vm1", "host": "192.0.2.10", "port": 3306, "engine": "mysql",
+                                       "target_file": {str(target)!r}}}
+''')
+    pytester.makepyfile(test_tls='''
+import pytest
+
+@pytest.mark.control("ZTM-TLS-1")
+def test_probe(target):
+    pass
+''')
+    out = tmp_path / "b.tar.gz"
+    result = pytester.runpytest_subprocess("--evidence-out", str(out), "--evidence-key", key)
+    assert result.ret == 0
+    identity = json.loads(_members(out)["run.json"])["target"]
+    assert "server_version" not in identity and identity["name"] == "vm1"
+    assert identity["note"].startswith("server version not read: Can't connect") and "No such file" in identity["note"]
