@@ -78,7 +78,10 @@ def main() -> int:
     context.load_cert_chain(args.cert, args.key)
     context.load_verify_locations(args.ca)
     args.journal.touch(exist_ok=True)
-    subprocess.run(["chattr", "+a", str(args.journal)], capture_output=True)  # append-only where supported
+    done = subprocess.run(["chattr", "+a", str(args.journal)], capture_output=True, text=True)
+    print(f"journal {args.journal}: " + ("append-only attribute set" if done.returncode == 0 else
+                                         f"append-only attribute not supported here: {done.stderr.strip()}"),
+          flush=True)
     host, _, port = args.listen.rpartition(":")
     with Collector((host, int(port)), context, args.journal) as server:
         print(f"listening on {host}:{server.server_address[1]}", flush=True)  # port 0: the one chosen

@@ -236,9 +236,9 @@ def test_aud3_flags_an_undeclared_ddl_change_between_anchors_and_accepts_a_decla
 
 
 def test_aud3_freshness_passes_while_the_anchor_runs_and_fails_once_it_stops(lab, tmp_path):
-    """An anchor process of its own (10 s interval, scratch sink): while it runs the newest
+    """An anchor process of its own (15 s interval, scratch sink): while it runs the newest
     anchor stays fresh; once stopped, the control fails when two intervals have passed."""
-    target = target_copy(lab, tmp_path, interval_seconds=10)
+    target = target_copy(lab, tmp_path, interval_seconds=15)
     sink = FileSink(tmp_path / "anchors.jsonl")
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
@@ -259,11 +259,11 @@ def test_aud3_freshness_passes_while_the_anchor_runs_and_fails_once_it_stops(lab
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:  # staleness only grows now: poll until it is past two intervals
         latest = anchoring.verify_anchor_chain(_records(sink), public).latest
-        if anchoring.check_freshness(latest, 20) is not None:
+        if anchoring.check_freshness(latest, 30) is not None:
             break
         time.sleep(1)
     run = run_control(target, "ZTM-AUD-3")
-    run.assert_failed("test_newest_anchor_is_fresh", "not running or cannot ship", "limit 20 s")
+    run.assert_failed("test_newest_anchor_is_fresh", "not running or cannot ship", "limit 30 s")
 
 
 def _records(sink: FileSink) -> list[dict]:
@@ -317,7 +317,9 @@ def test_a_sink_that_is_down_is_named_buffered_shown_as_a_gap_and_delivered_late
                                   "--journal", str(journal)],
                                  cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        assert collector.stdout.readline().startswith("listening on"), "the scratch collector did not start"
+        said = [collector.stdout.readline(), collector.stdout.readline()]  # blocks until bound (or died)
+        assert said[0].startswith(f"journal {journal}: append-only attribute"), said
+        assert said[1].startswith("listening on"), f"the scratch collector did not start: {said}"
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:  # the first retry waits out a 1 s backoff
             done = once(target)
@@ -350,7 +352,7 @@ def test_an_export_is_matched_to_the_anchors_offline(lab, tmp_path):
     assert ztm("audit", "export", "--target", str(lab.target_file), "--out", str(export)).returncode == 0
     good = ztm("anchor", "verify", "--target", str(lab.target_file), "--dump", str(export))
     assert "passes through anchors 1.." in good.stdout, good.stdout + good.stderr
-    assert good.returncode == 0 or "FAILED: the newest anchor is" in good.stdout, good.stdout  # only freshness may
+    assert good.returncode == 0, good.stdout + good.stderr
     lines = export.read_text().splitlines()
     export.write_text("\n".join(lines[:2] + lines[-1:]) + "\n")  # newest rows cut out, head trailer kept
     bad = ztm("anchor", "verify", "--target", str(lab.target_file), "--dump", str(export))
