@@ -44,6 +44,13 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:
     fw.add_argument("--port", type=int, default=3306)
     fw.add_argument("--apply", action="store_true", help="apply it (root); without: print what would be applied")
     fw.set_defaults(func=_provision_firewall)
+    f2b = prov_sub.add_parser("fail2ban", help="fail2ban jails for failed database logins and SSH, on a VM")
+    f2b.add_argument("--server-log", type=Path, required=True, help="the server's error log (its log_error)")
+    f2b.add_argument("--ssh-log", type=Path, default=Path("/var/log/auth.log"))
+    f2b.add_argument("--ignore", action="append", default=[], metavar="CIDR",
+                     help="never banned (e.g. the assessor, whose negative-login probes would ban it)")
+    f2b.add_argument("--apply", action="store_true", help="install the jail.d drop-in and reload fail2ban (root)")
+    f2b.set_defaults(func=_provision_fail2ban)
     units = prov_sub.add_parser("anchor-units", help="systemd service and timer for the anchor on a VM")
     units.add_argument("--target", type=Path, required=True, help="the target file the anchor host uses")
     units.add_argument("--out", type=Path, default=Path("/etc/systemd/system"))
@@ -56,7 +63,6 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:
 
 def _provision_firewall(args: argparse.Namespace) -> int:
     import shutil
-    import subprocess
     import tempfile
 
     from provision import firewall
@@ -69,8 +75,7 @@ def _provision_firewall(args: argparse.Namespace) -> int:
         lab_mod.require_root("ztm provision firewall --apply")
         if shutil.which("ufw") is None:
             raise UserError("ufw is not installed on this host; use --firewall nftables")
-        for command in commands:
-            subprocess.run(command, check=True, capture_output=True)
+        firewall.apply_ufw(commands)
         print(f"ufw: default deny incoming, {args.port}/tcp from {', '.join(args.allow)}, 22/tcp")
         return 0
     ruleset = firewall.nftables_ruleset(args.allow, db_port=args.port)
@@ -81,6 +86,19 @@ def _provision_firewall(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         firewall.apply_nftables(ruleset, Path(tmp) / "ztm.nft", [])
     print(f"nftables: table inet {firewall.TABLE} loaded (input policy drop)")
+    return 0
+
+
+def _provision_fail2ban(args: argparse.Namespace) -> int:
+    from provision import fail2ban
+
+    settings = fail2ban.JailSettings(ignoreip=("127.0.0.1/8", *args.ignore))
+    if not args.apply:
+        print(fail2ban.render_jail(args.server_log, settings, args.ssh_log))
+        return 0
+    lab_mod.require_root("ztm provision fail2ban --apply")
+    fail2ban.install_on_host(args.server_log, settings, args.ssh_log)
+    print(f"fail2ban: jails {fail2ban.JAIL} ({args.server_log}) and sshd ({args.ssh_log}) in {fail2ban.VM_DROP_IN}")
     return 0
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from provision.files import write_public
 from ztm.errors import UserError
 
 SYSTEM_CONF = Path("/etc/fail2ban")
@@ -36,29 +37,48 @@ class JailSettings:
 
 
 def render_jail(server_log: Path, settings: JailSettings, ssh_log: Path) -> str:
+    """Both jails, every setting inside its own section (a jail.d drop-in on a VM must not
+    change the host's other jails through [DEFAULT])."""
+    common = (f"backend = polling\nignoreip = {' '.join(settings.ignoreip)}\nmaxretry = {settings.maxretry}\n"
+              f"findtime = {settings.findtime}\nbantime = {settings.bantime}\n")
     return f"""# Written by ztm provision.
-[DEFAULT]
-banaction = nftables-allports
-banaction_allports = nftables-allports
-backend = polling
-ignoreip = {" ".join(settings.ignoreip)}
-maxretry = {settings.maxretry}
-findtime = {settings.findtime}
-bantime = {settings.bantime}
-
 [{JAIL}]
 enabled = true
 filter = mysqld-auth
 logpath = {server_log}
-# Every port of the host, rejected, through the host's nftables (table inet f2b-table).
+{common}# Every port of the host, rejected, through the host's nftables (table inet f2b-table).
 action = nftables-allports[name={JAIL}, protocol="tcp", blocktype="reject"]
 
 [sshd]
 enabled = true
 filter = sshd
 logpath = {ssh_log}
-action = nftables-allports[name=sshd, protocol="tcp", blocktype="reject"]
+{common}action = nftables-allports[name=sshd, protocol="tcp", blocktype="reject"]
 """
+
+
+VM_DROP_IN = SYSTEM_CONF / "jail.d" / "ztm.conf"
+
+
+def install_on_host(server_log: Path, settings: JailSettings, ssh_log: Path, out: Path = VM_DROP_IN) -> None:
+    """``ztm provision fail2ban`` on a VM: a jail.d drop-in for the system's fail2ban, checked
+    with ``fail2ban-client -t`` before the service reloads it (a broken jail never goes live)."""
+    for log in (server_log, ssh_log):
+        if not log.exists():
+            raise UserError(f"{log} does not exist: fail2ban would have nothing to read (is it the server's "
+                            "log_error / the SSH log?)")
+    previous = out.read_bytes() if out.exists() else None
+    write_public(out, render_jail(server_log, settings, ssh_log))
+    test = subprocess.run(["fail2ban-client", "-t"], capture_output=True, text=True)
+    if test.returncode != 0:
+        if previous is None:
+            out.unlink()
+        else:
+            write_public(out, previous)
+        raise UserError(f"fail2ban rejects the jail: {(test.stderr or test.stdout).strip()[-300:]}")
+    done = subprocess.run(["fail2ban-client", "reload"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"fail2ban-client reload failed: {(done.stderr or done.stdout).strip()[-300:]}")
 
 
 def write_config(layout: Fail2banLayout, server_log: Path, settings: JailSettings) -> None:

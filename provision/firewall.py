@@ -65,3 +65,10 @@ def apply_nftables(ruleset: str, path: Path, netns_argv: list[str]) -> None:
     done = subprocess.run([*netns_argv, "nft", "-f", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         raise UserError(f"loading the firewall ruleset failed: {done.stderr.strip()[-300:]}")
+
+
+def apply_ufw(commands: list[list[str]]) -> None:
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UserError(f"'{' '.join(command)}' failed: {(done.stderr or done.stdout).strip()[-300:]}")

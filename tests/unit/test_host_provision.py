@@ -1,0 +1,78 @@
+"""The host installer's outputs, checked by the real tools: the nftables ruleset by ``nft -c``
+(in a throw-away network namespace), the fail2ban jails by ``fail2ban-client -t`` and its
+config dump, the ufw rules against the same policy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provision import fail2ban, firewall
+from ztm.errors import UserError
+
+ALLOW = ["10.1.2.0/24", "192.168.7.9"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("unshare") is None,
+                    reason="nft -c needs root, nftables and unshare")
+def test_nftables_ruleset_is_accepted_by_nft(tmp_path):
+    path = tmp_path / "ruleset.nft"
+    path.write_text(firewall.nftables_ruleset(ALLOW, db_port=3307, ssh_port=2222))
+    done = subprocess.run(["unshare", "--net", "nft", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_nftables_ruleset_is_default_deny_with_the_allowlist():
+    text = firewall.nftables_ruleset(ALLOW, db_port=3307, ssh_port=2222)
+    assert "type filter hook input priority filter; policy drop;" in text
+    assert "elements = { 10.1.2.0/24, 192.168.7.9/32 }" in text
+    assert "ip saddr @db_allowlist tcp dport 3307 accept" in text
+    assert "tcp dport 2222 accept" in text
+    assert "tcp dport 3307" not in text.replace("ip saddr @db_allowlist tcp dport 3307", "")  # no other 3307 rule
+
+
+def test_ufw_rules_express_the_same_policy():
+    commands = [" ".join(c) for c in firewall.ufw_commands(ALLOW, db_port=3307, ssh_port=2222)]
+    assert commands[:2] == ["ufw --force reset", "ufw default deny incoming"]
+    assert "ufw allow 2222/tcp" in commands
+    allowed = [c for c in commands if "port 3307" in c]
+    assert allowed == ["ufw allow from 10.1.2.0/24 to any port 3307 proto tcp",
+                       "ufw allow from 192.168.7.9/32 to any port 3307 proto tcp"]
+    assert commands[-1] == "ufw --force enable"
+
+
+def test_bad_allowlist_is_one_clear_line():
+    with pytest.raises(UserError, match="bad allowlist entry"):
+        firewall.nftables_ruleset(["10.0.0.0/33"])
+    done = subprocess.run([sys.executable, "-m", "ztm.cli", "provision", "firewall", "--allow", "not-a-cidr"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "bad allowlist entry" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("fail2ban-client") is None or not Path("/etc/fail2ban/filter.d").is_dir(),
+                    reason="fail2ban is not installed")
+def test_fail2ban_jails_pass_fail2ban_own_check(tmp_path):
+    layout = fail2ban.Fail2banLayout(tmp_path / "f2b")
+    server_log = tmp_path / "error.log"
+    server_log.touch()
+    fail2ban.write_config(layout, server_log, fail2ban.JailSettings(ignoreip=("127.0.0.1/8", "10.9.9.1")))
+    checked = subprocess.run(["fail2ban-client", "-c", str(layout.conf), "-t"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    dump = subprocess.run(["fail2ban-client", "-c", str(layout.conf), "-d"], capture_output=True, text=True).stdout
+    assert f"['set', '{fail2ban.JAIL}', 'addlogpath', '{server_log}', 'head']" in dump
+    assert f"['set', '{fail2ban.JAIL}', 'addaction', 'nftables-allports']" in dump
+    assert "['set', 'sshd', 'addaction', 'nftables-allports']" in dump
+    assert f"['set', '{fail2ban.JAIL}', 'addignoreip', '127.0.0.1/8', '10.9.9.1']" in dump
+
+
+def test_vm_install_refuses_a_server_log_that_does_not_exist(tmp_path):
+    out = tmp_path / "jail.d" / "ztm.conf"
+    with pytest.raises(UserError, match="does not exist: fail2ban would have nothing to read"):
+        fail2ban.install_on_host(tmp_path / "absent.log", fail2ban.JailSettings(), tmp_path / "auth.log", out=out)
+    assert not out.exists()
