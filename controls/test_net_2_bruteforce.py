@@ -23,6 +23,7 @@ pytestmark = pytest.mark.control("ZTM-NET-2")
 
 DEFAULT_SOCKET = "/var/run/fail2ban/fail2ban.sock"
 MIN_WAIT = 30.0  # seconds: the least we wait for a ban, even with a shorter findtime
+SETTLE_WAIT = 30.0  # seconds for the firewall to follow a ban or an unban
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,29 @@ def test_jail_watches_the_server_log(jail, server_log, host, evidence):
             f"but the server writes its log to {server_log.path}")
 
 
+def _poll(probe, until, wait: float = SETTLE_WAIT):
+    """Probe until ``until(verdict)`` or the deadline: fail2ban lists a ban before its action
+    has run (and lifts it before the rule is gone), so the firewall's state lags the list."""
+    deadline = time.monotonic() + wait
+    seen = probe()
+    while not until(seen) and time.monotonic() < deadline:
+        time.sleep(1.0)
+        seen = probe()
+    return seen
+
+
 @pytest.fixture
-def lift_ban(jail, network):
-    """Lift the ban afterwards (the lab's intruder address must be usable by the next run)."""
-    source = network.get("intruder_allowlisted_address")
+def lift_ban(jail, network, target, from_netns):
+    """Lift the ban afterwards and show the address gets through again (the next run needs it)."""
+    source, netns = network.get("intruder_allowlisted_address"), network.get("intruder_netns")
     yield
-    if source and source in jail.banned():
-        jail.client("set", jail.name, "unbanip", source)
-        assert source not in jail.banned(), f"could not lift the ban of {source} in jail {jail.name}"
+    if not source or not netns or source not in jail.banned():
+        return
+    jail.client("set", jail.name, "unbanip", source)
+    assert source not in jail.banned(), f"could not lift the ban of {source} in jail {jail.name}"
+    again = _poll(lambda: from_netns(netns, "connect", target.host, str(target.port), "--source", source),
+                  lambda v: v.ok)
+    assert again.ok, f"the ban of {source} was lifted in fail2ban, but it still cannot reach the server ({again.said})"
 
 
 def test_repeated_failed_logins_get_the_source_banned(target, network, jail, server_log, host, from_netns, lift_ban,
@@ -151,7 +167,8 @@ def test_repeated_failed_logins_get_the_source_banned(target, network, jail, ser
         if not banned:
             time.sleep(1.0)
     seen = {p: _failed_logins_since(host, p, offsets[p], source) for p in logs}
-    after = from_netns(netns, "connect", target.host, str(target.port), "--source", source)
+    after = _poll(lambda: from_netns(netns, "connect", target.host, str(target.port), "--source", source),
+                  lambda v: not banned or not v.ok)
     other_netns = network.get("other_client_netns")
     other = from_netns(other_netns, "connect", target.host, str(target.port))
     evidence.json("ban", {"jail": jail.name, "maxretry": maxretry, "findtime": findtime, "source": source,
