@@ -257,13 +257,18 @@ class BundleWriter:
         self.worker_target: dict[str, Any] = {}  # what xdist workers' fixtures read (relay.WorkerRelay)
         self.worker_kept_out: set[str] = set()
         self.redactions: list[str] = []  # what the secret scan removed before signing (assemble)
+        self._messages: list[tuple[str, dict[str, bool]]] = []
+        self._summarised = False
         self.started = datetime.now(UTC)
         self.workdir = Path(tempfile.mkdtemp(prefix="ztm-evidence-"))
         # JUnit and HTML reports go into the bundle: arrange them when the user did not ask.
+        self._own_reports = False  # the report paths pytest prints are then temporary
         if not config.option.xmlpath:
             config.option.xmlpath = str(self.workdir / "junit.xml")
+            self._own_reports = True
         if config.pluginmanager.hasplugin("html") and not getattr(config.option, "htmlpath", None):
             config.option.htmlpath = str(self.workdir / "report.html")
+            self._own_reports = True
         if hasattr(config.option, "self_contained_html"):
             config.option.self_contained_html = True
 
@@ -292,29 +297,41 @@ class BundleWriter:
             result = self.results[report.nodeid] = TestResult(report.nodeid, report.nodeid.split("::")[-1], controls)
         result.add(report)
 
+    def _say(self, text: str, **markup: bool) -> None:
+        """Shown in the terminal summary, after pytest's own newline (or at once if that has passed)."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and self._summarised:
+            tr.write_line(text, **markup)
+        else:
+            self._messages.append((text, markup))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        self._summarised = True
+        for text, markup in self._messages:
+            terminalreporter.write_line(text, **markup)
+
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):
         outcome = yield  # JUnit and pytest-html write their files inside this call
         from evidence.assemble import assemble
 
         began = time.monotonic()
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if self.config.option.collectonly or self.config.option.controls_list:
             shutil.rmtree(self.workdir, ignore_errors=True)
             return outcome  # nothing ran: no evidence to sign
         try:
             size = assemble(self, int(session.exitstatus))
         except UserError as exc:
-            if tr:
-                tr.write_line(f"ztm evidence: no bundle written: {exc}", red=True, bold=True)
+            self._say(f"ztm evidence: no bundle written: {exc}", red=True, bold=True)
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         else:
-            if tr:
-                for finding in self.redactions:
-                    tr.write_line(f"ztm evidence: redacted before signing: {finding} (a test output a secret; "
-                                  "see run.json 'redactions')", yellow=True)
-                tr.write_line(f"ztm evidence: signed bundle {self.out} ({size / 1024:.0f} KiB, "
-                              f"{len(self.results)} tests, built in {time.monotonic() - began:.2f} s)")
+            for finding in self.redactions:
+                self._say(f"ztm evidence: redacted before signing: {finding} (a test output a secret; "
+                          "see run.json 'redactions')", yellow=True)
+            where = "; junit.xml and report.html are inside it, not at the temporary paths printed below"
+            self._say(f"ztm evidence: signed bundle {self.out} ({size / 1024:.0f} KiB, {len(self.results)} tests, "
+                      f"built in {time.monotonic() - began:.2f} s{where if self._own_reports else ''})")
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return outcome
