@@ -191,7 +191,8 @@ DELIMITER //
 -- under a newer KEK version. Field ciphertext is not touched; the audit trail records it.
 DROP PROCEDURE IF EXISTS app_rewrap_user_key //
 CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_rewrap_user_key(
-    IN p_user_id CHAR(36), IN p_wrapped_key LONGTEXT, IN p_kms_key_id VARCHAR(512), IN p_key_version INT UNSIGNED)
+    IN p_user_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin, IN p_wrapped_key LONGTEXT,
+    IN p_kms_key_id VARCHAR(512), IN p_key_version INT UNSIGNED)
   MODIFIES SQL DATA SQL SECURITY DEFINER
 BEGIN
   DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();
