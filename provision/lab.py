@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from provision.files import ensure_secret, write_private
 from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
 from provision.pki import PkiLayout, issue_all, issue_collector, issue_tsa
+from ztm import procs
 from ztm.errors import NotRootError, UserError
 from ztm.schemas import validate
 
@@ -176,7 +176,6 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     server.prepare_folders(layout, lab.pki.root / "server")
     lab.render_config()
     engine.attach(layout.root)
-    fresh = not (layout.datadir / "mysql").is_dir()
     server.initialize(engine, layout, netns.in_netns(netns.DB.netns, []))
     lab.start_server()
     timings["server"] = time.monotonic() - t
@@ -191,7 +190,7 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     timings["kms"] = time.monotonic() - t
 
     t = time.monotonic()
-    _bootstrap_accounts(lab, fresh)
+    _bootstrap_accounts(lab)
     timings["accounts"] = time.monotonic() - t
     t = time.monotonic()
     with lab.admin() as conn:
@@ -206,13 +205,27 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     return timings
 
 
-def _bootstrap_accounts(lab: Lab, fresh: bool) -> None:
-    admin_password = lab.password("admin")
-    if fresh:  # the install left root@localhost without a password: set it before anything else
+def _ensure_admin_password(lab: Lab) -> None:
+    """The install leaves root@localhost without a password: set it. Decided by trying, not by
+    whether the datadir is new, so that an 'up' interrupted before this step is repaired."""
+    try:
+        lab.admin().close()
+        return
+    except pymysql.err.OperationalError as exc:
+        if exc.args[0] != 1045:  # only "access denied" means the password is not set yet
+            raise
+    try:
         conn = pymysql.connect(unix_socket=str(lab.server.socket), user="root", password="", autocommit=True)
-        with conn.cursor() as cur:
-            cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (admin_password,))
-        conn.close()
+    except pymysql.err.OperationalError as exc:
+        raise UserError(f"the lab server refuses its admin password and root has a password of its own "
+                        f"({exc.args[-1]}); run 'ztm lab down' and 'ztm lab up' to rebuild it") from None
+    with conn.cursor() as cur:
+        cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (lab.password("admin"),))
+    conn.close()
+
+
+def _bootstrap_accounts(lab: Lab) -> None:
+    _ensure_admin_password(lab)
     with lab.admin() as conn:
         drop_default_accounts(conn)
         for role, user in LOGIN_ACCOUNTS.items():
@@ -246,39 +259,56 @@ def anchor_up(lab: Lab) -> None:
                                                   serialization.NoEncryption()), mode=0o600)
         write_private(lab.log_host / "anchor.pub.pem", public_pem(key.public_key()), mode=0o644)
     cert, key = issue_collector(lab.pki, name=COLLECTOR_NAME, address=netns.LOG.address)
-    if _pid(lab.log_host / "collector.pid") is None:
-        with open(lab.log_host / "collector.log", "ab") as log:
-            proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [
-                sys.executable, "-m", "provision.syslog_collector", "--listen", f"{netns.LOG.address}:{SYSLOG_PORT}",
-                "--cert", str(cert), "--key", str(key), "--ca", str(lab.pki.ca_cert),
-                "--journal", str(lab.log_host / "syslog-journal.jsonl")]),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        (lab.log_host / "collector.pid").write_text(f"{proc.pid}\n")
+    if _log_host_pid(lab, "collector") is None:
+        _spawn(lab, "collector", [
+            sys.executable, "-m", "provision.syslog_collector", "--listen", f"{netns.LOG.address}:{SYSLOG_PORT}",
+            "--cert", str(cert), "--key", str(key), "--ca", str(lab.pki.ca_cert),
+            "--journal", str(lab.log_host / "syslog-journal.jsonl")])
         _wait_for_port(netns.LOG.netns, netns.LOG.address, SYSLOG_PORT)
     tsa_cert, tsa_key = issue_tsa(lab.pki)
-    if _pid(lab.log_host / "tsa.pid") is None:
-        with open(lab.log_host / "tsa.log", "ab") as log:
-            proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [
-                sys.executable, "-m", "provision.tsa", "--listen", f"{netns.LOG.address}:{TSA_PORT}",
-                "--cert", str(tsa_cert), "--key", str(tsa_key), "--dir", str(lab.log_host / "tsa")]),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        (lab.log_host / "tsa.pid").write_text(f"{proc.pid}\n")
+    if _log_host_pid(lab, "tsa") is None:
+        _spawn(lab, "tsa", [sys.executable, "-m", "provision.tsa", "--listen", f"{netns.LOG.address}:{TSA_PORT}",
+                            "--cert", str(tsa_cert), "--key", str(tsa_key), "--dir", str(lab.log_host / "tsa")])
         _wait_for_port(netns.LOG.netns, netns.LOG.address, TSA_PORT)
     if anchor_pid(lab) is None:
-        with open(lab.log_host / "anchor.log", "ab") as log:
-            proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, [sys.executable, "-m", "ztm.cli", "anchor", "run",
-                                                                   "--target", str(lab.target_file)]),
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        (lab.log_host / "anchor.pid").write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + 20
+        _spawn(lab, "anchor", [sys.executable, "-m", "ztm.cli", "anchor", "run", "--target", str(lab.target_file)])
+        deadline = time.monotonic() + 60
         sink = lab.log_host / "anchors.jsonl"
         while time.monotonic() < deadline and not (sink.exists() and sink.stat().st_size):
+            if anchor_pid(lab) is None:
+                raise UserError(f"the anchor process exited at start; see {lab.log_host / 'anchor.log'}")
             time.sleep(0.2)  # the first anchor is written at start
+    if anchor_pid(lab) is None:
+        raise UserError(f"the anchor process is not running; see {lab.log_host / 'anchor.log'}")
 
 
-def _wait_for_port(netns_name: str, address: str, port: int, timeout: float = 15) -> None:
-    probe = [sys.executable, "-m", "ztm.netprobe", "connect", address, str(port), "--timeout", "1"]
+# What only each log-host process of *this* lab has on its command line: a pid file naming
+# another process (a reused pid, another lab's process) does not count as running.
+_MARKERS = {"collector": ("provision.syslog_collector", "syslog-journal.jsonl"),
+            "tsa": ("provision.tsa",), "anchor": ("anchor", "run")}
+
+
+def _markers(lab: Lab, name: str) -> tuple[str, ...]:
+    unique = {"collector": str(lab.log_host / "syslog-journal.jsonl"), "tsa": str(lab.log_host / "tsa"),
+              "anchor": str(lab.target_file)}
+    return (*_MARKERS[name], unique[name])
+
+
+def _spawn(lab: Lab, name: str, argv: list[str]) -> None:
+    with open(lab.log_host / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, argv), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    # Popen returns after the exec succeeded, so /proc already shows this command line
+    # ('ip netns exec ... ARGV', and ARGV itself once ip has exec'd it: both carry the markers).
+    procs.write_pid_file(lab.log_host / f"{name}.pid", proc.pid)
+
+
+def _log_host_pid(lab: Lab, name: str) -> int | None:
+    return procs.read_pid_file(lab.log_host / f"{name}.pid", _markers(lab, name))
+
+
+def _wait_for_port(netns_name: str, address: str, port: int, timeout: float = 60) -> None:
+    probe = [sys.executable, "-m", "ztm.netprobe", "connect", address, str(port), "--timeout", "5"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if subprocess.run(netns.in_netns(netns_name, probe), capture_output=True).returncode == 0:
@@ -287,39 +317,23 @@ def _wait_for_port(netns_name: str, address: str, port: int, timeout: float = 15
     raise UserError(f"the log collector did not start listening on {address}:{port}")
 
 
-def _pid(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
 def anchor_pid(lab: Lab) -> int | None:
-    return _pid(lab.log_host / "anchor.pid")
+    return _log_host_pid(lab, "anchor")
 
 
-def _terminate(pid: int | None) -> None:
-    if pid is None:
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-            os.kill(pid, 0)
-        except (OSError, ChildProcessError):
-            break
-        time.sleep(0.1)
+def _stop(lab: Lab, name: str) -> None:
+    pid = _log_host_pid(lab, name)
+    if pid is not None:
+        procs.terminate(pid)
+    (lab.log_host / f"{name}.pid").unlink(missing_ok=True)
 
 
 def anchor_down(lab: Lab, collector: bool = False) -> None:
     """Stop the anchor process (and, with ``collector``, the log collector)."""
-    _terminate(anchor_pid(lab))
+    _stop(lab, "anchor")
     if collector:
-        _terminate(_pid(lab.log_host / "collector.pid"))
-        _terminate(_pid(lab.log_host / "tsa.pid"))
+        _stop(lab, "collector")
+        _stop(lab, "tsa")
         for journal in (lab.log_host / "anchors.jsonl", lab.log_host / "syslog-journal.jsonl"):
             if journal.exists():  # append-only (chattr +a): lifted so that the lab can be removed
                 subprocess.run(["chattr", "-a", str(journal)], capture_output=True)

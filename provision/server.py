@@ -17,6 +17,7 @@ from pathlib import Path
 
 from provision.engines.base import Engine
 from provision.files import write_private
+from ztm import procs
 from ztm.errors import UserError
 
 Overrides = dict[str, str | None]
@@ -128,11 +129,13 @@ def _last_line(done: subprocess.CompletedProcess[str], layout: ServerLayout) -> 
 
 
 def read_pid(layout: ServerLayout) -> int | None:
+    """The server's pid, if the process in its pid file is this layout's server (a stale
+    file whose pid now belongs to another process does not count)."""
     try:
         pid = int(layout.pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _alive(pid) and procs.is_running(pid, (f"--defaults-file={layout.defaults_file}",)) else None
 
 
 def start(engine: Engine, layout: ServerLayout, netns_argv: list[str], timeout: float = 60.0) -> int:

@@ -87,7 +87,15 @@ class MySQLEngine(Engine):
         (self.rootfs / server_dir.relative_to("/")).mkdir(parents=True, exist_ok=True)
 
     def detach(self, server_dir: Path) -> None:
+        """Remove the mount point ``attach`` made in the rootfs (and the lab's folder above it,
+        if empty); shared folders higher up stay, another lab may be using them."""
         self.server_dir = None
+        point = self.rootfs / server_dir.relative_to("/")
+        for folder in (point, point.parent):
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or gone): leave it
 
     def initialize_argv(self, defaults_file: Path) -> list[str]:
         return ["mysqld", f"--defaults-file={defaults_file}", "--initialize-insecure"]
