@@ -329,3 +329,42 @@ def test_kms_configuration_mistakes_are_one_clear_line(tmp_path, softhsm):
     for message, section in cases.items():
         with pytest.raises(UserError, match=message):
             kms_for(section, Path)
+
+
+def test_target_sets_the_dek_cache_limits_and_the_flag_turns_it_off(softhsm, tmp_path):
+    """[crypto.dek_cache] in a target file reaches the client: max_messages = 2 means a fresh
+    DEK, wrapped by the real token, every second record; enabled = false (or the command
+    line's --no-dek-cache) means one per record."""
+    import tomli_w
+
+    from envelope.setup import client_for
+    from provision import kms as lab_kms
+    from tests.unit.test_target import MINIMAL
+    from ztm.target import load_target
+
+    _, _, layout = softhsm
+    pin = tmp_path / "pin"
+    pin.write_text("user-pin-for-tests\n")
+
+    def target(cache: dict) -> Path:
+        path = tmp_path / f"target-{len(list(tmp_path.iterdir()))}.toml"
+        path.write_text(MINIMAL + tomli_w.dumps({
+            "kms": {"provider": "pkcs11", "module": lab_kms.MODULE, "token_label": lab_kms.TOKEN_LABEL,
+                    "pin": {"file": str(pin)}, "env": {"SOFTHSM2_CONF": str(layout.conf)}},
+            "crypto": {"require_pq": False, "dek_cache": cache}}))
+        return path
+
+    def wraps(path: Path, records: int = 5, **kw) -> tuple[int, dict]:
+        client = client_for(load_target(path), **kw)
+        try:
+            for _ in range(records):
+                client.encrypt_user("t-1", PII)
+            return client.kms.calls, client.cache.limits()
+        finally:
+            client.kms.close()
+
+    limited = target({"max_messages": 2, "max_age_seconds": 30, "max_bytes": 4096})
+    assert wraps(limited) == (3, {"enabled": True, "max_age_s": 30.0, "max_messages": 2, "max_bytes": 4096})
+    assert wraps(limited, cache=False)[0] == 5
+    assert wraps(target({"enabled": False}))[0] == 5
+    assert wraps(target({"max_bytes": 2 * len("".join(PII.values()).encode())}))[0] == 3
