@@ -4,7 +4,8 @@
 For N records (default 10,000; --insert-records for the database part): records/s for
 encrypt-only and for encrypt + insert through app_create_user_encrypted (one mTLS
 connection), each with the DEK cache on and off, and the number of KMS calls.
-The KMS is the lab's SoftHSM2 token (PKCS#11), the PQ wrap as the target requires.
+The KMS is the lab's SoftHSM2 token (PKCS#11), the PQ wrap as the target requires, the
+DEK cache limits from the target's [crypto.dek_cache].
 
 Usage (root, lab up, project root): .venv/bin/python -m bench.envelope
 """
@@ -18,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+from envelope.cache import DekCache
 from envelope.client import api_json
 from envelope.setup import client_for
 from provision import lab as lab_mod
@@ -61,13 +63,14 @@ def main() -> int:
     args = parser.parse_args()
     target = load_target(lab_mod.Lab(lab_mod.default_lab_dir()).target_file)
     results = {}
+    cache_limits = DekCache.from_config(target.section("crypto").get("dek_cache", {})).limits()
     for cache in (True, False):
         label = "cache_on" if cache else "cache_off"
         results[f"encrypt_only_{label}"] = run(target, args.records, cache=cache, insert=False)
         results[f"encrypt_insert_{label}"] = run(target, args.insert_records, cache=cache, insert=True)
     doc = {"benchmark": "envelope", "engine": target.engine, "kms": target.section("kms").get("provider"),
            "pq_wrap": bool(target.section("crypto").get("require_pq")), "python": platform.python_version(),
-           "dek_cache_limits": {"max_age_s": 300, "max_messages": 1000, "max_bytes": 1 << 20}, "results": results}
+           "dek_cache_limits": cache_limits, "results": results}
     out = args.out or ROOT / "results" / f"envelope-{target.engine}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
