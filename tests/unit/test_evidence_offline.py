@@ -24,9 +24,11 @@ def offline_check(bundle: Path, ca: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_readme_shows_exactly_the_script_that_is_tested():
-    body = SCRIPT.read_text().split("set -eu\n", 1)[1]
-    readme = (ROOT / "evidence" / "README.md").read_text()
-    assert "set -eu\n" + body in readme, "evidence/README.md must show evidence/offline-verify.sh verbatim"
+    body = "set -eu\n" + SCRIPT.read_text().split("set -eu\n", 1)[1]
+    assert body in (ROOT / "evidence" / "README.md").read_text(), "evidence/README.md must show the script verbatim"
+    readme = (ROOT / "README.md").read_text()
+    if "offline-verify.sh" in readme:  # the project README may show it too: then exactly
+        assert body in readme, "README.md must show evidence/offline-verify.sh verbatim"
 
 
 def test_good_bundle_passes_the_offline_check(built_bundle):
