@@ -1,5 +1,7 @@
-"""PKCS#11 KMS (python-pkcs11): an AES-256 KEK that never leaves the token wraps each DEK
-with AES-GCM, the encryption context as AAD. The lab uses a SoftHSM2 token."""
+"""PKCS#11 KMS (python-pkcs11): an AES-256 KEK that never leaves the token wraps each DEK,
+with AES-GCM (the encryption context as AAD; the default) or AES-KWP (RFC 5649, the context
+committed inside the wrapped payload), chosen by [kms].wrap_mechanism. The lab uses a
+SoftHSM2 token."""
 
 from __future__ import annotations
 
@@ -8,13 +10,17 @@ import threading
 from typing import Any
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, Mechanism
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.mechanisms import GCMParams
 
-from envelope.kms.base import Kms, WrappedKey
+from envelope.kms.base import Kms, WrappedKey, commit_context, open_committed
 from ztm.errors import UserError
 
-BLOB_VERSION = b"\x01"
+# Blob formats, told apart by their first byte, so a KMS configured for either mechanism
+# unwraps both (a switch of mechanism needs no re-wrap).
+GCM_BLOB = b"\x01"  # C_Encrypt with AES-GCM: iv || ciphertext || tag, the context as AAD
+KWP_BLOB = b"\x02"  # C_WrapKey with AES-KWP (RFC 5649) over SHA-256(context) || DEK (KWP has no AAD)
+MECHANISMS = ("aes-gcm", "aes-kwp")
 IV_BYTES = 12
 _loaded_env: dict[str, dict[str, str]] = {}  # module -> the environment it was loaded with
 
@@ -34,7 +40,10 @@ def _bind_module_env(module: str, env: dict[str, str]) -> None:
 
 class Pkcs11Kms(Kms):
     def __init__(self, module: str, token_label: str, key_label_prefix: str, pin: str, version: int,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, mechanism: str = "aes-gcm") -> None:
+        if mechanism not in MECHANISMS:
+            raise UserError(f"PKCS#11 wrap mechanism {mechanism!r} is not one of {', '.join(MECHANISMS)}")
+        self.mechanism = mechanism
         _bind_module_env(module, env or {})
         try:
             self._lib = pkcs11.lib(module)
@@ -66,7 +75,7 @@ class Pkcs11Kms(Kms):
             raise UserError(f"the token PIN ({ref.describe()}) is empty")
         env = {k: str(resolve(v)) if k.endswith("_CONF") else v for k, v in section.get("env", {}).items()}
         return cls(section["module"], section["token_label"], section.get("key_label_prefix", "ztm-kek-v"), pin,
-                   int(section.get("key_version", 1)), env)
+                   int(section.get("key_version", 1)), env, section.get("wrap_mechanism", "aes-gcm"))
 
     @property
     def current_version(self) -> int:
@@ -86,31 +95,58 @@ class Pkcs11Kms(Kms):
 
     def wrap(self, dek: bytes, context: bytes, key_version: int | None = None) -> WrappedKey:
         version = key_version or self._version
-        iv = os.urandom(IV_BYTES)
         with self._lock:
             try:
-                sealed = self._kek(version).encrypt(dek, mechanism=Mechanism.AES_GCM,
-                                                    mechanism_param=GCMParams(iv, context, 128))
+                kek = self._kek(version)
+                blob = self._wrap_kwp(kek, dek, context) if self.mechanism == "aes-kwp" else self._wrap_gcm(
+                    kek, dek, context)
             except pkcs11.exceptions.PKCS11Error as exc:
                 raise UserError(f"the KMS refused to wrap the data key: {type(exc).__name__}") from None
             self.calls += 1
-        return WrappedKey(BLOB_VERSION + iv + sealed, self.key_id(version), version)
+        return WrappedKey(blob, self.key_id(version), version)
+
+    @staticmethod
+    def _wrap_gcm(kek, dek: bytes, context: bytes) -> bytes:
+        iv = os.urandom(IV_BYTES)
+        sealed = kek.encrypt(dek, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(iv, context, 128))
+        return GCM_BLOB + iv + sealed
+
+    def _wrap_kwp(self, kek, dek: bytes, context: bytes) -> bytes:
+        # C_WrapKey wraps key objects: the payload becomes a short-lived session object first.
+        payload = self._session.create_object({
+            Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+            Attribute.VALUE: commit_context(dek, context), Attribute.TOKEN: False, Attribute.EXTRACTABLE: True,
+            Attribute.SENSITIVE: False})
+        try:
+            return KWP_BLOB + bytes(kek.wrap_key(payload, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        finally:
+            payload.destroy()
 
     def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
         blob = wrapped.blob
-        if blob[:1] != BLOB_VERSION or len(blob) < 1 + IV_BYTES + 16:
+        kind = blob[:1]
+        if not ((kind == GCM_BLOB and len(blob) >= 1 + IV_BYTES + 16) or (kind == KWP_BLOB and len(blob) >= 1 + 40)):
             raise UserError("wrapped key: unknown format")
         if wrapped.key_id != self.key_id(wrapped.key_version):
             raise UserError(f"the data key is wrapped by {wrapped.key_id!r}, not by this KMS's "
                             f"{self.key_id(wrapped.key_version)!r}")
         with self._lock:
+            kek = self._kek(wrapped.key_version)
             try:
                 self.calls += 1
-                return bytes(self._kek(wrapped.key_version).decrypt(
-                    blob[1 + IV_BYTES:], mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(blob[1:1 + IV_BYTES], context, 128)))
+                if kind == GCM_BLOB:
+                    return bytes(kek.decrypt(blob[1 + IV_BYTES:], mechanism=Mechanism.AES_GCM,
+                                             mechanism_param=GCMParams(blob[1:1 + IV_BYTES], context, 128)))
+                payload = kek.unwrap_key(ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET, blob[1:],
+                                         mechanism=Mechanism.AES_KEY_WRAP_PAD, store=False,
+                                         template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False})
+                try:
+                    plain = bytes(payload[Attribute.VALUE])
+                finally:
+                    payload.destroy()
             except pkcs11.exceptions.PKCS11Error:
                 raise UserError("the KMS refused to unwrap the data key (wrong key, context or blob)") from None
+        return open_committed(plain, context, "PKCS#11 AES-KWP")
 
     def create_kek(self, version: int) -> None:
         """A new, non-extractable KEK version on the token (lab set-up, rotation); idempotent."""
@@ -119,7 +155,7 @@ class Pkcs11Kms(Kms):
         with self._lock:
             self._session.generate_key(KeyType.AES, 256, label=f"{self.prefix}{version}", store=True, template={
                 Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.TOKEN: True,
-                Attribute.ENCRYPT: True, Attribute.DECRYPT: True})
+                Attribute.ENCRYPT: True, Attribute.DECRYPT: True, Attribute.WRAP: True, Attribute.UNWRAP: True})
 
     def kek_attributes(self, version: int) -> dict[str, bool]:
         key = self._kek(version)

@@ -237,19 +237,44 @@ def softhsm(tmp_path_factory):
     kms.close()
 
 
-def test_pkcs11_wrap_binds_the_context_and_the_kek_stays_in_the_token(softhsm):
-    kms, _, _ = softhsm
-    dek = new_dek()
-    context = wrap_context(tenant="t-1", table="users", key_version=1)
-    wrapped = kms.wrap(dek, context)
-    assert kms.unwrap(wrapped, context) == dek and dek not in wrapped.blob
-    for other in (wrap_context(tenant="t-2", table="users", key_version=1),
-                  wrap_context(tenant="t-1", table="users", key_version=2)):
+@pytest.mark.parametrize("mechanism", ["aes-gcm", "aes-kwp"])
+def test_pkcs11_wrap_binds_the_context_and_the_kek_stays_in_the_token(softhsm, mechanism):
+    from envelope.kms.pkcs11 import Pkcs11Kms
+    from provision import kms as lab_kms
+
+    default_kms, _, layout = softhsm
+    kms = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1,
+                    {"SOFTHSM2_CONF": str(layout.conf)}, mechanism)
+    try:
+        dek = new_dek()
+        context = wrap_context(tenant="t-1", table="users", key_version=1)
+        wrapped = kms.wrap(dek, context)
+        assert wrapped.blob[:1] == {"aes-gcm": b"\x01", "aes-kwp": b"\x02"}[mechanism]
+        assert kms.unwrap(wrapped, context) == dek and dek not in wrapped.blob
+        assert default_kms.unwrap(wrapped, context) == dek  # the blob says how it was wrapped
+        for other in (wrap_context(tenant="t-2", table="users", key_version=1),
+                      wrap_context(tenant="t-1", table="users", key_version=2)):
+            moved = {"aes-gcm": "refused to unwrap", "aes-kwp": "belongs to another context"}[mechanism]
+            with pytest.raises(UserError, match=moved):
+                kms.unwrap(wrapped, other)
+        tampered = bytearray(wrapped.blob)
+        tampered[-3] ^= 1
         with pytest.raises(UserError, match="refused to unwrap"):
-            kms.unwrap(wrapped, other)
-    with pytest.raises(UserError, match="wrapped by 'pkcs11:token=ztm-kms;object=elsewhere'"):
-        kms.unwrap(WrappedKey(wrapped.blob, "pkcs11:token=ztm-kms;object=elsewhere", 1), context)
-    assert kms.kek_attributes(1) == {"extractable": False, "sensitive": True}
+            kms.unwrap(WrappedKey(bytes(tampered), wrapped.key_id, 1), context)
+        with pytest.raises(UserError, match="wrapped by 'pkcs11:token=ztm-kms;object=elsewhere'"):
+            kms.unwrap(WrappedKey(wrapped.blob, "pkcs11:token=ztm-kms;object=elsewhere", 1), context)
+        assert kms.kek_attributes(1) == {"extractable": False, "sensitive": True}
+    finally:
+        kms.close()
+
+
+def test_pkcs11_unknown_wrap_mechanism_is_refused(softhsm):
+    from envelope.kms.pkcs11 import Pkcs11Kms
+    from provision import kms as lab_kms
+
+    with pytest.raises(UserError, match="'aes-ecb' is not one of aes-gcm, aes-kwp"):
+        Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1,
+                  {"SOFTHSM2_CONF": str(softhsm[2].conf)}, "aes-ecb")
 
 
 def test_pq_private_key_is_stored_only_wrapped_under_its_own_kek(softhsm):
