@@ -58,3 +58,11 @@ def test_envelope_round_trip_through_the_moto_emulator(emulated_kms):
             row[f"{name}_{part}"] = base64.b64decode(doc[name][part])
     assert client.decrypt_user(row)["email"] == "ann@example.invalid"
     assert doc["pii_kms_key_id"].startswith("aws-kms:")
+
+
+def test_aws_holds_the_pq_private_key_wrapped_on_the_moto_emulator(emulated_kms, tmp_path):
+    from envelope import pq
+
+    material, _ = pq.generate_keypair()
+    pq.save_private_wrapped(material, emulated_kms, tmp_path / "pq.json")
+    assert pq.load_private(tmp_path / "pq.json", emulated_kms) == material

@@ -115,3 +115,12 @@ def test_azure_wrap_round_trip_and_context_binding_with_faked_transport(azure_km
     tampered = type(wrapped)(wrapped.blob[:-1] + bytes([wrapped.blob[-1] ^ 1]), wrapped.key_id, 1)
     with pytest.raises(UserError, match="refused to unwrap"):
         azure_kms.unwrap(tampered, context)
+
+
+def test_azure_holds_the_pq_private_key_wrapped_with_faked_transport(azure_kms, tmp_path):
+    """The 96-byte PQ private material, not only 32-byte DEKs, through wrapKey/unwrapKey (faked service)."""
+    from envelope import pq
+
+    material, _ = pq.generate_keypair()
+    pq.save_private_wrapped(material, azure_kms, tmp_path / "pq.json")
+    assert pq.load_private(tmp_path / "pq.json", azure_kms) == material

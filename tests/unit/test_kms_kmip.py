@@ -69,3 +69,13 @@ def test_kmip_wrap_round_trip_and_context_binding(kmip_kms):
     with pytest.raises(UserError, match="another context"):
         kmip_kms.unwrap(wrapped, wrap_context(tenant="t-2", table="users", key_version=1))
     assert wrapped.key_id.startswith("kmip:") and kmip_kms.calls == 3
+
+
+def test_kmip_holds_the_pq_private_key_wrapped(kmip_kms, tmp_path):
+    """The 96-byte PQ private material, not only 32-byte DEKs, goes through the KMIP server."""
+    from envelope import pq
+
+    material, _ = pq.generate_keypair()
+    pq.save_private_wrapped(material, kmip_kms, tmp_path / "pq.json")
+    assert material not in (tmp_path / "pq.json").read_bytes()
+    assert pq.load_private(tmp_path / "pq.json", kmip_kms) == material
