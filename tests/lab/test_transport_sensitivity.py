@@ -48,6 +48,28 @@ def test_tls3_fails_for_account_without_certificate_binding(admin_change, contro
     run.assert_failed("test_every_login_account_requires_bound_certificate", AUDITOR, "REQUIRE NONE")
 
 
+def test_tls3_takes_no_role_for_a_login_account(admin_change, control, lab_target):
+    """Roles (and MariaDB's PUBLIC) are rows of mysql.user, but nobody logs in as one: they must
+    not be reported as unbound logins, while a real unbound account next to them still is."""
+    from provision.pki import cert_subject_issuer
+
+    roles = ["CREATE ROLE ztm_test_role", "GRANT SELECT ON securedb.tenants TO ztm_test_role"]
+    undo = ["DROP ROLE ztm_test_role"]
+    if lab_target.dialect.public_role:
+        roles.append("GRANT SELECT ON securedb.tenants TO PUBLIC")
+        undo.append("REVOKE SELECT ON securedb.tenants FROM PUBLIC")
+    subject, issuer = cert_subject_issuer(lab_target.roles["auditor"].cert)
+    with admin_change(roles, undo):
+        clean = control("ZTM-TLS-3")
+        with admin_change([f"ALTER USER {AUDITOR} REQUIRE NONE"],
+                          [f"ALTER USER {AUDITOR} REQUIRE SUBJECT '{subject}' AND ISSUER '{issuer}'"]):
+            broken = control("ZTM-TLS-3")
+    assert clean.outcome("test_every_login_account_requires_bound_certificate").outcome == "passed", \
+        clean.outcome("test_every_login_account_requires_bound_certificate").message
+    message = broken.assert_failed("test_every_login_account_requires_bound_certificate", AUDITOR, "REQUIRE NONE")
+    assert "ztm_test_role" not in message and "PUBLIC" not in message, message
+
+
 def test_tls3_fails_when_crl_not_configured(lab, control):
     with lab.reconfigured({"ssl_crl": None}):
         run = control("ZTM-TLS-3")
