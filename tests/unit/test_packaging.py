@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+@pytest.fixture(scope="module")
+def sdist(wheel) -> Path:
+    source = wheel.parent.parent / "src"
+    out = wheel.parent.parent / "sdist"
+    _run([sys.executable, "-c", "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])",
+          str(out)], cwd=source)
+    (built,) = out.glob("zero_trust_mysql-*.tar.gz")
+    return built
+
+
 def _data_files(folder: str, pattern: str = "*") -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob(pattern) if p.is_file())
 
@@ -78,3 +89,12 @@ def test_installed_wheel_finds_its_data_away_from_the_source(wheel, tmp_path):
     done = _run([sys.executable, "-c", USES, str(target), *schemas], cwd=tmp_path,
                 env=dict(os.environ, PYTHONPATH=str(target)))
     assert done.stdout.strip() == "ok"
+
+
+def test_sdist_carries_what_the_wheel_is_built_from(sdist):
+    """pip and tox build the wheel from the sdist: schemas/ must be in it, or the wheel has none."""
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    expected = [*_data_files("schemas"), "controls/catalog.toml", *_data_files("provision/sql"), "setup.py"]
+    missing = [name for name in expected if name not in names]
+    assert not missing, f"not in {sdist.name}: {missing}"
