@@ -193,12 +193,17 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     _bootstrap_accounts(lab)
     timings["accounts"] = time.monotonic() - t
     t = time.monotonic()
+    anchor_down(lab)  # a schema change is declared below, not anchored as if it were tampering
     with lab.admin() as conn:
         schema.apply(conn, account_host=netns.ACCOUNT_HOST)
         seed_tenants(conn)
     timings["data plane"] = time.monotonic() - t
     write_target(lab, engine)
     t = time.monotonic()
+    if (lab.log_host / "anchor.key").exists():
+        from provision.anchor_cli import declare_schema_change
+
+        declare_schema_change(lab.target_file, "audit schema applied by 'ztm lab up'")
     anchor_up(lab)
     timings["anchor"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
@@ -271,12 +276,14 @@ def anchor_up(lab: Lab) -> None:
                             "--cert", str(tsa_cert), "--key", str(tsa_key), "--dir", str(lab.log_host / "tsa")])
         _wait_for_port(netns.LOG.netns, netns.LOG.address, TSA_PORT)
     if anchor_pid(lab) is None:
-        _spawn(lab, "anchor", [sys.executable, "-m", "ztm.cli", "anchor", "run", "--target", str(lab.target_file)])
+        proc = _spawn(lab, "anchor", [sys.executable, "-m", "ztm.cli", "anchor", "run", "--target",
+                                      str(lab.target_file)])
         deadline = time.monotonic() + 60
         sink = lab.log_host / "anchors.jsonl"
         while time.monotonic() < deadline and not (sink.exists() and sink.stat().st_size):
-            if anchor_pid(lab) is None:
-                raise UserError(f"the anchor process exited at start; see {lab.log_host / 'anchor.log'}")
+            if proc.poll() is not None:  # our child: its exit status, not /proc, says it ended
+                raise UserError(f"the anchor process exited at start (status {proc.returncode}); "
+                                f"see {lab.log_host / 'anchor.log'}")
             time.sleep(0.2)  # the first anchor is written at start
     if anchor_pid(lab) is None:
         raise UserError(f"the anchor process is not running; see {lab.log_host / 'anchor.log'}")
@@ -294,13 +301,14 @@ def _markers(lab: Lab, name: str) -> tuple[str, ...]:
     return (*_MARKERS[name], unique[name])
 
 
-def _spawn(lab: Lab, name: str, argv: list[str]) -> None:
+def _spawn(lab: Lab, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     with open(lab.log_host / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(netns.in_netns(netns.LOG.netns, argv), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    # Popen returns after the exec succeeded, so /proc already shows this command line
-    # ('ip netns exec ... ARGV', and ARGV itself once ip has exec'd it: both carry the markers).
+    # Popen returns after the exec succeeded: /proc shows 'ip netns exec ... ARGV', then ARGV
+    # itself once ip has exec'd it (both carry the markers; procs waits out the switch).
     procs.write_pid_file(lab.log_host / f"{name}.pid", proc.pid)
+    return proc
 
 
 def _log_host_pid(lab: Lab, name: str) -> int | None:
