@@ -235,6 +235,28 @@ def test_aud3_flags_an_undeclared_ddl_change_between_anchors_and_accepts_a_decla
     run_declared.assert_all_passed()
 
 
+def test_an_installer_schema_change_is_declared_not_reported_as_tampering(quiet_lab, tmp_path):
+    """What 'ztm lab up' does after applying the schema: a changed audit DDL digest is
+    declared in a new anchor; an unchanged one declares nothing."""
+    from provision.anchor_cli import declare_schema_change
+
+    target = target_copy(quiet_lab, tmp_path)
+    assert declare_schema_change(target, "nothing anchored yet") is None
+    assert once(target).returncode == 0
+    assert declare_schema_change(target, "unchanged") is None
+    with quiet_lab.admin() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TRIGGER securedb.ztm_extra_audit_trigger BEFORE INSERT ON securedb.audit_events "
+                    "FOR EACH ROW SET @ztm_seen = NEW.seq")
+    try:
+        record = declare_schema_change(target, "audit schema applied by the installer")
+        run = run_control(target, "ZTM-AUD-3")
+    finally:
+        with quiet_lab.admin() as conn, conn.cursor() as cur:
+            cur.execute("DROP TRIGGER securedb.ztm_extra_audit_trigger")
+    assert record and record["checkpoint"]["ddl_change"] == "audit schema applied by the installer"
+    run.assert_all_passed()
+
+
 def test_aud3_freshness_passes_while_the_anchor_runs_and_fails_once_it_stops(lab, tmp_path):
     """An anchor process of its own (15 s interval, scratch sink): while it runs the newest
     anchor stays fresh; once stopped, the control fails when two intervals have passed."""
