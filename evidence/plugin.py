@@ -13,6 +13,7 @@ controller).
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 import tomllib
@@ -310,6 +311,17 @@ class BundleWriter:
         self._summarised = True
         for text, markup in self._messages:
             terminalreporter.write_line(text, **markup)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # pytest skips the terminal summary for some exits (pytest.exit with its own code, --no-summary).
+        if self._summarised or not self._messages:
+            return
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        for text, markup in self._messages:
+            if tr is not None:
+                tr.write_line(text, **markup)
+            else:
+                print(text, file=sys.stderr)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):

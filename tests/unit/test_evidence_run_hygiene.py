@@ -273,3 +273,25 @@ def test_probe(target):
     identity = json.loads(_members(out)["run.json"])["target"]
     assert "server_version" not in identity and identity["name"] == "vm1"
     assert identity["note"].startswith("server version not read: Can't connect") and "No such file" in identity["note"]
+
+
+def test_the_bundle_line_is_shown_when_pytest_prints_no_summary(pytester, tmp_path, key):
+    """pytest skips the terminal summary when a plugin exits with a code of its own (here 7)."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_one='''
+import pytest
+
+@pytest.mark.control("ZTM-TLS-1")
+def test_first():
+    pass
+
+@pytest.mark.control("ZTM-TLS-1")
+def test_stops_the_run():
+    pytest.exit("a plugin gives up", returncode=7)
+''')
+    out = tmp_path / "b.tar.gz"
+    result = pytester.runpytest_subprocess("--evidence-out", str(out), "--evidence-key", key)
+    assert result.ret == 7, "pytest's exit code is unchanged"
+    assert out.is_file()
+    result.stdout.fnmatch_lines([f"ztm evidence: signed bundle {out} (*"])
+    assert json.loads(_members(out)["run.json"])["exit_status"] == 7
