@@ -122,16 +122,19 @@ def test_no_ca_private_key_on_the_database_host(host, target, host_facts, eviden
                 unreadable.append(path)
                 continue
             content = read.stdout_bytes
-            if b"PRIVATE KEY-----" not in content:
-                continue
-            scanned.append(path)
-            try:
-                key = serialization.load_pem_private_key(content, password=None)
+            pem = b"PRIVATE KEY-----" in content
+            try:  # PEM, or DER (a key saved in binary form is just as much the CA's key)
+                key = (serialization.load_pem_private_key if pem else serialization.load_der_private_key)(
+                    content, password=None)
             except TypeError:  # "Password was not given but private key is encrypted"
+                scanned.append(path)
                 encrypted.append(path)
                 continue
-            except ValueError:
-                continue  # PEM armour around something that is not a key we know: not a usable CA key
+            except ValueError:  # not a key (or PEM armour around one we do not know): not a usable CA key
+                if pem:
+                    scanned.append(path)
+                continue
+            scanned.append(path)
             if _public_der(key) == ca_public:
                 found.append(f"{path} (the CA private key)")
     evidence.json("ca-key-scan", {"private_keys_seen": scanned, "found": found, "encrypted": encrypted,

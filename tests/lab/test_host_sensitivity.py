@@ -164,6 +164,30 @@ def test_hst1_fails_when_the_ca_key_sits_on_the_database_host(lab, control):
     run.assert_failed("test_no_ca_private_key_on_the_database_host", "backup-ca.key (the CA private key)")
 
 
+def test_hst1_finds_the_ca_key_saved_in_der_form(lab, control):
+    from cryptography.hazmat.primitives import serialization
+
+    ca_key = serialization.load_pem_private_key(lab.pki.ca_key.read_bytes(), password=None)
+    stray = lab.server.secure_files / "export.bin"
+    stray.write_bytes(ca_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(stray, 0o600)
+    try:
+        run = control("ZTM-HST-1")
+    finally:
+        stray.unlink()
+    run.assert_failed("test_no_ca_private_key_on_the_database_host", "export.bin (the CA private key)")
+
+
+def test_hst1_flags_a_scan_folder_that_does_not_exist(lab, tmp_path):
+    absent = str(lab.server.root / "no-such-folder")
+    doc = tomllib.loads(lab.target_file.read_text())
+    target = _target_with(lab, tmp_path, "host", key_scan_dirs=[*doc["host"]["key_scan_dirs"], absent])
+    run = run_control(target, "ZTM-HST-1")
+    run.assert_failed("test_no_ca_private_key_on_the_database_host",
+                      f"scan folders that do not exist on the host: {absent}")
+
+
 def test_hst1_flags_an_encrypted_private_key_it_cannot_assess(lab, control):
     """An encrypted key could be the CA's: the scan cannot tell, so it says so instead of passing."""
     from cryptography.hazmat.primitives import serialization
