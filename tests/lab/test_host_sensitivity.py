@@ -123,7 +123,11 @@ def test_net2_fails_when_fail2ban_is_stopped(lab, restore_host, control):
 
 
 def test_net2_fails_when_fail2ban_watches_the_wrong_log(lab, restore_host, control):
-    """fail2ban runs, but its jail reads another file than the one the server writes."""
+    """fail2ban runs, but its jail reads another file than the one the server writes.
+
+    Restoring re-adds the server log, and fail2ban reads on from where it stopped: the
+    failed logins of this test are there, but NET-2 waited at least the jail's findtime after
+    sending them, so fail2ban ignores them as too old and the next run starts unbanned."""
     wrong = lab.host_dir / "not-the-server.log"
     wrong.touch()
     fail2ban.client(lab.fail2ban, "set", fail2ban.JAIL, "addlogpath", str(wrong))
