@@ -49,6 +49,14 @@ def _host_answers(from_netns, netns: str, host: str, port: int, source: str) -> 
     return seen.verdict == REACHABLE or (seen.verdict == BLOCKED and seen.how != "timeout"), seen.said
 
 
+def test_allowlisted_client_reaches_the_database_port(target, network, from_netns, evidence):
+    assessor = from_netns(None, "connect", target.host, str(target.port))
+    evidence.json("allowlisted", {"address": network.get("assessor_address"), **assessor.__dict__,
+                                  "allowlist": network.get("allowlisted_cidrs")})
+    assert assessor.verdict != COULD_NOT_RUN, f"the allowlisted probe could not run: {assessor.said}"
+    assert assessor.ok, f"the allowlisted assessor cannot reach {target.host}:{target.port} ({assessor.said})"
+
+
 def test_database_port_reachable_only_from_the_allowlist(target, network, from_netns, evidence):
     if not network.get("intruder_netns") or not network.get("intruder_address"):
         pytest.skip("the target names no intruder vantage point ([network].intruder_netns and intruder_address: a "

@@ -61,6 +61,15 @@ def test_net1_fails_when_the_allowlist_includes_the_intruder(lab, restore_host, 
                       f"{netns.INTRUDER.addresses[0]} (not allowlisted) reached the database port")
 
 
+def test_net1_fails_when_the_allowlisted_client_is_shut_out(lab, restore_host, control):
+    """Without the allowlisted baseline, an intruder's refusal proves nothing: both tests say so."""
+    nft("delete", "element", "inet", "ztm_filter", "db_allowlist", f"{{ {netns.ALLOWLIST} }}")
+    run = control("ZTM-NET-1")
+    run.assert_failed("test_allowlisted_client_reaches_the_database_port", "allowlisted assessor cannot reach",
+                      "no answer within")
+    run.assert_failed("test_database_port_reachable_only_from_the_allowlist", "no baseline")
+
+
 @pytest.fixture
 def intruder_rule(lab):
     """Reject or drop everything from the intruder's outside address, ahead of the lab firewall."""
