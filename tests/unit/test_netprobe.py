@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ztm.netprobe import BLOCKED, COULD_NOT_RUN, REACHABLE, connect, main, run_from
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:  # bound, never listening: the kernel answers a SYN with a reset
+@contextmanager
+def _closed_port() -> Iterator[int]:
+    """A port bound but never listening (the kernel answers a SYN with a reset); held while
+    in use, so no other process can start listening on it meanwhile."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 def test_listening_port_is_reachable_and_a_closed_one_blocked_by_reset():
@@ -18,7 +23,8 @@ def test_listening_port_is_reachable_and_a_closed_one_blocked_by_reset():
         port = server.getsockname()[1]
         assert connect("127.0.0.1", port).verdict == REACHABLE
         assert run_from(None, "connect", "127.0.0.1", str(port)).verdict == REACHABLE
-    closed = connect("127.0.0.1", _closed_port())
+    with _closed_port() as port:
+        closed = connect("127.0.0.1", port)
     assert (closed.verdict, closed.how) == (BLOCKED, "tcp-reset")
 
 
@@ -30,7 +36,8 @@ def test_source_address_not_configured_here_could_not_run():
 def test_exit_codes_follow_the_verdict(capsys):
     with socket.create_server(("127.0.0.1", 0)) as server:
         assert main(["connect", "127.0.0.1", str(server.getsockname()[1])]) == 0
-    assert main(["connect", "127.0.0.1", str(_closed_port())]) == 1
+    with _closed_port() as port:
+        assert main(["connect", "127.0.0.1", str(port)]) == 1
     assert main(["connect", "127.0.0.1", "9", "--source", "192.0.2.1"]) == 2
     assert '"verdict": "could not run"' in capsys.readouterr().out
 
