@@ -39,16 +39,28 @@ def command_line(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def is_running(pid: int, markers: tuple[str, ...] = (), started: int | None = None) -> bool:
+def is_running(pid: int, markers: tuple[str, ...] = (), started: int | None = None,
+               exec_wait: float = 10.0) -> bool:
     """``pid`` is alive (not a zombie), started at ``started`` (if given), and every marker
-    appears in its command line."""
+    appears in its command line.
+
+    While a process is in the middle of exec (e.g. 'ip netns exec' turning into the program
+    it runs), the kernel shows an empty command line for a moment: that means "ask again",
+    not "another process", so an empty one is re-read for up to ``exec_wait`` seconds."""
     fields = _stat_fields(pid)
     if not fields or fields[0] in ("Z", "X", "x"):
         return False
     if started is not None and start_time(pid) != started:
         return False
-    argv = " ".join(command_line(pid))
-    return all(marker in argv for marker in markers)
+    if not markers:
+        return True
+    deadline = time.monotonic() + exec_wait
+    argv = command_line(pid)
+    while not argv and time.monotonic() < deadline and _stat_fields(pid):
+        time.sleep(0.01)
+        argv = command_line(pid)
+    joined = " ".join(argv)
+    return all(marker in joined for marker in markers) and is_running(pid, (), started)
 
 
 def write_pid_file(path: Path, pid: int) -> None:

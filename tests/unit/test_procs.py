@@ -88,3 +88,16 @@ def test_terminate_stops_and_reaps(sleeper):
     procs.terminate(proc.pid)
     assert not procs.is_running(proc.pid, (marker,))
     assert proc.poll() is not None  # reaped by terminate, exit status collected
+
+
+def test_a_process_switching_programs_is_still_seen():
+    """Checked at once after start, while 'sh' execs into python (as 'ip netns exec' does): the
+    kernel shows an empty command line for a moment mid-exec, which must not read as 'not ours'."""
+    for _ in range(30):
+        marker = f"ztm-test-{uuid.uuid4()}"
+        proc = subprocess.Popen(["sh", "-c", f'exec "{sys.executable}" -c "import time; time.sleep(600)" {marker}'])
+        try:
+            assert procs.is_running(proc.pid, (marker,), procs.start_time(proc.pid))
+        finally:
+            proc.kill()
+            proc.wait(timeout=DEADLINE)
