@@ -140,7 +140,10 @@ class S3Sink:
     name: str = "s3"
 
     def __post_init__(self) -> None:
-        import boto3
+        try:
+            import boto3
+        except ImportError:
+            raise UserError("the s3 anchor sink needs boto3: pip install -e .[aws]") from None
 
         self.client = self.client or boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
         self.path = Path(f"s3://{self.bucket}/{self.prefix}")
