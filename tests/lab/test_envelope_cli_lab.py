@@ -88,7 +88,10 @@ def _poll(condition, what: str):
         value = condition()
         if value:
             return value
-        time.sleep(0.05)  # polling interval, not synchronisation: the condition decides
+        # The polling interval, not synchronisation (the condition decides). Above 0.1 s: InnoDB
+        # refreshes its INNODB_TRX cache only after 0.1 s without a read, so faster polling
+        # would keep reading a stale copy.
+        time.sleep(0.25)
     raise AssertionError(f"timed out after {DEADLINE} s waiting for {what}")
 
 
@@ -107,11 +110,13 @@ class RowLock:
 
 
 def _statement_on(admin, user_id: str) -> int | None:
-    """The server thread running a statement about ``user_id`` (the rewrap's CALL, or on MariaDB
-    the routine statement inside it), other than this query itself."""
+    """The server thread stuck on the locked record: on MariaDB its routine statement names the
+    record (PROCESSLIST shows it with the parameter values); on MySQL PROCESSLIST shows the bare
+    statement, and INNODB_TRX lists it in LOCK WAIT (the admin holds that one row lock only)."""
     with admin.cursor() as cur:
-        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
-                    (f"%{user_id}%",))
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s AND ID <> CONNECTION_ID() "
+                    "UNION SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX "
+                    "WHERE trx_state = 'LOCK WAIT'", (f"%{user_id}%",))
         rows = cur.fetchall()
     return rows[0][0] if len(rows) == 1 else None
 
