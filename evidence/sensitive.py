@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from evidence.run_info import is_secret_name
 
 KEPT_OUT = pytest.StashKey[set[str]]()
-PEM_MIN_LINE = 16  # a PEM body line shorter than this is too common to search for
 
 
 def keep_out_of_bundle(config: pytest.Config, *values: str) -> None:
@@ -55,20 +56,41 @@ def target_secrets(path: Path | None) -> list[str]:
 
 
 def key_material(path: Path) -> list[str]:
-    """The base64 body of a PEM private key file (whole and per line) and its DER in hex; [] otherwise."""
+    """How a private key file's secret could leak: its PEM body on one line, its DER in hex, and its
+    private value(s) in hex and base64; [] for anything that is not a PEM private key.
+
+    Not line by line: an EC key's PEM carries its public point, and a line of nothing but public
+    point also appears in the certificate (public evidence).
+    """
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
+        data = path.read_bytes()
+    except OSError:
         return []
-    if "PRIVATE KEY-----" not in text:
+    if b"PRIVATE KEY-----" not in data:
         return []  # a public key, a certificate, a wrapped blob: not secret
-    body = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("-----")
-            and ":" not in line]
-    joined = "".join(body)
-    values = [joined, *(line for line in body if len(line) >= PEM_MIN_LINE)]
+    lines = data.decode(errors="replace").splitlines()
+    body = "".join(line.strip() for line in lines if line.strip() and not line.startswith("-----") and ":" not in line)
+    values = [body]
     with contextlib.suppress(ValueError):
-        values.append(base64.b64decode(joined).hex())
+        values.append(base64.b64decode(body).hex())
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        return values  # encrypted or of an unknown kind: its PEM and DER forms still count
+    for raw in _private_values(key):
+        values += [raw.hex(), base64.b64encode(raw).decode()]
     return values
+
+
+def _private_values(key: Any) -> list[bytes]:
+    if hasattr(key, "private_bytes_raw"):  # Ed25519, Ed448, X25519, X448
+        return [key.private_bytes_raw()]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return [key.private_numbers().private_value.to_bytes((key.curve.key_size + 7) // 8, "big")]
+    if isinstance(key, rsa.RSAPrivateKey):
+        numbers = key.private_numbers()
+        return [n.to_bytes((n.bit_length() + 7) // 8, "big") for n in (numbers.d, numbers.p, numbers.q)]
+    return []
 
 
 def _walk(node: Any, name: str = "") -> Iterator[tuple[str, Any]]:

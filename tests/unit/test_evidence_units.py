@@ -225,3 +225,29 @@ def test_scanner_finds_encoded_secrets_and_private_keys(tmp_path):
     assert found == ["evidence/X/t/a.txt: contains a secret (hex)",
                      "evidence/X/t/b.txt: contains a secret (base64)",
                      "evidence/X/t/c.txt: contains a PEM private key"]
+
+
+def test_key_material_catches_the_private_value_but_not_the_public_key(tmp_path):
+    """An EC key's PEM carries its public point: the certificate (public evidence) must not count as a leak."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from evidence.sensitive import key_material
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "tsa.key"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    public = key.public_key()
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    point = public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    scalar = key.private_numbers().private_value.to_bytes(32, "big")
+    out = tmp_path / "b.tar.gz"
+    write_bundle(out, {"evidence/X/t/public.txt": b"\n".join([
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        *(base64.b64encode(spki[i:]) for i in range(3)), point.hex().encode(), base64.b64encode(point)]),
+        "evidence/X/t/dump.json": json.dumps({"d": scalar.hex()}).encode(),
+        "evidence/X/t/dump.txt": b"key " + base64.b64encode(scalar)}, Ed25519PrivateKey.generate(), None)
+    assert find_secrets(out, key_material(path)) == ["evidence/X/t/dump.json: contains a secret (plain)",
+                                                     "evidence/X/t/dump.txt: contains a secret (plain)"]
+    assert key_material(tmp_path / "absent.key") == [] and key_material(out) == []
