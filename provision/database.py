@@ -136,8 +136,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     db.set_defaults(func=_main)
 
 
+def declare_to_anchor(target: Target) -> str:
+    """Re-applied triggers may change the audit DDL digest: declare it in a new anchor when this
+    host holds the anchor key, else say where to declare it (the anchor would report it)."""
+    key = target.section("anchor").get("signing_key")
+    if not key:
+        return ("no anchor key on this host: if the audit DDL changed, run 'ztm anchor once --ddl-change REASON' "
+                "on the anchor host")
+    if not target.resolve(key).is_file():
+        return f"anchor key {target.resolve(key)} not found: declare any audit DDL change on the anchor host"
+    from provision.anchor_cli import declare_schema_change
+
+    record = declare_schema_change(target.path, "audit schema applied by 'ztm provision database'")
+    return "audit DDL unchanged" if record is None else (
+        f"audit DDL change declared in anchor {record['checkpoint']['anchor_seq']}")
+
+
 def _main(args: argparse.Namespace) -> int:
     check_account_host(args.account_host)
-    report = provision(load_target(args.target), args.account_host)
+    target = load_target(args.target)
+    report = provision(target, args.account_host)
     print(f"provisioned {args.target}: {report.describe()}")
+    if target.section("anchor"):
+        print(declare_to_anchor(target))
     return 0
