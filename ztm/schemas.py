@@ -19,14 +19,15 @@ from jsonschema.exceptions import ValidationError
 
 from ztm.errors import UserError
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# In a checkout schemas/ sits at the top (DESIGN §2); a wheel ships it inside ztm/ (setup.py).
+_CHECKOUT_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = (_CHECKOUT_SCHEMAS if _CHECKOUT_SCHEMAS.is_dir()
+              else Path(str(resources.files("ztm").joinpath("schemas"))))
 
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     path = SCHEMA_DIR / name
-    if not path.is_file():  # installed as a wheel: schemas ship as package data
-        path = Path(str(resources.files("ztm").joinpath("schemas", name)))
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
