@@ -126,6 +126,9 @@ def _open(host: str, port: int, timeout: float) -> tuple[socket.socket, Greeting
     except ConnectionRefusedError as exc:
         sock.close()
         raise UserError(f"{host}:{port} refused the connection: {exc}") from None
+    except TimeoutError:
+        sock.close()
+        raise UserError(f"{host}:{port} sent no MySQL greeting within {timeout:g} s") from None
     except (OSError, ValueError, struct.error) as exc:
         sock.close()
         raise UserError(f"{host}:{port} does not speak the MySQL protocol: {exc}") from None

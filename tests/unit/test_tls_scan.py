@@ -7,6 +7,7 @@ to the ClientHello; silence, a mid-handshake close, or a suite this client canno
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -106,10 +107,8 @@ class FakeMySQL:
     def close(self) -> None:
         self.stopped.set()
         for sock in (self.listener, *self.conns):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept()/recv()
-            except OSError:
-                pass
             sock.close()
 
 
@@ -187,7 +186,8 @@ def test_tls13_only_server_with_approved_suites_passes_the_tls1_judgement(pki, s
 
 
 def test_tls12_and_an_unapproved_suite_are_named(pki, serve):
-    server = serve(tls_server(pki, minimum=SSL.TLS1_2_VERSION, tls13=(*APPROVED_TLS13_SUITES, "TLS_AES_128_GCM_SHA256")))
+    server = serve(tls_server(pki, minimum=SSL.TLS1_2_VERSION,
+                              tls13=(*APPROVED_TLS13_SUITES, "TLS_AES_128_GCM_SHA256")))
     result = scan("127.0.0.1", server.port, connect_timeout=SLOW)
     assert result.accepted_protocols() == ["TLSv1.2", "TLSv1.3"]
     assert result.tls12_suites["ECDHE-ECDSA-AES256-GCM-SHA384"].accepted
@@ -272,6 +272,13 @@ def test_a_server_that_is_not_mysql_is_one_clear_error(serve):
     server = serve(None, greeting_bytes=b"HTTP/1.1 400 Bad Request\r\n\r\n")
     with pytest.raises(UserError, match="does not speak the MySQL protocol"):
         scan("127.0.0.1", server.port, timeout=SLOW)
+
+
+def test_a_server_that_never_greets_is_one_clear_error():
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # the kernel accepts; nobody ever writes
+        port = mute.getsockname()[1]
+        with pytest.raises(UserError, match=f"127.0.0.1:{port} sent no MySQL greeting within 0.5 s"):
+            scan("127.0.0.1", port, connect_timeout=0.5)
 
 
 # -- `ztm tls-scan HOST:PORT` ---------------------------------------------------------
