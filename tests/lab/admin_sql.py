@@ -1,4 +1,9 @@
-"""Break-glass admin SQL for lab tests that break the data plane, and its repair."""
+"""Break-glass admin SQL for lab tests that break the data plane, and its repair.
+
+The lab's anchor is paused while the data plane is broken or being re-applied: an anchor
+taken in between would record the breakage (a deleted row, a dropped guard trigger) as
+tampering, and ZTM-AUD-3 would rightly report it in every later run.
+"""
 
 from __future__ import annotations
 
@@ -27,16 +32,32 @@ def runner(lab: lab_mod.Lab) -> Runner:
     return run
 
 
+@contextmanager
+def anchor_paused(lab: lab_mod.Lab) -> Iterator[None]:
+    """Nestable: only the outermost pause restarts the anchor, and only if it was running."""
+    running = lab_mod.anchor_pid(lab) is not None
+    if running:
+        lab_mod.anchor_down(lab)
+    try:
+        yield
+    finally:
+        if running:
+            lab_mod.anchor_up(lab)
+
+
 def restore(lab: lab_mod.Lab) -> None:
     """Re-apply provision/sql: routines, views, triggers and grants come back as designed."""
-    with lab.admin() as conn:
+    with anchor_paused(lab), lab.admin() as conn:
         schema.apply(conn, account_host=ACCOUNT_HOST)
 
 
 @contextmanager
 def broken(lab: lab_mod.Lab) -> Iterator[Runner]:
-    """A runner whose damage is repaired when the block ends, whatever happened in it."""
-    try:
-        yield runner(lab)
-    finally:
-        restore(lab)
+    """A runner whose damage is repaired when the block ends, whatever happened in it; the
+    anchor does not run in between."""
+    with anchor_paused(lab):
+        try:
+            yield runner(lab)
+        finally:
+            with lab.admin() as conn:
+                schema.apply(conn, account_host=ACCOUNT_HOST)
