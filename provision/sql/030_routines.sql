@@ -19,7 +19,7 @@ BEGIN
 END //
 
 DROP PROCEDURE IF EXISTS security_set_tenant //
-CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE security_set_tenant(IN p_tenant CHAR(36))
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE security_set_tenant(IN p_tenant CHAR(36) CHARACTER SET ascii COLLATE ascii_bin)
   MODIFIES SQL DATA SQL SECURITY DEFINER
 BEGIN
   IF p_tenant IS NULL OR NOT EXISTS (
@@ -107,7 +107,7 @@ END //
 
 DROP PROCEDURE IF EXISTS app_open_account //
 CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_open_account(
-    IN p_user_id CHAR(36), IN p_currency CHAR(3), IN p_initial DECIMAL(19, 4))
+    IN p_user_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin, IN p_currency CHAR(3), IN p_initial DECIMAL(19, 4))
   MODIFIES SQL DATA SQL SECURITY DEFINER
 BEGIN
   DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();
@@ -127,9 +127,13 @@ BEGIN
 END //
 
 -- Atomic transfer inside the current tenant; never makes a balance negative.
+-- Ids are typed like the columns (ascii_bin): an untyped CHAR(36) is compared in the
+-- connection's collation, so the primary key could not be used and FOR UPDATE would lock
+-- every row it scanned.
 DROP PROCEDURE IF EXISTS app_transfer //
 CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_transfer(
-    IN p_from CHAR(36), IN p_to CHAR(36), IN p_amount DECIMAL(19, 4))
+    IN p_from CHAR(36) CHARACTER SET ascii COLLATE ascii_bin, IN p_to CHAR(36) CHARACTER SET ascii COLLATE ascii_bin,
+    IN p_amount DECIMAL(19, 4))
   MODIFIES SQL DATA SQL SECURITY DEFINER
 BEGIN
   DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();

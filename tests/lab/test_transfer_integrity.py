@@ -128,3 +128,27 @@ def test_concurrent_overdrafts_never_make_a_balance_negative(lab_target, envelop
     assert committed == covered, f"{committed} transfers of {AMOUNT} committed from {OPENING}, expected {covered}"
     assert balance_source == OPENING - covered * AMOUNT and balance_source + balance_dest == sum(before[0])
     assert head - before[1] == 2 * committed, "audit events do not match the committed transfers"
+
+
+def test_a_transfer_locks_only_its_two_accounts(lab, lab_target, envelope):
+    """A row lock held on another account of the tenant does not hold up a transfer.
+
+    The ids are compared in the columns' own collation, so app_transfer reaches its two rows
+    through the primary key; compared in the connection's collation instead, it would scan
+    and lock every row, and wait here until the lock wait timed out (1205).
+    """
+    tenant = lab_target.raw["tenants"]["granted"][0]
+    conn = _app(lab_target, tenant)
+    try:
+        with conn.cursor() as cur:
+            source, dest = writer_accounts(cur, envelope, tenant, opening=10)
+            bystander, _ = writer_accounts(cur, envelope, tenant, opening=10)
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 5")
+        with lab.admin() as admin, admin.cursor() as held:
+            held.execute("START TRANSACTION")
+            held.execute("SELECT balance FROM securedb.accounts WHERE account_id = %s FOR UPDATE", (bystander,))
+            refused = _transfer(conn, source, dest, Decimal(1))
+            held.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert refused is None, f"a transfer waited on another account's row lock: {refused}"
