@@ -93,12 +93,20 @@ def test_concurrent_overdrafts_never_make_a_balance_negative(lab_target, envelop
     owner = _app(lab_target, tenant)
     with owner.cursor() as cur:
         source, dest = writer_accounts(cur, envelope, tenant, opening=int(OPENING))
-    start = threading.Barrier(THREADS)
+    # Generous timeouts: a thread that cannot connect aborts the barrier instead of leaving
+    # the others waiting forever (16 mTLS logins at once on a loaded 2-core machine).
+    start = threading.Barrier(THREADS, timeout=300)
     outcomes: list[tuple[int, str] | None] = []
+    failures: list[str] = []
     lock = threading.Lock()
 
     def drain() -> None:
-        conn = _app(lab_target, tenant)
+        try:
+            conn = _app(lab_target, tenant)
+        except Exception as exc:  # reported below, and the barrier released
+            failures.append(f"connect: {exc!r}")
+            start.abort()
+            return
         try:
             start.wait()
             for _ in range(TRIES):
@@ -108,15 +116,19 @@ def test_concurrent_overdrafts_never_make_a_balance_negative(lab_target, envelop
                         break
                 with lock:
                     outcomes.append(result)
+        except Exception as exc:  # reported below
+            failures.append(repr(exc))
+            start.abort()
         finally:
             conn.close()
 
     before = _state(lab_target, owner, [source, dest])
-    threads = [threading.Thread(target=drain) for _ in range(THREADS)]
+    threads = [threading.Thread(target=drain, daemon=True) for _ in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=600)
+    assert not failures, f"a drain thread failed: {failures[:3]}"
     (balance_source, balance_dest), head = _state(lab_target, owner, [source, dest])
     owner.close()
     committed = sum(1 for o in outcomes if o is None)
