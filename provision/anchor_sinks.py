@@ -42,16 +42,20 @@ class FileSink:
 
     def ship(self, record: dict[str, Any]) -> None:
         self.prepare()
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        # One unbuffered write per record: a buffered text file may split a long line (an
+        # anchor with its RFC 3161 token) into several writes that a reader could see half done.
+        with open(self.path, "ab", buffering=0) as handle:
+            handle.write(line)
             os.fsync(handle.fileno())
 
     def read(self) -> list[dict[str, Any]]:
         try:
-            lines = self.path.read_text().splitlines()
+            text = self.path.read_text()
         except OSError as exc:
             raise UserError(f"cannot read anchor sink {self.path}: {exc.strerror}") from None
+        lines = text.split("\n")
+        lines.pop()  # what follows the last newline: empty, or a record still being appended
         try:
             return [json.loads(line) for line in lines if line.strip()]
         except ValueError:
@@ -199,7 +203,7 @@ class SyslogSink:
     key: Path
     journal: Path | None = None
     note: str = "syslog over TLS"
-    timeout: float = 5.0
+    timeout: float = 30.0  # connect, TLS handshake and send; a loaded collector is slow, not down
 
     @property
     def path(self) -> Path:
