@@ -46,9 +46,10 @@ def _processes_mentioning(text: str) -> list[str]:
 def _leftovers(lab: lab_mod.Lab, engine_name: str) -> list[str]:
     left = [f"netns {h.netns}" for h in netns.HOSTS if netns.netns_exists(h.netns)]
     left += [f"link {name}" for name in (netns.BRIDGE, *(h.veth for h in netns.HOSTS)) if netns.link_exists(name)]
-    left += [f"process {p}" for p in _processes_mentioning(str(lab.dir))]
+    inside = f"{lab.dir}/"  # with the slash: lab-1/ of a side-by-side lab is not ours
+    left += [f"process {p}" for p in _processes_mentioning(inside)]
     mounts = Path("/proc/self/mountinfo").read_text()
-    left += [f"mount {line.split()[4]}" for line in mounts.splitlines() if str(lab.dir) in line]
+    left += [f"mount {line.split()[4]}" for line in mounts.splitlines() if inside in line]
     if lab.dir.exists():
         left.append(f"folder {lab.dir}")
     engine = engine_for(engine_name)
