@@ -5,6 +5,7 @@ its own configuration, socket and database under the lab folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -67,6 +68,10 @@ def install_on_host(server_log: Path, settings: JailSettings, ssh_log: Path, out
         if not log.exists():
             raise UserError(f"{log} does not exist: fail2ban would have nothing to read (is it the server's "
                             "log_error / the SSH log?)")
+    if shutil.which("fail2ban-client") is None:
+        raise UserError("fail2ban-client not found: install fail2ban on this host first (apt-get install fail2ban)")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent} does not exist: is fail2ban installed on this host?")
     previous = out.read_bytes() if out.exists() else None
     write_public(out, render_jail(server_log, settings, ssh_log))
     test = subprocess.run(["fail2ban-client", "-t"], capture_output=True, text=True)
