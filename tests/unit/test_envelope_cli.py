@@ -53,11 +53,13 @@ def token(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli-hsm")
     (root / "pin").write_text(PIN + "\n")
     (root / "pin").chmod(0o600)
+    (root / "so-pin").write_text("cli-test-so-pin\n")  # PINs reach the child in files, never in its argv
+    (root / "so-pin").chmod(0o600)
     code = ("import sys; from pathlib import Path; from provision import kms; "
             "layout = kms.KmsLayout(Path(sys.argv[1])); pin = Path(sys.argv[2]).read_text().strip(); "
-            "kms.ensure_token(layout, pin, 'cli-test-so-pin'); kms.ensure_keys(layout, pin)")
-    subprocess.run([sys.executable, "-c", code, str(root / "kms"), str(root / "pin")], check=True, timeout=120,
-                   cwd=Path(__file__).resolve().parents[2])
+            "kms.ensure_token(layout, pin, Path(sys.argv[3]).read_text().strip()); kms.ensure_keys(layout, pin)")
+    subprocess.run([sys.executable, "-c", code, str(root / "kms"), str(root / "pin"), str(root / "so-pin")],
+                   check=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     return root
 
 
