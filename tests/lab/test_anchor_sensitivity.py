@@ -128,15 +128,22 @@ def append_forged(cur, after_seq: int, count: int, tag: str) -> int:
     return seq
 
 
+def drop_newest_two(cur) -> int:
+    """Delete the two newest audit rows and move the head back onto the row before them, as
+    an admin with the guards dropped would; returns the seq the head had."""
+    seq, _ = newest(cur)
+    cur.execute("SELECT curr_hash FROM audit_events WHERE seq = %s", (seq - 2,))
+    (keep_hash,) = cur.fetchone()
+    cur.execute("DELETE FROM audit_events WHERE seq > %s", (seq - 2,))
+    cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE id = 1", (seq - 2, keep_hash))
+    return seq
+
+
 def test_aud3_fails_when_the_newest_audit_rows_are_deleted(quiet_lab, control):
     lab = quiet_lab
     assert once(lab.target_file).returncode == 0
     with tampered_trail(lab) as cur:
-        seq, _ = newest(cur)
-        cur.execute("SELECT curr_hash FROM audit_events WHERE seq = %s", (seq - 2,))
-        (keep_hash,) = cur.fetchone()
-        cur.execute("DELETE FROM audit_events WHERE seq > %s", (seq - 2,))
-        cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE id = 1", (seq - 2, keep_hash))
+        drop_newest_two(cur)
         run = control("ZTM-AUD-3")
     run.assert_failed("test_database_is_consistent_with_every_anchor", "behind the anchored seq", "truncated")
 
@@ -147,11 +154,7 @@ def test_aud3_fails_when_rows_were_deleted_between_two_anchors(quiet_lab, tmp_pa
     target = target_copy(quiet_lab, tmp_path)
     assert once(target).returncode == 0
     with tampered_trail(quiet_lab) as cur:
-        seq, _ = newest(cur)
-        cur.execute("SELECT curr_hash FROM audit_events WHERE seq = %s", (seq - 2,))
-        (keep_hash,) = cur.fetchone()
-        cur.execute("DELETE FROM audit_events WHERE seq > %s", (seq - 2,))
-        cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE id = 1", (seq - 2, keep_hash))
+        seq = drop_newest_two(cur)
         assert once(target).returncode == 0
         run = run_control(target, "ZTM-AUD-3")
     run.assert_failed("test_anchor_chain_is_continuous_and_signed", "went backwards", f"({seq} -> {seq - 2})")
