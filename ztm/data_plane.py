@@ -26,7 +26,7 @@ ALLOWED_GRANTS: dict[str, set[tuple[str, str, str]]] = {
     "app": {("EXECUTE", "PROCEDURE", p) for p in API_PROCEDURES}
     | {("EXECUTE", "FUNCTION", f) for f in API_FUNCTIONS}
     | {("SELECT", "TABLE", v) for v in TENANT_VIEWS},
-    "auditor": {("SELECT", "TABLE", t) for t in (*AUDIT_TABLES, *TENANT_VIEWS)}
+    "auditor": {("SELECT", "TABLE", t) for t in (*AUDIT_TABLES, *DATA_TABLES, *TENANT_VIEWS)}
     | {("EXECUTE", "PROCEDURE", "security_set_tenant"), ("EXECUTE", "FUNCTION", "get_tenant"),
        ("EXECUTE", "PROCEDURE", "audit_guard_definitions")},
     # No DROP: TRUNCATE (which needs DROP) deletes without firing a trigger, DROP TABLE takes the triggers along.

@@ -2,7 +2,8 @@
 -- this file also repairs drift. ${account_host} is the host part of the login accounts.
 --
 --   app_user   EXECUTE on the API procedures (and get_tenant), SELECT on the tenant views
---   auditor    SELECT on the audit tables and the views, EXECUTE to choose a tenant
+--   auditor    SELECT on the audit tables, the data tables (ledger reconciliation: ciphertext
+--              only) and the views, EXECUTE to choose a tenant
 --   migration  DDL on the data tables only; nothing on the audit tables. No DROP: it would
 --              empty a table without one audit event (TRUNCATE) and remove its audit triggers
 --              with the table (DROP TABLE)
@@ -22,6 +23,11 @@ GRANT SELECT ON securedb.v_accounts TO 'app_user'@'${account_host}';
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.audit_events TO 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.audit_chain_head TO 'auditor'@'${account_host}';
+-- Ledger reconciliation (ZTM-AUD-4) reads every data row; PII columns hold only ciphertext.
+GRANT SELECT ON securedb.tenants TO 'auditor'@'${account_host}';
+GRANT SELECT ON securedb.tenant_grants TO 'auditor'@'${account_host}';
+GRANT SELECT ON securedb.users TO 'auditor'@'${account_host}';
+GRANT SELECT ON securedb.accounts TO 'auditor'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE securedb.audit_guard_definitions TO 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.v_users TO 'auditor'@'${account_host}';
 GRANT SELECT ON securedb.v_accounts TO 'auditor'@'${account_host}';

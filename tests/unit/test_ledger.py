@@ -1,0 +1,71 @@
+"""The ledger replay rules of ZTM-AUD-4 on hand-built events (the lab tests run it on real servers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from ztm.ledger import LedgerReport, ReplayIndex, differing_columns, replay_event, same
+
+TABLES = {"accounts": ["account_id"]}
+
+
+def _event(op: str, key: str, before: dict | None, after: dict | None) -> dict:
+    return {"table": "accounts", "op": op, "key": key, "before": before, "after": after}
+
+
+def _replay(tmp_path, events: list[dict]) -> tuple[ReplayIndex, LedgerReport]:
+    index, report = ReplayIndex(tmp_path), LedgerReport()
+    for seq, event in enumerate(events, 1):
+        replay_event(index, report, TABLES, seq, event, set())
+    return index, report
+
+
+def test_values_compare_as_the_triggers_render_them():
+    assert same("0A1B", b"\x0a\x1b") and not same("0A1C", b"\x0a\x1b")
+    assert same(Decimal("10.0000"), Decimal("10")) and not same(Decimal("10.0001"), Decimal("10"))
+    when = dt.datetime(2026, 12, 6, 6, 35, 38, 526103)
+    assert same("2026-12-06T06:35:38.526103", when) and same("2026-12-06T06:35:38.526103Z", when)
+    assert not same("10", Decimal(10)), "a string is not the number it spells"
+    assert same(None, None) and not same(None, "")
+
+
+def test_differing_columns_names_changed_unrecorded_and_gone_columns():
+    image = {"account_id": "a", "balance": Decimal(5), "old": "x"}
+    row = {"account_id": "a", "balance": Decimal(6), "shadow": "y"}
+    assert differing_columns(image, row) == (["balance"], ["shadow"], ["old"])
+
+
+def test_a_consistent_history_replays_without_findings(tmp_path):
+    a1, a2 = {"account_id": "k", "balance": Decimal(1)}, {"account_id": "k", "balance": Decimal(2)}
+    index, report = _replay(tmp_path, [_event("INSERT", "k", None, a1), _event("UPDATE", "k", a1, a2),
+                                       _event("DELETE", "k", a2, None), _event("INSERT", "k", None, a1)])
+    assert not report.counts
+    assert index.get("accounts", "k")[:2] == ("INSERT", 4)
+
+
+def test_a_change_between_two_events_is_named(tmp_path):
+    a1 = {"account_id": "k", "balance": Decimal(1)}
+    tampered, a3 = dict(a1, balance=Decimal(900)), dict(a1, balance=Decimal(899))
+    _, report = _replay(tmp_path, [_event("INSERT", "k", None, a1), _event("UPDATE", "k", tampered, a3)])
+    (finding,) = report.examples
+    assert finding.kind == "changed-between-events"
+    assert "balance" in finding.detail and "seq 1 and seq 2" in finding.detail
+    assert "900" not in finding.describe(), "a finding never carries a value"
+
+
+def test_updates_of_unrecorded_rows_and_inserts_over_live_keys_are_named(tmp_path):
+    a1 = {"account_id": "k", "balance": Decimal(1)}
+    _, report = _replay(tmp_path, [_event("UPDATE", "k", a1, a1), _event("INSERT", "j", None, a1),
+                                   _event("INSERT", "j", None, a1)])
+    assert {f.kind for f in report.examples} == {"change-of-unrecorded-row", "insert-over-live-key"}
+
+
+def test_an_event_for_a_table_the_schema_lacks_is_named_once(tmp_path):
+    index, report = ReplayIndex(tmp_path), LedgerReport()
+    missing: set[str] = set()
+    for seq in (1, 2):
+        replay_event(index, report, TABLES, seq, {"table": "ledger_old", "op": "INSERT", "key": "k", "after": {}},
+                      missing)
+    assert report.counts == {"trail-table-not-in-schema in ledger_old": 1}
+    assert not report.equal and "ledger_old" in report.describe()

@@ -1,0 +1,338 @@
+"""Ledger reconciliation: the data equals the replay of its audit trail (ZTM-AUD-4).
+
+The hash chain proves the trail was not rewritten; this proves the *data* is what the trail
+says. In one consistent snapshot it streams the chain (recomputing every link, so only
+authentic events are replayed) and then every audited table, and shows:
+
+- replay: each key's history is INSERT, UPDATE*, DELETE, (INSERT ...) and every event's
+  before-image equals the after-image the previous event of that key left (a change made
+  without an event *between* two audited events shows here, even if it was later overwritten);
+- state: every current row equals the last after-image of its key, column by column, and no
+  column exists that the trail does not record; every key whose last event is a DELETE is
+  absent; no row exists without events; every key the trail leaves alive is present;
+- scope: nothing in the chain refers to a table the schema no longer has.
+
+What it cannot see: a change made and reverted between two reads of a row with no event in
+between leaves data and trail equal again; that is what the anchors' definition digests and
+the triggers' guards are for.
+
+Memory is constant in the number of events and rows: the per-key replay state lives in an
+on-disk SQLite index in a private temporary folder, never in a dict of the whole table.
+Findings name table, key and column, and never a value (columns may hold ciphertext or PII).
+
+Value rendering follows the triggers' documented image format (provision/sql/040_triggers.sql):
+binary as upper-case hex, times as ISO 8601 with microseconds, numbers as JSON numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from ztm.audit_chain import GENESIS, chain_snapshot, link_hash
+
+# Tables of the trail itself and of live sessions: not data, not reconciled.
+NOT_DATA_TABLES = frozenset({"audit_events", "audit_chain_head", "tenant_context"})
+EXAMPLES_PER_KIND = 5
+BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str        # e.g. "row-differs", "row-without-events", "deleted-row-present"
+    table: str
+    key: str | None
+    detail: str      # names columns and seq numbers, never values
+
+    def describe(self) -> str:
+        where = f"{self.table}[{self.key}]" if self.key is not None else self.table
+        return f"{where}: {self.detail}"
+
+
+@dataclass
+class LedgerReport:
+    events: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    head: tuple[int, str] | None = None
+    chain_error: str | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: list[Finding] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return self.chain_error is None and not self.counts
+
+    def add(self, finding: Finding) -> None:
+        kind = f"{finding.kind} in {finding.table}"
+        self.counts[kind] += 1
+        if self.counts[kind] <= EXAMPLES_PER_KIND:
+            self.examples.append(finding)
+
+    def describe(self) -> str:
+        if self.chain_error:
+            return f"cannot reconcile: {self.chain_error}"
+        if self.equal:
+            total = sum(self.rows.values())
+            return (f"the data equals its audit trail: {total} rows in {len(self.rows)} tables match the replay "
+                    f"of {self.events} events")
+        summary = "; ".join(f"{n} x {kind}" for kind, n in sorted(self.counts.items()))
+        lines = [f"the data differs from its audit trail ({summary}):"]
+        lines += [f"  {f.describe()}" for f in self.examples]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"equal": self.equal, "events": self.events, "rows": self.rows,
+                "head": {"seq": self.head[0], "head_hash": self.head[1]} if self.head else None,
+                "chain_error": self.chain_error, "finding_counts": dict(self.counts),
+                "examples": [asdict(f) for f in self.examples]}
+
+
+def render(value: Any) -> Any:
+    """A column value as the audit triggers render it in an image (JSON-comparable)."""
+    if isinstance(value, bytes | bytearray):
+        return value.hex().upper()
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return value
+
+
+def same(image_value: Any, live_value: Any) -> bool:
+    rendered = render(live_value)
+    if isinstance(rendered, Decimal | int) and isinstance(image_value, Decimal | int):
+        return Decimal(rendered) == Decimal(image_value)
+    if isinstance(rendered, str) and isinstance(image_value, str) and rendered != image_value:
+        # Times recorded in UTC carry a zone marker; compare the instant, not the spelling.
+        return image_value.endswith("Z") and image_value[:-1] == rendered
+    return rendered == image_value
+
+
+def differing_columns(image: dict[str, Any], row: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(columns whose values differ, columns the trail does not record, recorded columns gone)."""
+    differ = [c for c in image if c in row and not same(image[c], row[c])]
+    unrecorded = [c for c in row if c not in image]
+    gone = [c for c in image if c not in row]
+    return differ, unrecorded, gone
+
+
+def audited_tables(conn: pymysql.connections.Connection, database: str) -> dict[str, list[str]]:
+    """Every base table of the schema that holds data, with its primary-key columns in order."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT t.TABLE_NAME, k.COLUMN_NAME FROM information_schema.TABLES t "
+                    "LEFT JOIN information_schema.KEY_COLUMN_USAGE k ON k.TABLE_SCHEMA = t.TABLE_SCHEMA "
+                    "AND k.TABLE_NAME = t.TABLE_NAME AND k.CONSTRAINT_NAME = 'PRIMARY' "
+                    "WHERE t.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' "
+                    "ORDER BY t.TABLE_NAME, k.ORDINAL_POSITION", (database,))
+        tables: dict[str, list[str]] = {}
+        for table, column in cur.fetchall():
+            if table not in NOT_DATA_TABLES:
+                tables.setdefault(table, [])
+                if column is not None:
+                    tables[table].append(column)
+    return tables
+
+
+class ReplayIndex:
+    """Per-(table, key) replay state on disk: last op, last seq, last after-image."""
+
+    def __init__(self, folder: Path) -> None:
+        self.db = sqlite3.connect(folder / "replay.sqlite", isolation_level=None)
+        self.db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;"
+                              "CREATE TABLE state (tbl TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, "
+                              "seq INTEGER NOT NULL, after TEXT, seen INTEGER NOT NULL DEFAULT 0, "
+                              "PRIMARY KEY (tbl, key)) WITHOUT ROWID;")
+        self.db.execute("BEGIN")
+
+    def get(self, table: str, key: str) -> tuple[str, int, str | None] | None:
+        return self.db.execute("SELECT op, seq, after FROM state WHERE tbl = ? AND key = ?", (table, key)).fetchone()
+
+    def put(self, table: str, key: str, op: str, seq: int, after: str | None) -> None:
+        self.db.execute("INSERT INTO state (tbl, key, op, seq, after) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (tbl, key) DO UPDATE SET op = excluded.op, seq = excluded.seq, "
+                        "after = excluded.after", (table, key, op, seq, after))
+
+    def mark_seen(self, table: str, key: str) -> None:
+        self.db.execute("UPDATE state SET seen = 1 WHERE tbl = ? AND key = ?", (table, key))
+
+    def unseen_alive(self) -> Iterator[tuple[str, str, str, int]]:
+        yield from self.db.execute("SELECT tbl, key, op, seq FROM state WHERE seen = 0 AND op <> 'DELETE' "
+                                   "ORDER BY tbl, key")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
+
+
+# The index keeps after-images as JSON; exact decimals are tagged so they come back as Decimal.
+def _store(image: Any) -> str:
+    return json.dumps(image, default=lambda v: {"$decimal": str(v)}, ensure_ascii=False)
+
+
+def _restore(text: str) -> Any:
+    return json.loads(text, object_hook=lambda o: Decimal(o["$decimal"]) if set(o) == {"$decimal"} else o)
+
+
+def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, list[str]],
+                  seq: int, event: dict[str, Any], missing_tables: set[str]) -> None:
+    table, op, key = event.get("table"), event.get("op"), event.get("key")
+    if not isinstance(table, str) or op not in ("INSERT", "UPDATE", "DELETE") or key is None:
+        report.add(Finding("malformed-event", str(table), None, f"seq {seq} lacks table, op or key"))
+        return
+    key = str(key)
+    if table not in tables:
+        if table not in missing_tables:
+            missing_tables.add(table)
+            report.add(Finding("trail-table-not-in-schema", table, None,
+                               f"the trail records changes of {table} (first at seq {seq}) but the schema has no "
+                               "such data table"))
+        return
+    prior = index.get(table, key)
+    alive = prior is not None and prior[0] != "DELETE"
+    if op == "INSERT" and alive:
+        report.add(Finding("insert-over-live-key", table, key,
+                           f"seq {seq} INSERT of a key the trail still holds (last {prior[0]} at seq {prior[1]}): "
+                           "it was deleted without an event"))
+    elif op in ("UPDATE", "DELETE"):
+        if not alive:
+            report.add(Finding("change-of-unrecorded-row", table, key,
+                               f"seq {seq} {op} of a key the trail has no live row for: it was inserted without "
+                               "an event"))
+        else:
+            before, last_after = event.get("before"), _restore(prior[2]) if prior[2] else None
+            if isinstance(before, dict) and isinstance(last_after, dict):
+                changed = sorted(c for c in set(before) | set(last_after)
+                                 if c not in before or c not in last_after or not _image_equal(before[c],
+                                                                                               last_after[c]))
+                if changed:
+                    report.add(Finding("changed-between-events", table, key,
+                                       f"columns {', '.join(changed)} changed without an event between seq "
+                                       f"{prior[1]} and seq {seq}"))
+    after = event.get("after")
+    index.put(table, key, op, seq, _store(after) if op != "DELETE" and after is not None else None)
+
+
+def _image_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, Decimal | int) and isinstance(b, Decimal | int):
+        return Decimal(a) == Decimal(b)
+    return a == b
+
+
+def _stream(conn: pymysql.connections.Connection, query: str, args: tuple = ()) -> Iterator[tuple]:
+    with conn.cursor(pymysql.cursors.SSCursor) as cur:
+        cur.execute(query, args)
+        while chunk := cur.fetchmany(BATCH):
+            yield from chunk
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _replay_chain(conn: pymysql.connections.Connection, database: str, index: ReplayIndex,
+                  report: LedgerReport, tables: dict[str, list[str]]) -> None:
+    expected, head, missing_tables = 1, GENESIS, set[str]()
+    rows = _stream(conn, f"SELECT seq, payload, prev_hash, curr_hash FROM {_quote(database)}.audit_events "
+                         "ORDER BY seq")
+    try:
+        for seq, payload, prev_hash, curr_hash in rows:
+            if seq != expected or prev_hash != head or link_hash(prev_hash, payload) != curr_hash:
+                report.chain_error = (f"the audit chain is broken at seq {expected} (see ZTM-AUD-2): only an intact "
+                                      "trail can be replayed")
+                return
+            head, expected = curr_hash, expected + 1
+            report.events += 1
+            try:
+                event = _loads(payload)
+            except ValueError:
+                report.add(Finding("malformed-event", "audit_events", str(seq), "payload is not JSON"))
+                continue
+            replay_event(index, report, tables, seq, event, missing_tables)
+    finally:
+        rows.close()
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT seq, head_hash FROM {_quote(database)}.audit_chain_head WHERE id = 1")
+        found = cur.fetchone()
+    report.head = (int(found[0]), found[1]) if found else None
+    if report.head != (expected - 1, head):
+        report.chain_error = (f"the chain head row does not point at the last event (seq {expected - 1}) "
+                              "(see ZTM-AUD-2)")
+
+
+def _compare_table(conn: pymysql.connections.Connection, database: str, table: str, key_columns: list[str],
+                   index: ReplayIndex, report: LedgerReport) -> None:
+    if not key_columns:
+        report.add(Finding("table-without-primary-key", table, None,
+                           "has no primary key: its rows cannot be matched to the trail"))
+        return
+    count = 0
+    with conn.cursor(pymysql.cursors.SSCursor) as cur:
+        cur.execute(f"SELECT * FROM {_quote(database)}.{_quote(table)}")
+        columns = [d[0] for d in cur.description]
+        positions = [columns.index(c) for c in key_columns]
+        while chunk := cur.fetchmany(BATCH):
+            for values in chunk:
+                count += 1
+                key = "/".join(str(values[p]) for p in positions)
+                _compare_row(table, key, dict(zip(columns, values, strict=True)), index, report)
+    report.rows[table] = count
+
+
+def _compare_row(table: str, key: str, row: dict[str, Any], index: ReplayIndex, report: LedgerReport) -> None:
+    state = index.get(table, key)
+    if state is None:
+        report.add(Finding("row-without-events", table, key, "the row exists but the trail never recorded it "
+                                                             "(no INSERT event)"))
+        return
+    op, seq, after = state
+    index.mark_seen(table, key)
+    if op == "DELETE":
+        report.add(Finding("deleted-row-present", table, key, f"the row exists although the trail deleted it at "
+                                                              f"seq {seq}"))
+        return
+    differ, unrecorded, gone = differing_columns(_restore(after) if after else {}, row)
+    if differ:
+        report.add(Finding("row-differs", table, key, f"columns {', '.join(differ)} differ from the last "
+                                                      f"after-image (seq {seq})"))
+    if unrecorded:
+        report.add(Finding("columns-not-recorded", table, key, f"columns {', '.join(unrecorded)} are not in the "
+                                                               f"trail's images (seq {seq})"))
+    if gone:
+        report.add(Finding("recorded-columns-gone", table, key, f"recorded columns {', '.join(gone)} no longer "
+                                                                "exist"))
+
+
+def reconcile(conn: pymysql.connections.Connection, database: str, *, workdir: Path | None = None) -> LedgerReport:
+    """Replay the trail and compare it with every audited table, all in one consistent snapshot
+    (the connection must not be inside a transaction)."""
+    report = LedgerReport()
+    with tempfile.TemporaryDirectory(prefix="ztm-ledger-", dir=workdir) as folder:
+        index = ReplayIndex(Path(folder))
+        try:
+            tables = audited_tables(conn, database)
+            with chain_snapshot(conn):
+                _replay_chain(conn, database, index, report, tables)
+                if report.chain_error is None:
+                    for table, key_columns in tables.items():
+                        _compare_table(conn, database, table, key_columns, index, report)
+                    for table, key, op, seq in index.unseen_alive():
+                        report.add(Finding("recorded-row-missing", table, key,
+                                           f"the row is absent although the trail's last event for it is {op} "
+                                           f"at seq {seq} (deleted without an event)"))
+        finally:
+            index.close()
+    return report
