@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pickle
 import sqlite3
 import tempfile
 from collections import Counter
@@ -145,46 +146,66 @@ def audited_tables(conn: pymysql.connections.Connection, database: str) -> dict[
 
 
 class ReplayIndex:
-    """Per-(table, key) replay state on disk: last op, last seq, last after-image."""
+    """Per-(table, key) replay state: last op, last seq, last after-image.
 
-    def __init__(self, folder: Path) -> None:
+    Recently touched keys stay in a bounded in-memory map (most histories touch a key again
+    soon: an INSERT and its first UPDATE); the map spills to an on-disk SQLite table, so memory
+    is bounded whatever the number of keys. Images are pickled: exact (Decimal stays Decimal),
+    written and read only by this process in its private temporary folder.
+    """
+
+    def __init__(self, folder: Path, cache_keys: int = 50_000) -> None:
         self.db = sqlite3.connect(folder / "replay.sqlite", isolation_level=None)
         self.db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;"
                               "CREATE TABLE state (tbl TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, "
-                              "seq INTEGER NOT NULL, after TEXT, seen INTEGER NOT NULL DEFAULT 0, "
-                              "PRIMARY KEY (tbl, key)) WITHOUT ROWID;")
+                              "seq INTEGER NOT NULL, after BLOB, PRIMARY KEY (tbl, key)) WITHOUT ROWID;")
         self.db.execute("BEGIN")
+        self.cache: dict[tuple[str, str], State] = {}
+        self.cache_keys = cache_keys
 
-    def get(self, table: str, key: str) -> tuple[str, int, str | None] | None:
-        return self.db.execute("SELECT op, seq, after FROM state WHERE tbl = ? AND key = ?", (table, key)).fetchone()
+    def get(self, table: str, key: str) -> State | None:
+        found = self.cache.get((table, key))
+        if found is not None:
+            return found
+        row = self.db.execute("SELECT op, seq, after FROM state WHERE tbl = ? AND key = ?", (table, key)).fetchone()
+        return State(row[0], row[1], pickle.loads(row[2]) if row[2] is not None else None) if row else None
 
-    def put(self, table: str, key: str, op: str, seq: int, after: str | None) -> None:
-        self.db.execute("INSERT INTO state (tbl, key, op, seq, after) VALUES (?, ?, ?, ?, ?) "
-                        "ON CONFLICT (tbl, key) DO UPDATE SET op = excluded.op, seq = excluded.seq, "
-                        "after = excluded.after", (table, key, op, seq, after))
+    def put(self, table: str, key: str, state: State) -> None:
+        self.cache[(table, key)] = state
+        if len(self.cache) >= self.cache_keys:
+            self.flush()
 
-    def mark_seen(self, table: str, key: str) -> None:
-        self.db.execute("UPDATE state SET seen = 1 WHERE tbl = ? AND key = ?", (table, key))
+    def flush(self) -> None:
+        self.db.executemany(
+            "INSERT INTO state (tbl, key, op, seq, after) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE "
+            "SET op = excluded.op, seq = excluded.seq, after = excluded.after",
+            ((t, k, s.op, s.seq, pickle.dumps(s.after) if s.after is not None else None)
+             for (t, k), s in self.cache.items()))
+        self.cache.clear()
 
-    def unseen_alive(self) -> Iterator[tuple[str, str, str, int]]:
-        yield from self.db.execute("SELECT tbl, key, op, seq FROM state WHERE seen = 0 AND op <> 'DELETE' "
-                                   "ORDER BY tbl, key")
+    def in_key_order(self, table: str) -> Iterator[tuple[str, State]]:
+        """Every key of ``table`` with its state, in code-point (UTF-8 byte) order of the key."""
+        self.flush()
+        for key, op, seq, after in self.db.execute("SELECT key, op, seq, after FROM state WHERE tbl = ? "
+                                                   "ORDER BY key", (table,)):
+            yield key, State(op, seq, pickle.loads(after) if after is not None else None)
+
+    def tables(self) -> list[str]:
+        self.flush()
+        return [t for (t,) in self.db.execute("SELECT DISTINCT tbl FROM state")]
 
     def close(self) -> None:
         self.db.close()
 
 
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_float=Decimal)
+@dataclass(frozen=True)
+class State:
+    op: str
+    seq: int
+    after: dict[str, Any] | None
 
 
-# The index keeps after-images as JSON; exact decimals are tagged so they come back as Decimal.
-def _store(image: Any) -> str:
-    return json.dumps(image, default=lambda v: {"$decimal": str(v)}, ensure_ascii=False)
-
-
-def _restore(text: str) -> Any:
-    return json.loads(text, object_hook=lambda o: Decimal(o["$decimal"]) if set(o) == {"$decimal"} else o)
+_DECODER = json.JSONDecoder(parse_float=Decimal)
 
 
 def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, list[str]],
@@ -202,10 +223,10 @@ def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, lis
                                "such data table"))
         return
     prior = index.get(table, key)
-    alive = prior is not None and prior[0] != "DELETE"
+    alive = prior is not None and prior.op != "DELETE"
     if op == "INSERT" and alive:
         report.add(Finding("insert-over-live-key", table, key,
-                           f"seq {seq} INSERT of a key the trail still holds (last {prior[0]} at seq {prior[1]}): "
+                           f"seq {seq} INSERT of a key the trail still holds (last {prior.op} at seq {prior.seq}): "
                            "it was deleted without an event"))
     elif op in ("UPDATE", "DELETE"):
         if not alive:
@@ -213,7 +234,7 @@ def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, lis
                                f"seq {seq} {op} of a key the trail has no live row for: it was inserted without "
                                "an event"))
         else:
-            before, last_after = event.get("before"), _restore(prior[2]) if prior[2] else None
+            before, last_after = event.get("before"), prior.after
             if isinstance(before, dict) and isinstance(last_after, dict):
                 changed = sorted(c for c in set(before) | set(last_after)
                                  if c not in before or c not in last_after or not _image_equal(before[c],
@@ -221,9 +242,9 @@ def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, lis
                 if changed:
                     report.add(Finding("changed-between-events", table, key,
                                        f"columns {', '.join(changed)} changed without an event between seq "
-                                       f"{prior[1]} and seq {seq}"))
+                                       f"{prior.seq} and seq {seq}"))
     after = event.get("after")
-    index.put(table, key, op, seq, _store(after) if op != "DELETE" and after is not None else None)
+    index.put(table, key, State(op, seq, after if op != "DELETE" and isinstance(after, dict) else None))
 
 
 def _image_equal(a: Any, b: Any) -> bool:
@@ -257,7 +278,7 @@ def _replay_chain(conn: pymysql.connections.Connection, database: str, index: Re
             head, expected = curr_hash, expected + 1
             report.events += 1
             try:
-                event = _loads(payload)
+                event = _DECODER.decode(payload)
             except ValueError:
                 report.add(Finding("malformed-event", "audit_events", str(seq), "payload is not JSON"))
                 continue
@@ -273,47 +294,71 @@ def _replay_chain(conn: pymysql.connections.Connection, database: str, index: Re
                               "(see ZTM-AUD-2)")
 
 
+def _live_rows(conn: pymysql.connections.Connection, database: str, table: str,
+               key_columns: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, row) in the byte order of the key as the triggers spell it (parts joined by '/')."""
+    key = "CONCAT_WS('/', " + ", ".join(_quote(c) for c in key_columns) + ")"
+    with conn.cursor(pymysql.cursors.SSCursor) as cur:
+        cur.execute(f"SELECT CAST({key} AS BINARY) AS ztm_ledger_key, t.* FROM {_quote(database)}.{_quote(table)} t "
+                    "ORDER BY ztm_ledger_key")
+        columns = [d[0] for d in cur.description][1:]
+        while chunk := cur.fetchmany(BATCH):
+            for values in chunk:
+                yield values[0].decode("utf-8", "surrogateescape"), dict(zip(columns, values[1:], strict=True))
+
+
+_END = object()
+
+
 def _compare_table(conn: pymysql.connections.Connection, database: str, table: str, key_columns: list[str],
                    index: ReplayIndex, report: LedgerReport) -> None:
+    """Sort-merge the live rows and the replayed states of one table, both in key byte order."""
     if not key_columns:
         report.add(Finding("table-without-primary-key", table, None,
                            "has no primary key: its rows cannot be matched to the trail"))
         return
+    rows, states = _live_rows(conn, database, table, key_columns), index.in_key_order(table)
+    row, state = next(rows, _END), next(states, _END)
     count = 0
-    with conn.cursor(pymysql.cursors.SSCursor) as cur:
-        cur.execute(f"SELECT * FROM {_quote(database)}.{_quote(table)}")
-        columns = [d[0] for d in cur.description]
-        positions = [columns.index(c) for c in key_columns]
-        while chunk := cur.fetchmany(BATCH):
-            for values in chunk:
+    try:
+        while row is not _END or state is not _END:
+            row_key = row[0] if row is not _END else None
+            state_key = state[0] if state is not _END else None
+            if state is _END or (row is not _END and row_key < state_key):
                 count += 1
-                key = "/".join(str(values[p]) for p in positions)
-                _compare_row(table, key, dict(zip(columns, values, strict=True)), index, report)
+                report.add(Finding("row-without-events", table, row_key,
+                                   "the row exists but the trail never recorded it (no INSERT event)"))
+                row = next(rows, _END)
+            elif row is _END or state_key < row_key:
+                if state[1].op != "DELETE":
+                    report.add(Finding("recorded-row-missing", table, state_key,
+                                       f"the row is absent although the trail's last event for it is {state[1].op} "
+                                       f"at seq {state[1].seq} (deleted without an event)"))
+                state = next(states, _END)
+            else:
+                count += 1
+                _compare_row(table, row_key, row[1], state[1], report)
+                row, state = next(rows, _END), next(states, _END)
+    finally:
+        rows.close()
     report.rows[table] = count
 
 
-def _compare_row(table: str, key: str, row: dict[str, Any], index: ReplayIndex, report: LedgerReport) -> None:
-    state = index.get(table, key)
-    if state is None:
-        report.add(Finding("row-without-events", table, key, "the row exists but the trail never recorded it "
-                                                             "(no INSERT event)"))
+def _compare_row(table: str, key: str, row: dict[str, Any], state: State, report: LedgerReport) -> None:
+    if state.op == "DELETE":
+        report.add(Finding("deleted-row-present", table, key,
+                           f"the row exists although the trail deleted it at seq {state.seq}"))
         return
-    op, seq, after = state
-    index.mark_seen(table, key)
-    if op == "DELETE":
-        report.add(Finding("deleted-row-present", table, key, f"the row exists although the trail deleted it at "
-                                                              f"seq {seq}"))
-        return
-    differ, unrecorded, gone = differing_columns(_restore(after) if after else {}, row)
+    differ, unrecorded, gone = differing_columns(state.after or {}, row)
     if differ:
-        report.add(Finding("row-differs", table, key, f"columns {', '.join(differ)} differ from the last "
-                                                      f"after-image (seq {seq})"))
+        report.add(Finding("row-differs", table, key,
+                           f"columns {', '.join(differ)} differ from the last after-image (seq {state.seq})"))
     if unrecorded:
-        report.add(Finding("columns-not-recorded", table, key, f"columns {', '.join(unrecorded)} are not in the "
-                                                               f"trail's images (seq {seq})"))
+        report.add(Finding("columns-not-recorded", table, key,
+                           f"columns {', '.join(unrecorded)} are not in the trail's images (seq {state.seq})"))
     if gone:
-        report.add(Finding("recorded-columns-gone", table, key, f"recorded columns {', '.join(gone)} no longer "
-                                                                "exist"))
+        report.add(Finding("recorded-columns-gone", table, key,
+                           f"recorded columns {', '.join(gone)} no longer exist"))
 
 
 def reconcile(conn: pymysql.connections.Connection, database: str, *, workdir: Path | None = None) -> LedgerReport:
@@ -329,10 +374,6 @@ def reconcile(conn: pymysql.connections.Connection, database: str, *, workdir: P
                 if report.chain_error is None:
                     for table, key_columns in tables.items():
                         _compare_table(conn, database, table, key_columns, index, report)
-                    for table, key, op, seq in index.unseen_alive():
-                        report.add(Finding("recorded-row-missing", table, key,
-                                           f"the row is absent although the trail's last event for it is {op} "
-                                           f"at seq {seq} (deleted without an event)"))
         finally:
             index.close()
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from ztm.ledger import LedgerReport, ReplayIndex, differing_columns, replay_event, same
+from ztm.ledger import LedgerReport, ReplayIndex, State, differing_columns, replay_event, same
 
 TABLES = {"accounts": ["account_id"]}
 
@@ -41,7 +41,8 @@ def test_a_consistent_history_replays_without_findings(tmp_path):
     index, report = _replay(tmp_path, [_event("INSERT", "k", None, a1), _event("UPDATE", "k", a1, a2),
                                        _event("DELETE", "k", a2, None), _event("INSERT", "k", None, a1)])
     assert not report.counts
-    assert index.get("accounts", "k")[:2] == ("INSERT", 4)
+    state = index.get("accounts", "k")
+    assert (state.op, state.seq, state.after) == ("INSERT", 4, a1)
 
 
 def test_a_change_between_two_events_is_named(tmp_path):
@@ -69,3 +70,12 @@ def test_an_event_for_a_table_the_schema_lacks_is_named_once(tmp_path):
                       missing)
     assert report.counts == {"trail-table-not-in-schema in ledger_old": 1}
     assert not report.equal and "ledger_old" in report.describe()
+
+
+def test_the_index_spills_to_disk_and_keeps_exact_images(tmp_path):
+    index = ReplayIndex(tmp_path, cache_keys=3)
+    for n in range(10):
+        index.put("accounts", f"k{n}", State("INSERT", n + 1, {"balance": Decimal(f"{n}.0001")}))
+    assert len(index.cache) < 3, "the in-memory map is bounded"
+    assert index.get("accounts", "k4") == State("INSERT", 5, {"balance": Decimal("4.0001")})
+    assert [k for k, _ in index.in_key_order("accounts")] == sorted(f"k{n}" for n in range(10))
