@@ -19,10 +19,9 @@ from ztm.audit_chain import (
     EXIT_INTACT,
     EXIT_UNUSABLE,
     GENESIS,
-    dump_rows,
     export_rows,
     verify_database,
-    verify_rows,
+    verify_dump,
 )
 from ztm.errors import UserError
 
@@ -71,7 +70,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.from_seq == 0 and args.from_hash != GENESIS:
         raise UserError("--from-hash needs --from-seq (the seq whose curr_hash it is)", EXIT_UNUSABLE)
     if args.dump is not None:
-        report = verify_rows(dump_rows(args.dump, args.from_seq), start_seq=args.from_seq, start_hash=args.from_hash)
+        report = verify_dump(args.dump, start_seq=args.from_seq, start_hash=args.from_hash)
     else:
         conn = _connect(args.target, args.role)
         try:

@@ -176,21 +176,112 @@ def export_rows(conn: pymysql.connections.Connection, out: Path) -> int:
     return count
 
 
-def dump_rows(path: Path, start_seq: int = 0) -> Iterator[tuple[int, str, str, str]]:
+class DumpReader:
+    """The rows of a JSON-lines dump from 'ztm audit export', streamed, and its head trailer.
+
+    An export ends with {"head": {"seq", "head_hash"}, "rows": n}; a dump without it, with
+    rows after it, or whose trailer disagrees with its rows was cut short or edited.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.trailer: dict[str, Any] | None = None
+        self.rows_read = 0
+        self.after_trailer = False
+        self.last: tuple[int, str] | None = None
+
+    def rows(self, start_seq: int = 0) -> Iterator[tuple[int, str, str, str]]:
+        try:
+            handle = open(self.path, encoding="utf-8", errors="strict")  # noqa: SIM115  (closed below)
+        except OSError as exc:
+            raise UserError(f"cannot read audit dump {self.path}: {exc.strerror}", EXIT_UNUSABLE) from None
+        with handle:
+            for number, line in enumerate(_lines(handle, self.path), 1):
+                row = _parse_line(line, number, self.path)
+                if self.trailer is not None:
+                    self.after_trailer = True
+                    continue
+                if isinstance(row.get("head"), dict) and "seq" not in row:
+                    self.trailer = row
+                    continue
+                item = _audit_row(row, number, self.path)
+                self.rows_read += 1
+                self.last = (item[0], item[3])
+                if item[0] >= start_seq:
+                    yield item
+
+    def check(self, report: ChainReport, start_seq: int, start_hash: str) -> ChainReport:
+        """A dump verifies only whole: trailer present, last, and equal to its last row; and
+        a trusted starting point must be one of its rows with that hash."""
+        problem = None
+        head = self.trailer.get("head") if self.trailer else None
+        if self.trailer is None:
+            problem = "the dump has no head trailer: it was cut short or is not an export of 'ztm audit export'"
+        elif self.after_trailer:
+            problem = "rows follow the head trailer: the dump was edited"
+        elif (not isinstance(head, dict) or head.get("seq") != (self.last[0] if self.last else 0)
+              or head.get("head_hash") != (self.last[1] if self.last else GENESIS)
+              or self.trailer.get("rows") != self.rows_read):
+            problem = (f"the head trailer ({head}, {self.trailer.get('rows')} rows) does not match the dump's last "
+                       f"row ({self.last}) and row count ({self.rows_read}): cut short or edited")
+        if problem and report.intact:
+            report.intact, report.reason = False, problem
+        return report
+
+
+def _lines(handle, path: Path) -> Iterator[str]:
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115  (closed when the generator ends)
-    except OSError as exc:
-        raise UserError(f"cannot read audit dump {path}: {exc.strerror}", EXIT_UNUSABLE) from None
-    with handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                row = json.loads(line)
-                if "head" in row and "seq" not in row:
-                    continue  # the head trailer of 'ztm audit export'
-                seq = int(row["seq"])
-                item = (seq, row["payload"], row["prev_hash"], row["curr_hash"])
-            except (ValueError, KeyError, TypeError):
-                raise UserError(f"{path}: line {number} is not an audit row (JSON with seq, payload, "
-                                "prev_hash, curr_hash)", EXIT_UNUSABLE) from None
-            if seq > start_seq:
-                yield item
+        yield from handle
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text: not an audit dump", EXIT_UNUSABLE) from None
+
+
+def _parse_line(line: str, number: int, path: Path) -> dict[str, Any]:
+    try:
+        row = json.loads(line, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        row = None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}: line {number} is not an audit row (JSON with seq, payload, prev_hash, curr_hash)",
+                        EXIT_UNUSABLE)
+    return row
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _audit_row(row: dict[str, Any], number: int, path: Path) -> tuple[int, str, str, str]:
+    seq, payload, prev_hash, curr_hash = (row.get(k) for k in ("seq", "payload", "prev_hash", "curr_hash"))
+    if (type(seq) is not int or seq < 1 or not isinstance(payload, str) or not isinstance(prev_hash, str)
+            or not isinstance(curr_hash, str)):
+        raise UserError(f"{path}: line {number} is not an audit row (JSON with seq, payload, prev_hash, curr_hash)",
+                        EXIT_UNUSABLE)
+    return seq, payload, prev_hash, curr_hash
+
+
+def verify_dump(path: Path, *, start_seq: int = 0, start_hash: str = GENESIS) -> ChainReport:
+    """Verify an export offline: every link after the trusted start, the start row itself
+    (when start_seq > 0 it must be in the dump with curr_hash = start_hash), and the trailer."""
+    reader = DumpReader(path)
+    rows = reader.rows(start_seq)
+    if start_seq:
+        first = next(rows, None)
+        if first is None or first[0] != start_seq or first[3] != start_hash:
+            found = "no such row" if first is None or first[0] != start_seq else f"stored {first[3][:16]}..."
+            for _ in rows:  # read to the end: the trailer is still checked
+                pass
+            report = ChainReport(False, 0, None, start_seq, start_hash, start_seq,
+                                 f"the trusted starting point seq {start_seq} is not in the dump as given ({found})")
+            return reader.check(report, start_seq, start_hash)
+    report = verify_rows(rows, start_seq=start_seq, start_hash=start_hash)
+    for _ in rows:  # a broken chain stops early; the trailer is still read
+        pass
+    return reader.check(report, start_seq, start_hash)
+
+
+def dump_rows(path: Path, start_seq: int = 0) -> Iterator[tuple[int, str, str, str]]:
+    """Rows after ``start_seq`` of a dump (no completeness check: see verify_dump)."""
+    for row in DumpReader(path).rows(start_seq):
+        if row[0] > start_seq:
+            yield row

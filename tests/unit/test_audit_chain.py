@@ -63,9 +63,13 @@ def test_start_from_a_trusted_point_checks_only_newer_rows():
     assert not verify_rows(rows[3:], start_seq=3, start_hash=GENESIS).intact
 
 
-def write_dump(path, rows):
-    path.write_text("".join(json.dumps({"seq": s, "payload": p, "prev_hash": a, "curr_hash": b}) + "\n"
-                            for s, p, a, b in rows))
+def write_dump(path, rows, trailer=True):
+    """A dump as 'ztm audit export' writes it: the rows, then the head trailer."""
+    lines = [json.dumps({"seq": s, "payload": p, "prev_hash": a, "curr_hash": b}) for s, p, a, b in rows]
+    if trailer:
+        last = (rows[-1][0], rows[-1][3]) if rows else (0, GENESIS)
+        lines.append(json.dumps({"head": {"seq": last[0], "head_hash": last[1]}, "rows": len(rows)}))
+    path.write_text("".join(line + "\n" for line in lines))
     return path
 
 
@@ -82,6 +86,54 @@ def test_cli_verify_dump_exit_codes(tmp_path, capsys, mutate, code, said):
     dump = write_dump(tmp_path / "d.jsonl", mutate(chain(4)))
     assert ztm_main(["audit", "verify", "--dump", str(dump)]) == code
     assert said in capsys.readouterr().out
+
+
+def test_a_dump_cut_short_or_edited_is_not_intact(tmp_path, capsys):
+    rows = chain(4)
+    whole = write_dump(tmp_path / "whole.jsonl", rows)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(whole.read_text().splitlines(keepends=True)[:2]))
+    assert ztm_main(["audit", "verify", "--dump", str(cut)]) == 1
+    assert "no head trailer" in capsys.readouterr().out
+    appended = tmp_path / "appended.jsonl"
+    appended.write_text(whole.read_text() + whole.read_text().splitlines(keepends=True)[0])
+    assert ztm_main(["audit", "verify", "--dump", str(appended)]) == 1
+    assert "rows follow the head trailer" in capsys.readouterr().out
+    short = write_dump(tmp_path / "short.jsonl", rows[:3])
+    lines = short.read_text().splitlines(keepends=True)
+    lines[-1] = json.dumps({"head": {"seq": 4, "head_hash": rows[3][3]}, "rows": 4}) + "\n"
+    short.write_text("".join(lines))
+    assert ztm_main(["audit", "verify", "--dump", str(short)]) == 1
+    assert "does not match the dump's last row" in capsys.readouterr().out
+
+
+def test_from_seq_needs_that_row_in_the_dump(tmp_path, capsys):
+    rows = chain(4)
+    dump = write_dump(tmp_path / "d.jsonl", rows)
+    assert ztm_main(["audit", "verify", "--dump", str(dump), "--from-seq", "2", "--from-hash", rows[1][3]]) == 0
+    assert "2 events checked (seq 3..4)" in capsys.readouterr().out
+    empty = write_dump(tmp_path / "empty.jsonl", [])
+    assert ztm_main(["audit", "verify", "--dump", str(empty), "--from-seq", "2", "--from-hash", rows[1][3]]) == 1
+    assert "seq 2 is not in the dump" in capsys.readouterr().out
+    assert ztm_main(["audit", "verify", "--dump", str(dump), "--from-seq", "2", "--from-hash", rows[0][3]]) == 1
+
+
+@pytest.mark.parametrize("line", ['{"seq": 1e400, "payload": "", "prev_hash": "", "curr_hash": ""}',
+                                  '{"seq": NaN, "payload": "", "prev_hash": "", "curr_hash": ""}', "[1, 2]",
+                                  "[" * 100_000, '{"seq": "1", "payload": "", "prev_hash": "", "curr_hash": ""}'])
+def test_hostile_dump_lines_are_one_line_exit_2(tmp_path, capsys, line):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(line + "\n")
+    assert ztm_main(["audit", "verify", "--dump", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"ztm: {bad}: line 1 is not an audit row (JSON with seq, payload, "\
+        "prev_hash, curr_hash)"
+
+
+def test_a_non_utf8_dump_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\xff\xfe\n")
+    assert ztm_main(["audit", "verify", "--dump", str(bad)]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
 
 
 def test_cli_unusable_inputs_exit_2_with_one_line(tmp_path, capsys):
