@@ -27,9 +27,9 @@ from typing import Any
 
 from envelope.setup import client_for
 from provision import lab as lab_mod
-from provision.anchor_cli import DEFAULT_INTERVAL
-from provision.anchor_sinks import sink_for
 from tests.lab.fake_records import writer_accounts
+from ztm.anchoring import DEFAULT_INTERVAL
+from ztm.anchoring.sinks import sink_for
 from ztm.db import connect
 from ztm.target import load_target
 

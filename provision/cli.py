@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import string
+import sys
+import tempfile
 from pathlib import Path
 
+from provision import database, fail2ban, firewall, netns
 from provision import lab as lab_mod
 from provision.accounts import LOGIN_ACCOUNTS
+from provision.anchor_cli import writable_dirs
+from provision.files import write_public
 from provision.pki import rotate
 from ztm.errors import UserError
 
@@ -56,17 +63,10 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:
     units.add_argument("--out", type=Path, default=Path("/etc/systemd/system"))
     units.add_argument("--user", default="ztm-anchor")
     units.set_defaults(func=_provision_anchor_units)
-    from provision import database
-
     database.register(prov_sub)
 
 
 def _provision_firewall(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-
-    from provision import firewall
-
     if args.firewall == "ufw":
         commands = firewall.ufw_commands(args.allow, db_port=args.port)
         if not args.apply:
@@ -90,8 +90,6 @@ def _provision_firewall(args: argparse.Namespace) -> int:
 
 
 def _provision_fail2ban(args: argparse.Namespace) -> int:
-    from provision import fail2ban
-
     settings = fail2ban.JailSettings(ignoreip=("127.0.0.1/8", *args.ignore))
     if not args.apply:
         print(fail2ban.render_jail(args.server_log, settings, args.ssh_log))
@@ -103,17 +101,9 @@ def _provision_fail2ban(args: argparse.Namespace) -> int:
 
 
 def _provision_anchor_units(args: argparse.Namespace) -> int:
-    import shutil
-    import string
-    import sys
-
-    from provision.files import write_public
-
     target = args.target.resolve()
     beside = Path(sys.executable).parent / "ztm"  # the venv's console script
     ztm = str(beside) if beside.exists() else shutil.which("ztm") or f"{sys.executable} -m ztm.cli"
-    from provision.anchor_cli import writable_dirs
-
     # ProtectSystem=strict: the unit may write only where the anchor keeps sinks and buffer.
     facts = {"ztm": ztm, "target": str(target), "user": args.user,
              "state_dir": " ".join(str(p) for p in writable_dirs(target))}
@@ -158,8 +148,6 @@ def _pki_rotate(args: argparse.Namespace) -> int:
     lab = _lab(args)
     engine = lab.engine()  # no lab: one line, and nothing is created
     lab_mod.require_root("ztm pki rotate")
-    from provision import netns
-
     superseded = rotate(lab.pki, server_name=lab_mod.SERVER_NAME, server_address=netns.DB.address,
                         users=LOGIN_ACCOUNTS)
     lab_mod.up(lab, engine.name)  # installs the new server material and rebinds accounts

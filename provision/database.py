@@ -29,6 +29,8 @@ from provision.accounts import (
     apply_probe_account,
     drop_default_accounts,
 )
+from provision.anchor_cli import declare_schema_change
+from ztm.db import connect
 from ztm.errors import UserError
 from ztm.target import Target, load_target
 
@@ -100,8 +102,6 @@ def current_account(conn: pymysql.connections.Connection) -> tuple[str, str]:
 
 
 def provision(target: Target, account_host: str) -> ProvisionReport:
-    from ztm.db import connect
-
     check_account_host(account_host)
     accounts = _login_accounts(target, account_host)  # every input checked before anything changes
     try:
@@ -145,8 +145,6 @@ def declare_to_anchor(target: Target) -> str:
                 "on the anchor host")
     if not target.resolve(key).is_file():
         return f"anchor key {target.resolve(key)} not found: declare any audit DDL change on the anchor host"
-    from provision.anchor_cli import declare_schema_change
-
     record = declare_schema_change(target.path, "audit schema applied by 'ztm provision database'")
     return "audit DDL unchanged" if record is None else (
         f"audit DDL change declared in anchor {record['checkpoint']['anchor_seq']}")

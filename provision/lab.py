@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pymysql
 import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provision import fail2ban, firewall, kms, netns, schema, server
+from provision import fail2ban, firewall, kms, netns, procs, schema, server
 from provision.accounts import (
     LOGIN_ACCOUNTS,
     PROBE_ACCOUNT,
@@ -33,6 +34,7 @@ from provision.accounts import (
     apply_probe_account,
     drop_default_accounts,
 )
+from provision.anchor_cli import declare_schema_change
 from provision.engines import engine_for
 from provision.engines.base import Engine, default_cache_dir
 from provision.fail2ban import Fail2banLayout, JailSettings
@@ -40,8 +42,8 @@ from provision.files import ensure_secret, write_private
 from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
 from provision.pki import PkiLayout, issue_all, issue_collector, issue_tsa
-from ztm import procs
 from ztm.errors import NotRootError, UserError
+from ztm.keys import private_pem, public_pem
 from ztm.schemas import validate
 
 SERVER_NAME = "db.ztm.lab"
@@ -201,8 +203,6 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     write_target(lab, engine)
     t = time.monotonic()
     if (lab.log_host / "anchor.key").exists():
-        from provision.anchor_cli import declare_schema_change
-
         declare_schema_change(lab.target_file, "audit schema applied by 'ztm lab up'")
     anchor_up(lab)
     timings["anchor"] = time.monotonic() - t
@@ -251,17 +251,11 @@ def host_controls_up(lab: Lab) -> None:
 
 def anchor_up(lab: Lab) -> None:
     """The off-host anchor: its own key on the log host, running in the ztm-log namespace."""
-    from evidence.sign import public_pem
-
     lab.log_host.mkdir(exist_ok=True)
     key_path = lab.log_host / "anchor.key"
     if not key_path.exists():
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         key = Ed25519PrivateKey.generate()
-        write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()), mode=0o600)
+        write_private(key_path, private_pem(key), mode=0o600)
         write_private(lab.log_host / "anchor.pub.pem", public_pem(key.public_key()), mode=0o644)
     cert, key = issue_collector(lab.pki, name=COLLECTOR_NAME, address=netns.LOG.address)
     if _log_host_pid(lab, "collector") is None:
