@@ -111,7 +111,7 @@ def main() -> int:
     if not every:
         raise SystemExit("the lab target sets no [anchor].every_events: no burst trigger to measure")
     sinks = [sink_for(s, target.resolve) for s in section["sinks"]]
-    app = connect(target, target.roles["app"], database="securedb")
+    app = connect(target, target.roles["app"], database=target.database)
     auditor = connect(target, target.roles["auditor"])
     with app.cursor() as cur:
         accounts = writer_accounts(cur, client_for(target), target.raw["tenants"]["granted"][0])

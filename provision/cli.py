@@ -16,6 +16,7 @@ from provision.accounts import LOGIN_ACCOUNTS
 from provision.anchor_cli import writable_dirs
 from provision.files import write_public
 from provision.pki import rotate
+from ztm.data_plane import DATABASE
 from ztm.errors import UserError
 
 
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lab_sub.required = True
     up = lab_sub.add_parser("up", help="build or repair the lab (idempotent)")
     up.add_argument("--engine", choices=("mariadb", "mysql"), default="mariadb")
+    up.add_argument("--database", default=DATABASE, metavar="NAME",
+                    help=f"the data plane's database (letters, digits, underscore; default {DATABASE}); "
+                         "another name than the lab's replaces its database")
     up.set_defaults(func=_lab_up)
     lab_sub.add_parser("down", help="remove every namespace, process and file the lab made").set_defaults(
         func=_lab_down)
@@ -125,7 +129,7 @@ def _lab(args: argparse.Namespace) -> lab_mod.Lab:
 
 def _lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    timings = lab_mod.up(lab, args.engine)
+    timings = lab_mod.up(lab, args.engine, args.database)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     print(f"lab up ({args.engine}): target file {lab.target_file} ({steps})")
     return 0
@@ -150,7 +154,7 @@ def _pki_rotate(args: argparse.Namespace) -> int:
     lab_mod.require_root("ztm pki rotate")
     superseded = rotate(lab.pki, server_name=lab_mod.SERVER_NAME, server_address=netns.DB.address,
                         users=LOGIN_ACCOUNTS)
-    lab_mod.up(lab, engine.name)  # installs the new server material and rebinds accounts
+    lab_mod.up(lab, engine.name, lab.database())  # installs the new server material and rebinds accounts
     lab.restart()  # the server loads the new certificate and CRL
     print(f"pki rotated: new server, client and signer certificates under the same CA; "
           f"{len(superseded)} replaced certificate(s) revoked as superseded in the CRL; server restarted")

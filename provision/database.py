@@ -30,7 +30,8 @@ from provision.accounts import (
     drop_default_accounts,
 )
 from provision.anchor_cli import declare_schema_change
-from ztm.db import connect
+from ztm.data_plane import DATABASE
+from ztm.db import connect, quote_name
 from ztm.errors import UserError
 from ztm.target import Target, load_target
 
@@ -76,9 +77,11 @@ def _login_accounts(target: Target, account_host: str) -> list[LoginAccount]:
     return accounts
 
 
-def seed_tenants(conn: pymysql.connections.Connection, tenants: dict, app: str, auditor: str) -> int:
+def seed_tenants(conn: pymysql.connections.Connection, tenants: dict, app: str, auditor: str,
+                 database: str = DATABASE) -> int:
     """The [tenants] of the target: 'granted' to the app and the auditor, 'ungranted' to no
     one, 'auditor_only' to the auditor only (ZTM-TEN-1 reads them)."""
+    db = quote_name(database)
     names = [(t, "Assessment tenant") for t in tenants.get("granted", [])]
     names += [(tenants[k], f"Assessment tenant ({k})") for k in ("ungranted", "auditor_only") if k in tenants]
     grants = [(user, t) for t in tenants.get("granted", []) for user in (app, auditor)]
@@ -86,9 +89,9 @@ def seed_tenants(conn: pymysql.connections.Connection, tenants: dict, app: str, 
         grants.append((auditor, tenants["auditor_only"]))
     with conn.cursor() as cur:
         for tenant_id, name in names:
-            cur.execute("INSERT IGNORE INTO securedb.tenants (tenant_id, name) VALUES (%s, %s)", (tenant_id, name))
+            cur.execute(f"INSERT IGNORE INTO {db}.tenants (tenant_id, name) VALUES (%s, %s)", (tenant_id, name))
         for user, tenant_id in grants:
-            cur.execute("INSERT IGNORE INTO securedb.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
+            cur.execute(f"INSERT IGNORE INTO {db}.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
                         (user, tenant_id))
     return len(names)
 
@@ -117,10 +120,10 @@ def provision(target: Target, account_host: str) -> ProvisionReport:
         probe = target.roles.get("probe")
         if probe is not None and probe.password is not None:
             apply_probe_account(conn, probe.user, account_host, probe.password.reveal())
-        report.statements = schema.apply(conn, account_host=account_host)
+        report.statements = schema.apply(conn, account_host=account_host, database=target.database)
         if target.section("tenants"):
             report.tenants = seed_tenants(conn, target.section("tenants"), target.roles["app"].user,
-                                          target.roles["auditor"].user)
+                                          target.roles["auditor"].user, target.database)
     except pymysql.MySQLError as exc:
         raise UserError(f"provisioning {target.name} failed: {exc.args[-1]}") from None
     finally:
