@@ -80,6 +80,7 @@ def assess(engine: str, bundle: Path) -> int:
 def test(engines: list[str]) -> int:
     install()
     check([str(VENV / "bin" / "ruff"), "check", "."])
+    check([str(VENV / "bin" / "lint-imports")])  # the dependency rule: contracts in pyproject.toml
     worst = 0
     # Unit tests first (no lab), then the lab suites once per engine.
     worst = max(worst, pytest(["tests", "-m", "not lab", "--junitxml", "reports/unit-junit.xml"]))

@@ -27,9 +27,9 @@ from typing import Any
 
 from envelope.setup import client_for
 from provision import lab as lab_mod
-from provision.anchor_cli import DEFAULT_INTERVAL
-from provision.anchor_sinks import sink_for
 from tests.lab.fake_records import writer_accounts
+from ztm.anchoring import DEFAULT_INTERVAL
+from ztm.anchoring.sinks import sink_for
 from ztm.db import connect
 from ztm.target import load_target
 
@@ -111,7 +111,7 @@ def main() -> int:
     if not every:
         raise SystemExit("the lab target sets no [anchor].every_events: no burst trigger to measure")
     sinks = [sink_for(s, target.resolve) for s in section["sinks"]]
-    app = connect(target, target.roles["app"], database="securedb")
+    app = connect(target, target.roles["app"], database=target.database)
     auditor = connect(target, target.roles["auditor"])
     with app.cursor() as cur:
         accounts = writer_accounts(cur, client_for(target), target.raw["tenants"]["granted"][0])

@@ -92,7 +92,7 @@ def transfers_per_second(target, writers: int, calls: int) -> float:
     envelope = client_for(target)
 
     def writer(index: int) -> None:
-        conn = connect(target, target.roles["app"], database="securedb")
+        conn = connect(target, target.roles["app"], database=target.database)
         with conn.cursor() as cur:
             accounts = writer_accounts(cur, envelope, tenants[index % 2])
             barrier.wait()

@@ -35,7 +35,7 @@ def run(target, records: int, *, cache: bool, insert: bool) -> dict[str, float]:
     tenant = target.raw["tenants"]["granted"][1]
     conn = None
     if insert:
-        conn = connect(target, target.roles["app"], database="securedb")
+        conn = connect(target, target.roles["app"], database=target.database)
         with conn.cursor() as cur:
             cur.execute("CALL security_set_tenant(%s)", (tenant,))
     calls = client.kms.calls

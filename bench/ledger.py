@@ -41,11 +41,11 @@ def _image(item: str, balance: float, note: bytes, created: dt.datetime) -> dict
             "note": note.hex().upper(), "created_at": created.strftime("%Y-%m-%dT%H:%M:%S.%f")}
 
 
-def build(admin: pymysql.connections.Connection, rows: int, batch: int = 5000) -> int:
+def build(admin: pymysql.connections.Connection, rows: int, database: str, batch: int = 5000) -> int:
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {SCRATCH}")
         cur.execute(f"CREATE DATABASE {SCRATCH}")
-        cur.execute(f"CREATE TABLE {SCRATCH}.audit_events LIKE securedb.audit_events")
+        cur.execute(f"CREATE TABLE {SCRATCH}.audit_events LIKE `{database}`.audit_events")
         cur.execute(f"CREATE TABLE {SCRATCH}.audit_chain_head (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, "
                     "seq BIGINT UNSIGNED NOT NULL, head_hash CHAR(64) CHARACTER SET ascii NOT NULL)")
         cur.execute(TABLE.format(db=SCRATCH))
@@ -107,7 +107,7 @@ def main() -> int:
     target = load_target(lab.target_file)
     admin = connect(target, target.roles["admin"])
     try:
-        events = build(admin, args.rows)
+        events = build(admin, args.rows, target.database)
         fetched, fetch_s = raw_fetch_s(admin)
         t = time.perf_counter()
         report = reconcile(admin, SCRATCH)

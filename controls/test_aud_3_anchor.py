@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import pytest
 
-from provision.anchor_cli import DEFAULT_INTERVAL, _public_key, _read_sinks
-from provision.anchor_sinks import sink_for
 from ztm import anchoring
+from ztm.anchoring import DEFAULT_INTERVAL
+from ztm.anchoring import public_key as _public_key
+from ztm.anchoring.sinks import read_sinks as _read_sinks
+from ztm.anchoring.sinks import sink_for
 
 pytestmark = pytest.mark.control("ZTM-AUD-3")
 

@@ -26,9 +26,9 @@ from envelope.client import PII_FIELDS, TABLE, api_json
 from envelope.context import parse_header
 from envelope.record import SealedField, open_field
 from envelope.setup import client_for
-from evidence.sensitive import keep_out_of_bundle
 from ztm.data_plane import DATABASE
 from ztm.errors import UserError
+from ztm.keep_out import keep_out_of_bundle
 
 pytestmark = pytest.mark.control("ZTM-CRY-1")
 

@@ -112,7 +112,7 @@ def _app_session(target, tenant: str):
     from ztm.db import connect
 
     try:
-        conn = connect(target, target.roles["app"], database="securedb")
+        conn = connect(target, target.roles["app"], database=target.database)
         with conn.cursor() as cur:
             cur.execute("CALL security_set_tenant(%s)", (tenant,))
     except pymysql.MySQLError as exc:

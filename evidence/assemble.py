@@ -12,10 +12,12 @@ from evidence.results import TestResult, assign_folders, control_status
 from evidence.run_info import run_document, server_version, tool_versions
 from evidence.scan import find_in, redact
 from evidence.schemas import validate_documents
-from evidence.sensitive import kept_out, key_material, target_secrets
+from evidence.sensitive import key_material, target_secrets
 from evidence.sign import load_signing_key
 from ztm import __version__
 from ztm.errors import UserError
+from ztm.keep_out import kept_out
+from ztm.plugin import target_info, target_path
 
 if TYPE_CHECKING:
     from evidence.plugin import BundleWriter
@@ -28,9 +30,7 @@ def iso(moment: datetime) -> str:
 
 def _target_info(writer: BundleWriter) -> dict[str, Any]:
     """What this process's fixtures read, completed by what xdist workers read."""
-    from ztm.plugin import TARGET_INFO
-
-    info = {**writer.worker_target, **writer.config.stash.get(TARGET_INFO, {})}
+    info = {**writer.worker_target, **target_info(writer.config)}
     if not info:
         return {"name": None, "note": "no test loaded the target"}
     if "server_version" not in info and info.get("target_file"):  # no test used the admin path: ask now
@@ -40,8 +40,6 @@ def _target_info(writer: BundleWriter) -> dict[str, Any]:
 
 
 def _never_in_bundle(writer: BundleWriter) -> list[str]:
-    from ztm.plugin import target_path
-
     return [*target_secrets(target_path(writer.config)), *key_material(writer.key),
             *kept_out(writer.config), *writer.worker_kept_out]
 

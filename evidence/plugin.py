@@ -16,21 +16,24 @@ import shutil
 import sys
 import tempfile
 import time
-import tomllib
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from evidence.assemble import assemble
 from evidence.bundle import check_destination
 from evidence.catalog import Catalog, load_catalog
 from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
 from evidence.relay import WorkerRelay, received
 from evidence.results import TestResult
 from evidence.scrub import FailureScrubber
+from evidence.sign import load_signing_key
 from evidence.waivers import Waiver, load_waivers
 from ztm.errors import UserError
+from ztm.plugin import target_path
+from ztm.target import read_target_file, resolve_path
 
 RECORDER = pytest.StashKey[EvidenceRecorder]()
 LAB_SIGNER = ("lab/pki/evidence/signer.key", "lab/pki/evidence/signer.pem")
@@ -93,8 +96,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
     """The signing key is checked before any test runs: no key, no run (never an unsigned bundle)."""
-    from evidence.sign import load_signing_key
-
     key = config.option.evidence_key
     cert = config.option.evidence_cert
     if key is None:
@@ -116,16 +117,14 @@ def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
 
 
 def _target_evidence_section(config: pytest.Config) -> dict[str, str]:
-    from ztm.plugin import target_path
-
     path = target_path(config)
     if path is None or not path.is_file():
         return {}
     try:
-        section = tomllib.loads(path.read_text()).get("evidence", {})
-    except (OSError, tomllib.TOMLDecodeError):
+        section = read_target_file(path).get("evidence", {})
+    except UserError:
         return {}  # the target fixture reports a bad target file in its own words
-    return {k: str((path.parent / v) if not Path(v).is_absolute() else v) for k, v in section.items()}
+    return {k: str(resolve_path(path.parent, v)) for k, v in section.items()}
 
 
 @pytest.fixture
@@ -326,8 +325,6 @@ class BundleWriter:
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):
         outcome = yield  # JUnit and pytest-html write their files inside this call
-        from evidence.assemble import assemble
-
         began = time.monotonic()
         if self.config.option.collectonly or self.config.option.controls_list:
             shutil.rmtree(self.workdir, ignore_errors=True)

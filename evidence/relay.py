@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from evidence.sensitive import kept_out
+from ztm.keep_out import kept_out
+from ztm.plugin import target_info
 
 WORKER_KEY = "ztm_evidence"
 
@@ -25,10 +26,8 @@ class WorkerRelay:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # Runs inside xdist's own sessionfinish wrapper, before it sends workeroutput.
-        from ztm.plugin import TARGET_INFO
-
         self.config.workeroutput[WORKER_KEY] = {  # type: ignore[attr-defined]
-            "target": dict(self.config.stash.get(TARGET_INFO, {})),
+            "target": target_info(self.config),
             "kept_out": sorted(kept_out(self.config)),
         }
 

@@ -2,39 +2,23 @@
 
 Three sources: the passwords and PINs the target file names (by file or environment
 variable), the material of the private key files it lists (and of the signing key), and
-values a test registers with ``keep_out_of_bundle`` (PII sentinels, unwrapped keys).
+values a test registers with ``ztm.keep_out.keep_out_of_bundle`` (PII sentinels, unwrapped keys).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import os
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from evidence.run_info import is_secret_name
-
-KEPT_OUT = pytest.StashKey[set[str]]()
-
-
-def keep_out_of_bundle(config: pytest.Config, *values: str) -> None:
-    """Register values that must not appear in the evidence bundle; the writer redacts any it finds.
-
-    Call it where a test makes such a value, e.g. ``keep_out_of_bundle(request.config, pii["email"])``.
-    Under xdist the values travel to the controller with the worker's output, never to a file.
-    """
-    config.stash.setdefault(KEPT_OUT, set()).update(v for v in values if v)
-
-
-def kept_out(config: pytest.Config) -> set[str]:
-    return set(config.stash.get(KEPT_OUT, set()))
+from ztm.errors import UserError
+from ztm.target import read_target_file, resolve_path, secret_ref
 
 
 def target_secrets(path: Path | None) -> list[str]:
@@ -42,8 +26,8 @@ def target_secrets(path: Path | None) -> list[str]:
     if path is None:
         return []
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        raw = read_target_file(path)
+    except UserError:
         return []  # the target fixture reports a bad target file in its own words
     base = path.resolve().parent
     found: list[str] = []
@@ -51,7 +35,7 @@ def target_secrets(path: Path | None) -> list[str]:
         if isinstance(value, dict) and is_secret_name(name) and ({"file", "env"} & set(value)):
             found += _reveal(base, value)
         elif isinstance(value, str) and (name == "key" or name.endswith("_key") or name == "key_files"):
-            found += key_material(_resolve(base, value))
+            found += key_material(resolve_path(base, value))
     return found
 
 
@@ -106,17 +90,10 @@ def _walk(node: Any, name: str = "") -> Iterator[tuple[str, Any]]:
                 yield from _walk(value, name)
 
 
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p
-
-
 def _reveal(base: Path, ref: dict[str, str]) -> list[str]:
-    if "file" in ref:
-        try:
-            lines = _resolve(base, ref["file"]).read_text().splitlines()
-        except (OSError, UnicodeDecodeError):
-            return []
-        return lines[:1]
-    value = os.environ.get(ref.get("env", ""))
+    secret = secret_ref(base, ref)
+    try:
+        value = secret.reveal() if secret else ""
+    except (UserError, UnicodeDecodeError):
+        return []
     return [value] if value else []

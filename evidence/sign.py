@@ -1,51 +1,13 @@
-"""Ed25519 signing of the bundle manifest, with keys read from PEM files."""
+"""Ed25519 signing of the bundle manifest, with keys read from PEM files (ztm.keys)."""
 
 from __future__ import annotations
 
-import stat
-from pathlib import Path
-
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ztm.errors import UserError
+from ztm.keys import load_public_key, load_signing_key, public_pem
 
-
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read the evidence signing key {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UserError(f"the evidence signing key {path} is readable by others (mode {oct(mode & 0o777)}); "
-                        "chmod 600 it")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{path} is not an unencrypted PEM private key: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"{path} is not an Ed25519 key (the bundle is signed with Ed25519)")
-    return key
-
-
-def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def load_public_key(data: bytes, origin: str) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(data)
-    except ValueError:
-        try:
-            key = x509.load_pem_x509_certificate(data).public_key()
-        except ValueError:
-            raise UserError(f"{origin} is neither a PEM public key nor a certificate") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise UserError(f"{origin} is not an Ed25519 public key")
-    return key
+__all__ = ["load_public_key", "load_signing_key", "public_pem", "signature_valid"]
 
 
 def signature_valid(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:

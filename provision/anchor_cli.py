@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -22,14 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provision.anchor_sinks import FileSink, Shipper, _load, sink_for
+from provision.anchor_shipper import Shipper, load_records
 from ztm import anchoring
+from ztm.anchoring import rfc3161
+from ztm.anchoring.sinks import FileSink, read_sinks
+from ztm.db import connect, quote_name
 from ztm.errors import UserError
+from ztm.keys import load_signing_key
+from ztm.target import Target, load_target
 
-DEFAULT_INTERVAL = 60
 TSA_TIMEOUT = 30.0
 
 
@@ -52,22 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify.set_defaults(func=_verify)
 
 
-def _setup(target_file: Path) -> tuple[Any, dict[str, Any], list]:
-    from ztm.target import load_target
-
+def _setup(target_file: Path) -> tuple[Target, dict[str, Any], list]:
     target = load_target(target_file)
-    section = target.section("anchor")
-    if not section.get("sinks"):
-        raise UserError("the target has no [anchor] sinks", 2)
-    try:
-        return target, section, [sink_for(s, target.resolve) for s in section["sinks"]]
-    except KeyError as exc:
-        raise UserError(f"an [anchor] sink lacks the setting {exc.args[0]!r}", 2) from None
+    return (target, *anchoring.anchor_settings(target))
 
 
 def _auditor(target) -> pymysql.connections.Connection:
-    from ztm.db import connect
-
     try:
         return connect(target, target.roles["auditor"])
     except pymysql.err.OperationalError as exc:
@@ -75,21 +69,9 @@ def _auditor(target) -> pymysql.connections.Connection:
 
 
 def _signing_key(target, section) -> Ed25519PrivateKey:
-    from evidence.sign import load_signing_key
-
     if not section.get("signing_key"):
         raise UserError("the target names no [anchor].signing_key (only the anchor host needs it)", 2)
-    return load_signing_key(target.resolve(section["signing_key"]))
-
-
-def _public_key(target, section) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(target.resolve(section["public_key"]).read_bytes())
-    except (KeyError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read [anchor].public_key: {exc}", 2) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise UserError("[anchor].public_key is not an Ed25519 key", 2)
-    return key
+    return load_signing_key(target.resolve(section["signing_key"]), "anchor signing key")
 
 
 @dataclass
@@ -106,8 +88,6 @@ def buffer_path(target, section, sinks) -> Path:
 
 
 def anchor_once(target, section, sinks, key, conn, ddl_change: str | None = None) -> Shipment:
-    import fcntl
-
     buffer = buffer_path(target, section, sinks)
     buffer.parent.mkdir(parents=True, exist_ok=True)
     # One writer at a time: 'anchor once' next to a running 'anchor run' must not fork the chain.
@@ -127,7 +107,7 @@ def _previous(sinks, shipper: Shipper, last_file: Path) -> dict[str, Any] | None
         if not last_file.exists():
             raise UserError(f"cannot read the primary anchor sink {first.path} and no local copy of the newest "
                             f"anchor exists: {exc}") from None
-    candidates += _load(shipper._buffer(0))[-1:] + _load(last_file)
+    candidates += load_records(shipper._buffer(0))[-1:] + load_records(last_file)
     return max(candidates, key=lambda r: r["checkpoint"]["anchor_seq"], default=None)
 
 
@@ -135,7 +115,7 @@ def _anchor_locked(target, section, sinks, key, conn, buffer: Path, ddl_change: 
     shipper = Shipper(sinks, buffer)
     last_file = buffer.with_name(buffer.name + ".last")
     previous = _previous(sinks, shipper, last_file)
-    state = anchoring.read_state(conn)
+    state = anchoring.read_state(conn, target.database)
     if ddl_change is not None:
         ddl_change = " ".join(ddl_change.split())
         if not ddl_change or len(ddl_change) > 500:
@@ -146,10 +126,8 @@ def _anchor_locked(target, section, sinks, key, conn, buffer: Path, ddl_change: 
     record = anchoring.make_anchor(state, previous, key, target.name, ddl_change)
     shipment = Shipment(record)
     if section.get("tsa_url"):  # RFC 3161: a third party's time on the checkpoint
-        from provision import tsa
-
         try:
-            token = tsa.timestamp(anchoring.canonical(record["checkpoint"]), section["tsa_url"], TSA_TIMEOUT)
+            token = rfc3161.timestamp(anchoring.canonical(record["checkpoint"]), section["tsa_url"], TSA_TIMEOUT)
             record["tst"] = base64.b64encode(token).decode()
         except UserError as exc:  # the anchor still goes out, flagged: its time is then bounded by the next one
             shipment.tsa_error = str(exc)
@@ -171,7 +149,7 @@ def declare_schema_change(target_file: Path, reason: str) -> dict[str, Any] | No
     try:
         buffer = buffer_path(target, section, sinks)
         previous = _previous(sinks, Shipper(sinks, buffer), buffer.with_name(buffer.name + ".last"))
-        if previous is None or previous["checkpoint"]["ddl_digest"] == anchoring.ddl_digest(conn):
+        if previous is None or previous["checkpoint"]["ddl_digest"] == anchoring.ddl_digest(conn, target.database):
             return None
         return anchor_once(target, section, sinks, _signing_key(target, section), conn, reason).record
     finally:
@@ -209,7 +187,7 @@ def _once(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     target, section, sinks = _setup(args.target)
     key = _signing_key(target, section)
-    interval = float(section.get("interval_seconds", DEFAULT_INTERVAL))
+    interval = anchoring.interval(section)
     every = args.every_events or int(section.get("every_events", 0)) or None
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -219,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             conn = conn if conn and conn.open else _auditor(target)
             with conn.cursor() as cur:
-                cur.execute("SELECT seq FROM securedb.audit_chain_head WHERE id = 1")
+                cur.execute(f"SELECT seq FROM {quote_name(target.database)}.audit_chain_head WHERE id = 1")
                 (seq,) = cur.fetchone()
             due = last_seq is None or time.monotonic() - last_time >= interval
             if every and last_seq is not None and seq - last_seq >= every:
@@ -250,22 +228,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_sinks(sinks) -> tuple[list[tuple[str, list[dict[str, Any]]]], list[str]]:
-    named, problems = [], []
-    for sink in sinks:
-        try:
-            named.append((sink.name, sink.read()))
-        except Exception as exc:  # an unreadable sink is a finding, not a crash
-            problems.append(f"{sink.name}: cannot read the sink: {' '.join(str(exc).split())[:300]}")
-            named.append((sink.name, []))
-    return named, problems
-
-
 def _verify(args: argparse.Namespace) -> int:
     target, section, sinks = _setup(args.target)
-    public = _public_key(target, section)
-    interval = float(section.get("interval_seconds", DEFAULT_INTERVAL))
-    named, problems = _read_sinks(sinks)
+    public = anchoring.public_key(target, section)
+    interval = anchoring.interval(section)
+    named, problems = read_sinks(sinks)
     report = anchoring.verify_sinks(named, public, grace_seconds=interval)
     problems += report.problems
     notes = list(report.notes)
@@ -281,7 +248,7 @@ def _verify(args: argparse.Namespace) -> int:
     elif report.reference:
         conn = _auditor(target)
         try:
-            problems += anchoring.check_database(conn, report.reference)
+            problems += anchoring.check_database(conn, report.reference, target.database)
         except pymysql.MySQLError as exc:
             raise UserError(f"cannot read the audit chain: {exc.args[-1]}", 2) from None
         finally:

@@ -23,7 +23,9 @@ from ztm.audit_chain import (
     verify_database,
     verify_dump,
 )
+from ztm.db import connect
 from ztm.errors import UserError
+from ztm.target import load_target
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
 EXIT_CODES = (f"exit codes: {EXIT_INTACT} intact; {EXIT_BROKEN} broken (first broken seq and why: hash mismatch, "
@@ -51,15 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_export)
 
 
-def _connect(target_file: Path, role: str) -> pymysql.connections.Connection:
-    from ztm.db import connect
-    from ztm.target import load_target
-
+def _connect(target_file: Path, role: str) -> tuple[pymysql.connections.Connection, str]:
+    """A connection as ``role`` and the target's database."""
     target = load_target(target_file)
     if role not in target.roles:
         raise UserError(f"the target has no role {role!r}", EXIT_UNUSABLE)
     try:
-        return connect(target, target.roles[role])
+        return connect(target, target.roles[role]), target.database
     except pymysql.err.OperationalError as exc:
         raise UserError(f"cannot connect to {target.name} as {role}: {exc.args[-1]}", EXIT_UNUSABLE) from None
 
@@ -72,9 +72,9 @@ def _verify(args: argparse.Namespace) -> int:
     if args.dump is not None:
         report = verify_dump(args.dump, start_seq=args.from_seq, start_hash=args.from_hash)
     else:
-        conn = _connect(args.target, args.role)
+        conn, database = _connect(args.target, args.role)
         try:
-            report = verify_database(conn, start_seq=args.from_seq, start_hash=args.from_hash)
+            report = verify_database(conn, start_seq=args.from_seq, start_hash=args.from_hash, database=database)
         except pymysql.MySQLError as exc:
             raise UserError(f"cannot read the audit chain: {exc.args[-1]}", EXIT_UNUSABLE) from None
         finally:
@@ -84,9 +84,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    conn = _connect(args.target, args.role)
+    conn, database = _connect(args.target, args.role)
     try:
-        count = export_rows(conn, args.out)
+        count = export_rows(conn, args.out, database)
     except pymysql.MySQLError as exc:
         raise UserError(f"cannot read the audit chain: {exc.args[-1]}", EXIT_UNUSABLE) from None
     except OSError as exc:

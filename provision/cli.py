@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import string
+import sys
+import tempfile
 from pathlib import Path
 
+from provision import database, fail2ban, firewall, netns
 from provision import lab as lab_mod
 from provision.accounts import LOGIN_ACCOUNTS
+from provision.anchor_cli import writable_dirs
+from provision.files import write_public
 from provision.pki import rotate
+from ztm.data_plane import DATABASE
 from ztm.errors import UserError
 
 
@@ -19,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lab_sub.required = True
     up = lab_sub.add_parser("up", help="build or repair the lab (idempotent)")
     up.add_argument("--engine", choices=("mariadb", "mysql"), default="mariadb")
+    up.add_argument("--database", default=DATABASE, metavar="NAME",
+                    help=f"the data plane's database (letters, digits, underscore; default {DATABASE}); "
+                         "another name than the lab's replaces its database")
     up.set_defaults(func=_lab_up)
     lab_sub.add_parser("down", help="remove every namespace, process and file the lab made").set_defaults(
         func=_lab_down)
@@ -56,17 +67,10 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:
     units.add_argument("--out", type=Path, default=Path("/etc/systemd/system"))
     units.add_argument("--user", default="ztm-anchor")
     units.set_defaults(func=_provision_anchor_units)
-    from provision import database
-
     database.register(prov_sub)
 
 
 def _provision_firewall(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-
-    from provision import firewall
-
     if args.firewall == "ufw":
         commands = firewall.ufw_commands(args.allow, db_port=args.port)
         if not args.apply:
@@ -90,8 +94,6 @@ def _provision_firewall(args: argparse.Namespace) -> int:
 
 
 def _provision_fail2ban(args: argparse.Namespace) -> int:
-    from provision import fail2ban
-
     settings = fail2ban.JailSettings(ignoreip=("127.0.0.1/8", *args.ignore))
     if not args.apply:
         print(fail2ban.render_jail(args.server_log, settings, args.ssh_log))
@@ -103,17 +105,9 @@ def _provision_fail2ban(args: argparse.Namespace) -> int:
 
 
 def _provision_anchor_units(args: argparse.Namespace) -> int:
-    import shutil
-    import string
-    import sys
-
-    from provision.files import write_public
-
     target = args.target.resolve()
     beside = Path(sys.executable).parent / "ztm"  # the venv's console script
     ztm = str(beside) if beside.exists() else shutil.which("ztm") or f"{sys.executable} -m ztm.cli"
-    from provision.anchor_cli import writable_dirs
-
     # ProtectSystem=strict: the unit may write only where the anchor keeps sinks and buffer.
     facts = {"ztm": ztm, "target": str(target), "user": args.user,
              "state_dir": " ".join(str(p) for p in writable_dirs(target))}
@@ -135,7 +129,7 @@ def _lab(args: argparse.Namespace) -> lab_mod.Lab:
 
 def _lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    timings = lab_mod.up(lab, args.engine)
+    timings = lab_mod.up(lab, args.engine, args.database)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     print(f"lab up ({args.engine}): target file {lab.target_file} ({steps})")
     return 0
@@ -158,11 +152,9 @@ def _pki_rotate(args: argparse.Namespace) -> int:
     lab = _lab(args)
     engine = lab.engine()  # no lab: one line, and nothing is created
     lab_mod.require_root("ztm pki rotate")
-    from provision import netns
-
     superseded = rotate(lab.pki, server_name=lab_mod.SERVER_NAME, server_address=netns.DB.address,
                         users=LOGIN_ACCOUNTS)
-    lab_mod.up(lab, engine.name)  # installs the new server material and rebinds accounts
+    lab_mod.up(lab, engine.name, lab.database())  # installs the new server material and rebinds accounts
     lab.restart()  # the server loads the new certificate and CRL
     print(f"pki rotated: new server, client and signer certificates under the same CA; "
           f"{len(superseded)} replaced certificate(s) revoked as superseded in the CRL; server restarted")

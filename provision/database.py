@@ -29,6 +29,9 @@ from provision.accounts import (
     apply_probe_account,
     drop_default_accounts,
 )
+from provision.anchor_cli import declare_schema_change
+from ztm.data_plane import DATABASE
+from ztm.db import connect, quote_name
 from ztm.errors import UserError
 from ztm.target import Target, load_target
 
@@ -74,9 +77,11 @@ def _login_accounts(target: Target, account_host: str) -> list[LoginAccount]:
     return accounts
 
 
-def seed_tenants(conn: pymysql.connections.Connection, tenants: dict, app: str, auditor: str) -> int:
+def seed_tenants(conn: pymysql.connections.Connection, tenants: dict, app: str, auditor: str,
+                 database: str = DATABASE) -> int:
     """The [tenants] of the target: 'granted' to the app and the auditor, 'ungranted' to no
     one, 'auditor_only' to the auditor only (ZTM-TEN-1 reads them)."""
+    db = quote_name(database)
     names = [(t, "Assessment tenant") for t in tenants.get("granted", [])]
     names += [(tenants[k], f"Assessment tenant ({k})") for k in ("ungranted", "auditor_only") if k in tenants]
     grants = [(user, t) for t in tenants.get("granted", []) for user in (app, auditor)]
@@ -84,9 +89,9 @@ def seed_tenants(conn: pymysql.connections.Connection, tenants: dict, app: str, 
         grants.append((auditor, tenants["auditor_only"]))
     with conn.cursor() as cur:
         for tenant_id, name in names:
-            cur.execute("INSERT IGNORE INTO securedb.tenants (tenant_id, name) VALUES (%s, %s)", (tenant_id, name))
+            cur.execute(f"INSERT IGNORE INTO {db}.tenants (tenant_id, name) VALUES (%s, %s)", (tenant_id, name))
         for user, tenant_id in grants:
-            cur.execute("INSERT IGNORE INTO securedb.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
+            cur.execute(f"INSERT IGNORE INTO {db}.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
                         (user, tenant_id))
     return len(names)
 
@@ -100,8 +105,6 @@ def current_account(conn: pymysql.connections.Connection) -> tuple[str, str]:
 
 
 def provision(target: Target, account_host: str) -> ProvisionReport:
-    from ztm.db import connect
-
     check_account_host(account_host)
     accounts = _login_accounts(target, account_host)  # every input checked before anything changes
     try:
@@ -117,10 +120,10 @@ def provision(target: Target, account_host: str) -> ProvisionReport:
         probe = target.roles.get("probe")
         if probe is not None and probe.password is not None:
             apply_probe_account(conn, probe.user, account_host, probe.password.reveal())
-        report.statements = schema.apply(conn, account_host=account_host)
+        report.statements = schema.apply(conn, account_host=account_host, database=target.database)
         if target.section("tenants"):
             report.tenants = seed_tenants(conn, target.section("tenants"), target.roles["app"].user,
-                                          target.roles["auditor"].user)
+                                          target.roles["auditor"].user, target.database)
     except pymysql.MySQLError as exc:
         raise UserError(f"provisioning {target.name} failed: {exc.args[-1]}") from None
     finally:
@@ -145,8 +148,6 @@ def declare_to_anchor(target: Target) -> str:
                 "on the anchor host")
     if not target.resolve(key).is_file():
         return f"anchor key {target.resolve(key)} not found: declare any audit DDL change on the anchor host"
-    from provision.anchor_cli import declare_schema_change
-
     record = declare_schema_change(target.path, "audit schema applied by 'ztm provision database'")
     return "audit DDL unchanged" if record is None else (
         f"audit DDL change declared in anchor {record['checkpoint']['anchor_seq']}")

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pymysql
 import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provision import fail2ban, firewall, kms, netns, schema, server
+from provision import database as database_mod
+from provision import fail2ban, firewall, kms, netns, procs, schema, server
 from provision.accounts import (
     LOGIN_ACCOUNTS,
     PROBE_ACCOUNT,
@@ -33,6 +35,7 @@ from provision.accounts import (
     apply_probe_account,
     drop_default_accounts,
 )
+from provision.anchor_cli import declare_schema_change
 from provision.engines import engine_for
 from provision.engines.base import Engine, default_cache_dir
 from provision.fail2ban import Fail2banLayout, JailSettings
@@ -40,13 +43,14 @@ from provision.files import ensure_secret, write_private
 from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
 from provision.pki import PkiLayout, issue_all, issue_collector, issue_tsa
-from ztm import procs
+from ztm.data_plane import DATABASE
+from ztm.db import quote_name
 from ztm.errors import NotRootError, UserError
+from ztm.keys import private_pem, public_pem
 from ztm.schemas import validate
 
 SERVER_NAME = "db.ztm.lab"
 PORT = 3306
-DATABASE = "securedb"
 # Fixed, so that a rebuilt lab keeps the same assessment tenants.
 COLLECTOR_NAME = "log.ztm.lab"
 SYSLOG_PORT = 6514
@@ -93,6 +97,10 @@ class Lab:
         except (OSError, ValueError):
             return {}
 
+    def database(self) -> str:
+        """The database the lab's data plane lives in (``ztm lab up --database``)."""
+        return self.state().get("database", DATABASE)
+
     def engine(self) -> Engine:
         name = self.state().get("engine")
         if not name:
@@ -138,8 +146,11 @@ def require_root(what: str) -> None:
         raise NotRootError(what)
 
 
-def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
-    """Bring the lab up (idempotent); returns timings of the steps, in seconds."""
+def up(lab: Lab, engine_name: str = "mariadb", database: str = DATABASE) -> dict[str, float]:
+    """Bring the lab up (idempotent) with its data plane in ``database``; returns timings of
+    the steps, in seconds. Another database than the lab had replaces it (dropped, with a new
+    audit chain and new anchors)."""
+    quote_name(database)  # a name the SQL files can use, checked before anything is done
     require_root("ztm lab up")
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -152,15 +163,13 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     lab.dir.chmod(0o755)
     lab.secrets.mkdir(exist_ok=True)
     lab.secrets.chmod(0o700)
-    previous = lab.state().get("engine")
+    previous, old_database = lab.state().get("engine"), lab.database()
     if previous and previous != engine_name:  # switching engines: the datadirs are not compatible
         _stop_and_remove_server(lab, engine_for(previous))
-        # A new database starts a new audit chain: the old deployment's anchors do not apply.
-        anchor_down(lab, collector=True)
-        for name in ("anchors.jsonl", "syslog-journal.jsonl"):
-            for path in lab.log_host.glob(name + "*"):
-                path.unlink()
-    write_private(lab.state_file, json.dumps({"engine": engine_name}) + "\n", mode=0o644)
+        _forget_anchors(lab)
+    elif previous and old_database != database:
+        _forget_anchors(lab)
+    write_private(lab.state_file, json.dumps({"engine": engine_name, "database": database}) + "\n", mode=0o644)
 
     t = time.monotonic()
     netns.up()
@@ -173,7 +182,7 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
 
     t = time.monotonic()
     layout = lab.server
-    server.prepare_folders(layout, lab.pki.root / "server")
+    server.prepare_folders(layout, lab.pki.root / "server", database)
     lab.render_config()
     engine.attach(layout.root)
     server.initialize(engine, layout, netns.in_netns(netns.DB.netns, []))
@@ -195,14 +204,15 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     t = time.monotonic()
     anchor_down(lab)  # a schema change is declared below, not anchored as if it were tampering
     with lab.admin() as conn:
-        schema.apply(conn, account_host=netns.ACCOUNT_HOST)
-        seed_tenants(conn)
+        if previous and old_database != database:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {quote_name(old_database)}")
+        schema.apply(conn, account_host=netns.ACCOUNT_HOST, database=database)
+        seed_tenants(conn, database)
     timings["data plane"] = time.monotonic() - t
-    write_target(lab, engine)
+    write_target(lab, engine, database)
     t = time.monotonic()
     if (lab.log_host / "anchor.key").exists():
-        from provision.anchor_cli import declare_schema_change
-
         declare_schema_change(lab.target_file, "audit schema applied by 'ztm lab up'")
     anchor_up(lab)
     timings["anchor"] = time.monotonic() - t
@@ -251,17 +261,11 @@ def host_controls_up(lab: Lab) -> None:
 
 def anchor_up(lab: Lab) -> None:
     """The off-host anchor: its own key on the log host, running in the ztm-log namespace."""
-    from evidence.sign import public_pem
-
     lab.log_host.mkdir(exist_ok=True)
     key_path = lab.log_host / "anchor.key"
     if not key_path.exists():
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         key = Ed25519PrivateKey.generate()
-        write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()), mode=0o600)
+        write_private(key_path, private_pem(key), mode=0o600)
         write_private(lab.log_host / "anchor.pub.pem", public_pem(key.public_key()), mode=0o644)
     cert, key = issue_collector(lab.pki, name=COLLECTOR_NAME, address=netns.LOG.address)
     if _log_host_pid(lab, "collector") is None:
@@ -347,23 +351,24 @@ def anchor_down(lab: Lab, collector: bool = False) -> None:
                 subprocess.run(["chattr", "-a", str(journal)], capture_output=True)
 
 
-def seed_tenants(conn: pymysql.connections.Connection) -> None:
+TENANTS = {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED, "auditor_only": TENANT_AUDITOR_ONLY}
+
+
+def seed_tenants(conn: pymysql.connections.Connection, database: str = DATABASE) -> None:
     """Two assessment tenants granted to the app and the auditor, one granted to no one, and
     one to the auditor only."""
-    with conn.cursor() as cur:
-        for tenant_id, name in ((TENANT_A, "Assessment tenant A"), (TENANT_B, "Assessment tenant B"),
-                                (TENANT_UNGRANTED, "Assessment tenant never granted"),
-                                (TENANT_AUDITOR_ONLY, "Assessment tenant of the auditor only")):
-            cur.execute("INSERT IGNORE INTO securedb.tenants (tenant_id, name) VALUES (%s, %s)", (tenant_id, name))
-        for user in (LOGIN_ACCOUNTS["app"], LOGIN_ACCOUNTS["auditor"]):
-            for tenant_id in (TENANT_A, TENANT_B):
-                cur.execute("INSERT IGNORE INTO securedb.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
-                            (user, tenant_id))
-        cur.execute("INSERT IGNORE INTO securedb.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
-                    (LOGIN_ACCOUNTS["auditor"], TENANT_AUDITOR_ONLY))
+    database_mod.seed_tenants(conn, TENANTS, LOGIN_ACCOUNTS["app"], LOGIN_ACCOUNTS["auditor"], database)
 
 
-def write_target(lab: Lab, engine: Engine) -> None:
+def _forget_anchors(lab: Lab) -> None:
+    """A new database starts a new audit chain: the old deployment's anchors do not apply."""
+    anchor_down(lab, collector=True)
+    for name in ("anchors.jsonl", "syslog-journal.jsonl"):
+        for path in lab.log_host.glob(name + "*"):
+            path.unlink()
+
+
+def write_target(lab: Lab, engine: Engine, database: str = DATABASE) -> None:
     pki, layout = lab.pki, lab.server
     roles = {
         role: {"user": user, "cert": str(pki.client(role, "pem")), "key": str(pki.client(role, "key")),
@@ -376,7 +381,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
     doc = {
         "target": {"name": f"ztm-lab-{engine.name}", "engine": engine.name,
                    "version": _version_prefix(engine.version()), "host": netns.DB.address, "port": PORT,
-                   "server_name": SERVER_NAME, "database": DATABASE},
+                   "server_name": SERVER_NAME, "database": database},
         "tls": {"ca": str(pki.ca_cert), "crl": str(pki.crl)},
         "roles": roles,
         "negative": {kind: {"cert": str(pki.negative(kind, "pem")), "key": str(pki.negative(kind, "key"))}
@@ -394,8 +399,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
                     "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
                     "intruder_allowlisted_address": netns.INTRUDER.addresses[1], "other_client_netns": netns.LOG.netns,
                     "listen_ports": [PORT]},
-        "tenants": {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED,
-                    "auditor_only": TENANT_AUDITOR_ONLY},
+        "tenants": TENANTS,
         "kms": {"provider": "pkcs11", "module": kms.MODULE, "token_label": kms.TOKEN_LABEL,
                 "key_label_prefix": kms.KEY_PREFIX, "key_version": 1,
                 "pin": {"file": str(lab.secrets / "kms-user.password")},

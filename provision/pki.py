@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provision.files import write_private, write_public
 from ztm.errors import UserError
+from ztm.x509_names import oneline
 
 ORG = "ZTM Lab"
 CA_NAME = "ZTM Lab Root CA"
@@ -73,11 +74,6 @@ def subject_for(user: str) -> x509.Name:
 def ca_subject(cn: str = CA_NAME) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def oneline(name: x509.Name) -> str:
-    """OpenSSL's X509_NAME_oneline form, which MySQL and MariaDB compare against."""
-    return "".join(f"/{attr.rfc4514_attribute_name}={attr.value}" for attr in name)
 
 
 def _now() -> dt.datetime:

@@ -1,7 +1,8 @@
 """Apply the data plane (provision/sql/*.sql) to a server, idempotently, on either engine.
 
 The SQL files are the source of truth; they use the mysql client's ``DELIMITER`` syntax
-for routine bodies and ``${name}`` placeholders for deployment facts (the account host).
+for routine bodies and ``${name}`` placeholders for deployment facts (the account host, the
+database name).
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from pathlib import Path
 
 import pymysql
 
+from ztm.data_plane import DATABASE
+from ztm.db import quote_name
 from ztm.errors import UserError
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-DATABASE = "securedb"
 INIT_FILE = "000_init.sql"
 
 
+def sql_dir() -> Path:
+    return SQL_DIR if SQL_DIR.is_dir() else Path(str(resources.files("provision").joinpath("sql")))
+
+
 def sql_files() -> list[Path]:
-    folder = SQL_DIR if SQL_DIR.is_dir() else Path(str(resources.files("provision").joinpath("sql")))
-    return sorted(folder.glob("[0-9][0-9][0-9]_*.sql"))
+    return sorted(sql_dir().glob("[0-9][0-9][0-9]_*.sql"))
 
 
 def split_statements(text: str) -> list[str]:
@@ -61,9 +66,21 @@ def render(path: Path, facts: dict[str, str]) -> str:
     return PLACEHOLDER.sub(fact, path.read_text())
 
 
-def apply(conn: pymysql.connections.Connection, *, account_host: str) -> int:
+def init_sql(database: str = DATABASE) -> str:
+    """What the server runs at every start (its init_file), for ``database``."""
+    return render(sql_dir() / INIT_FILE, {"database": database_fact(database)})
+
+
+def database_fact(database: str) -> str:
+    """The database name as the SQL files use it (bare, and inside quotes): only names that
+    need no quoting are accepted."""
+    quote_name(database)  # UserError for anything but letters, digits and underscore
+    return database
+
+
+def apply(conn: pymysql.connections.Connection, *, account_host: str, database: str = DATABASE) -> int:
     """Run every SQL file in order as the admin; returns the number of statements."""
-    facts = {"account_host": account_host}
+    facts = {"account_host": account_host, "database": database_fact(database)}
     count = 0
     with conn.cursor() as cur:
         for path in sql_files():

@@ -7,6 +7,7 @@ let tests break one setting on purpose (a value, or None to drop the option).
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -15,9 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from provision import procs
 from provision.engines.base import Engine
 from provision.files import write_private
-from ztm import procs
+from provision.schema import init_sql
 from ztm.errors import UserError
 
 Overrides = dict[str, str | None]
@@ -74,8 +76,6 @@ def render_config(engine: Engine, layout: ServerLayout, *, bind_address: str, po
 
 
 def mysql_ids() -> tuple[int, int]:
-    import pwd
-
     try:
         entry = pwd.getpwnam("mysql")
     except KeyError:
@@ -83,8 +83,9 @@ def mysql_ids() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def prepare_folders(layout: ServerLayout, pki_server_dir: Path) -> None:
-    """Create the folders and install TLS material with the owners and modes ZTM-HST-1 expects."""
+def prepare_folders(layout: ServerLayout, pki_server_dir: Path, database: str) -> None:
+    """Create the folders and install TLS material with the owners and modes ZTM-HST-1 expects;
+    the init file the server runs at every start is written for ``database``."""
     uid, gid = mysql_ids()
     for folder, mode in ((layout.root, 0o755), (layout.etc, 0o750), (layout.conf_d, 0o750), (layout.tls, 0o750),
                          (layout.datadir, 0o750), (layout.run, 0o755), (layout.log_dir, 0o750),
@@ -93,9 +94,7 @@ def prepare_folders(layout: ServerLayout, pki_server_dir: Path) -> None:
         folder.chmod(mode)
         # The server reads its configuration and TLS folder but must not be able to rewrite them.
         os.chown(folder, 0 if folder in (layout.root, layout.etc, layout.conf_d, layout.tls) else uid, gid)
-    from provision.schema import INIT_FILE, SQL_DIR
-
-    write_private(layout.init_file, (SQL_DIR / INIT_FILE).read_bytes(), mode=0o640)
+    write_private(layout.init_file, init_sql(database), mode=0o640)
     os.chown(layout.init_file, 0, gid)
     for name, mode in (("server.pem", 0o644), ("ca.pem", 0o644), ("crl.pem", 0o644), ("server.key", 0o600)):
         dest = layout.tls / name

@@ -1,5 +1,5 @@
 """A local RFC 3161 time-stamping authority for the lab (``openssl ts`` behind a tiny HTTP
-server), and the client side used by the anchor: query, token, verification.
+server). The client side (query, token, verification) is ztm.anchoring.rfc3161.
 
     python -m provision.tsa --listen ADDR:PORT --cert TSA.pem --key TSA.key --ca CA.pem --dir FOLDER
 """
@@ -7,12 +7,11 @@ server), and the client side used by the anchor: query, token, verification.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ztm.anchoring.rfc3161 import openssl_ts
 from ztm.errors import UserError
 
 CONFIG = """[ tsa ]
@@ -34,35 +33,6 @@ ess_cert_id_alg = sha256
 """
 
 
-def _openssl(*args: str, data: bytes | None = None) -> bytes:
-    done = subprocess.run(["openssl", "ts", *args], input=data, capture_output=True)
-    if done.returncode != 0:
-        raise UserError(f"openssl ts {args[0]} failed: {done.stderr.decode(errors='replace').strip()[-200:]}")
-    return done.stdout
-
-
-def timestamp(data: bytes, url: str, timeout: float = 10.0) -> bytes:
-    """The TSA's DER response for SHA-256(data)."""
-    with tempfile.NamedTemporaryFile() as payload:
-        payload.write(data)
-        payload.flush()
-        query = _openssl("-query", "-data", payload.name, "-sha256", "-cert")
-    request = urllib.request.Request(url, data=query, headers={"Content-Type": "application/timestamp-query"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read()
-    except OSError as exc:
-        raise UserError(f"the time-stamping authority {url} did not answer: {exc}") from None
-
-
-def verify(data: bytes, token: bytes, ca: Path) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "data").write_bytes(data)
-        (Path(tmp) / "reply.tsr").write_bytes(token)
-        _openssl("-verify", "-data", str(Path(tmp) / "data"), "-in", str(Path(tmp) / "reply.tsr"),
-                 "-CAfile", str(ca))
-
-
 class _Handler(BaseHTTPRequestHandler):
     server: ThreadingHTTPServer
 
@@ -73,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
             q.write(query)
             q.flush()
             try:
-                reply = _openssl("-reply", "-queryfile", q.name, "-config", str(config))
+                reply = openssl_ts("-reply", "-queryfile", q.name, "-config", str(config))
             except UserError:
                 self.send_response(400)
                 self.end_headers()

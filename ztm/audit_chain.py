@@ -26,12 +26,21 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
+from ztm.data_plane import DATABASE
+from ztm.db import quote_name
 from ztm.errors import UserError
 
 GENESIS = "0" * 64
-ROW_QUERY = ("SELECT seq, payload, prev_hash, curr_hash FROM securedb.audit_events "
-             "WHERE seq > %s ORDER BY seq")
-HEAD_QUERY = "SELECT seq, head_hash FROM securedb.audit_chain_head WHERE id = 1"
+
+
+def row_query(database: str = DATABASE) -> str:
+    return (f"SELECT seq, payload, prev_hash, curr_hash FROM {quote_name(database)}.audit_events "
+            "WHERE seq > %s ORDER BY seq")
+
+
+def head_query(database: str = DATABASE) -> str:
+    return f"SELECT seq, head_hash FROM {quote_name(database)}.audit_chain_head WHERE id = 1"
+
 
 # Exit codes of `ztm audit verify`.
 EXIT_INTACT, EXIT_BROKEN, EXIT_UNUSABLE = 0, 1, 2
@@ -87,10 +96,10 @@ def verify_rows(rows: Iterable[tuple[int, str, str, str]], *, start_seq: int = 0
 
 
 def stream_rows(conn: pymysql.connections.Connection, start_seq: int = 0,
-                batch: int = 2000) -> Iterator[tuple[int, str, str, str]]:
+                batch: int = 2000, *, database: str = DATABASE) -> Iterator[tuple[int, str, str, str]]:
     """Rows after ``start_seq`` through an unbuffered cursor (constant memory)."""
     with conn.cursor(pymysql.cursors.SSCursor) as cur:
-        cur.execute(ROW_QUERY, (start_seq,))
+        cur.execute(row_query(database), (start_seq,))
         while True:
             chunk = cur.fetchmany(batch)
             if not chunk:
@@ -111,9 +120,9 @@ def chain_snapshot(conn: pymysql.connections.Connection) -> Iterator[None]:
             conn.rollback()
 
 
-def read_head(conn: pymysql.connections.Connection) -> tuple[int, str] | None:
+def read_head(conn: pymysql.connections.Connection, database: str = DATABASE) -> tuple[int, str] | None:
     with conn.cursor() as cur:
-        cur.execute(HEAD_QUERY)
+        cur.execute(head_query(database))
         row = cur.fetchone()
     return (int(row[0]), row[1]) if row else None
 
@@ -135,38 +144,38 @@ def check_head(report: ChainReport, head: tuple[int, str] | None) -> ChainReport
 
 
 def verify_database(conn: pymysql.connections.Connection, *, start_seq: int = 0,
-                    start_hash: str = GENESIS) -> ChainReport:
+                    start_hash: str = GENESIS, database: str = DATABASE) -> ChainReport:
     """Verify the stored chain and that the head row points at its last event, all in one
     consistent snapshot (the connection must not be inside a transaction)."""
     with chain_snapshot(conn):
         if start_seq:
             with conn.cursor() as cur:
-                cur.execute("SELECT curr_hash FROM securedb.audit_events WHERE seq = %s", (start_seq,))
+                cur.execute(f"SELECT curr_hash FROM {quote_name(database)}.audit_events WHERE seq = %s", (start_seq,))
                 row = cur.fetchone()
             if row is None or row[0] != start_hash:
                 found = "no such row" if row is None else f"stored {row[0][:16]}..."
                 return ChainReport(False, 0, None, start_seq, start_hash, start_seq,
                                    "the trusted starting point does not match the database at seq "
                                    f"{start_seq} ({found})")
-        rows = stream_rows(conn, start_seq)
+        rows = stream_rows(conn, start_seq, database=database)
         try:
             report = verify_rows(rows, start_seq=start_seq, start_hash=start_hash)
         finally:
             rows.close()  # a broken chain stops early: drain the unbuffered result before the next query
-        return check_head(report, read_head(conn))
+        return check_head(report, read_head(conn, database))
 
 
-def export_rows(conn: pymysql.connections.Connection, out: Path) -> int:
+def export_rows(conn: pymysql.connections.Connection, out: Path, database: str = DATABASE) -> int:
     """Write the chain as JSON lines (seq, payload, prev_hash, curr_hash) for offline checks,
     then a head trailer {"head": {seq, head_hash}, "rows": n} read in the same snapshot, so an
     offline export's head can be matched to a signed anchor (and an export cut short shows)."""
     count = 0
     with conn.cursor() as cur:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        cur.execute(HEAD_QUERY)
+        cur.execute(head_query(database))
         head = cur.fetchone()
     with open(out, "w", encoding="utf-8") as handle:
-        for seq, payload, prev_hash, curr_hash in stream_rows(conn):
+        for seq, payload, prev_hash, curr_hash in stream_rows(conn, database=database):
             handle.write(json.dumps({"seq": seq, "payload": payload, "prev_hash": prev_hash,
                                      "curr_hash": curr_hash}, ensure_ascii=False) + "\n")
             count += 1

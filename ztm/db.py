@@ -99,3 +99,11 @@ def query(conn: pymysql.connections.Connection, sql: str, args: Any = None) -> l
     with conn.cursor() as cur:
         cur.execute(sql, args)
         return list(cur.fetchall())
+
+
+def quote_name(name: str) -> str:
+    """A schema or table name as a quoted SQL identifier; only names the target schema allows
+    (letters, digits, underscore) are accepted, so the quoting can never be escaped."""
+    if not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
+        raise UserError(f"{name!r} is not a database name this suite accepts (letters, digits, underscore)", 2)
+    return f"`{name}`"

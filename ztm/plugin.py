@@ -40,6 +40,12 @@ def target_path(config: pytest.Config) -> Path | None:
     return lab if lab.exists() else None
 
 
+def target_info(config: pytest.Config) -> dict[str, Any]:
+    """What the fixtures learnt about the target in this process (name, host, port, engine,
+    target file, and server version once the admin path was opened); {} before that."""
+    return dict(config.stash.get(TARGET_INFO, {}))
+
+
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> Target:
     path = target_path(pytestconfig)

@@ -80,7 +80,7 @@ class Target:
         return self.raw.get(name, {})
 
     def resolve(self, value: str) -> Path:
-        return _resolve(self.path.parent, value)
+        return resolve_path(self.path.parent, value)
 
     @property
     def lab_dir(self) -> Path | None:
@@ -88,28 +88,37 @@ class Target:
         return self.resolve(lab["dir"]) if lab and "dir" in lab else None
 
 
-def _resolve(base: Path, value: str) -> Path:
+def resolve_path(base: Path, value: str) -> Path:
+    """A path named in a target file: ``~`` expanded, relative to the file's folder ``base``."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
 
 
-def _secret(base: Path, ref: dict[str, str] | None) -> SecretRef | None:
+def secret_ref(base: Path, ref: dict[str, str] | None) -> SecretRef | None:
+    """A ``{file = ...}`` or ``{env = ...}`` table of a target file as a SecretRef (None if empty)."""
     if not ref:
         return None
-    return SecretRef(file=_resolve(base, ref["file"]) if "file" in ref else None, env=ref.get("env"))
+    return SecretRef(file=resolve_path(base, ref["file"]) if "file" in ref else None, env=ref.get("env"))
+
+
+def read_target_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The target file's TOML as it is, not validated (``load_target`` validates and resolves);
+    UserError when it is missing, unreadable or not TOML."""
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"target file {p} does not exist (run 'ztm lab up' to create the lab's)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read target file {p}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"target file {p} is not valid TOML: {exc}") from None
 
 
 def load_target(path: str | os.PathLike[str]) -> Target:
     """Read, validate and resolve a target file; UserError on anything wrong."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"target file {p} does not exist (run 'ztm lab up' to create the lab's)") from None
-    except OSError as exc:
-        raise UserError(f"cannot read target file {p}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"target file {p} is not valid TOML: {exc}") from None
+    raw = read_target_file(p)
     validate(raw, "target.schema.json", f"target file {p}")
     base = p.resolve().parent
     t, tls = raw["target"], raw["tls"]
@@ -117,15 +126,15 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         role: Identity(
             role=role,
             user=spec["user"],
-            cert=_resolve(base, spec["cert"]) if "cert" in spec else None,
-            key=_resolve(base, spec["key"]) if "key" in spec else None,
-            password=_secret(base, spec.get("password")),
-            socket=_resolve(base, spec["socket"]) if "socket" in spec else None,
+            cert=resolve_path(base, spec["cert"]) if "cert" in spec else None,
+            key=resolve_path(base, spec["key"]) if "key" in spec else None,
+            password=secret_ref(base, spec.get("password")),
+            socket=resolve_path(base, spec["socket"]) if "socket" in spec else None,
         )
         for role, spec in raw["roles"].items()
     }
     negative = {
-        kind: Credential(cert=_resolve(base, c["cert"]), key=_resolve(base, c["key"]))
+        kind: Credential(cert=resolve_path(base, c["cert"]), key=resolve_path(base, c["key"]))
         for kind, c in raw.get("negative", {}).items()
     }
     return Target(
@@ -138,8 +147,8 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         port=t["port"],
         server_name=t["server_name"],
         database=t["database"],
-        ca=_resolve(base, tls["ca"]),
-        crl=_resolve(base, tls["crl"]) if "crl" in tls else None,
+        ca=resolve_path(base, tls["ca"]),
+        crl=resolve_path(base, tls["crl"]) if "crl" in tls else None,
         roles=roles,
         negative=negative,
     )

@@ -1,7 +1,7 @@
 -- Data tables. PII columns hold only what the client produced: AES-256-GCM ciphertext,
 -- its IV and AAD, the DEK wrapped by the KMS (and its key id and version), and optionally
 -- a post-quantum hybrid wrap of the same DEK with its suite name. Nothing here can decrypt.
-USE securedb;
+USE ${database};
 
 CREATE TABLE IF NOT EXISTS tenants (
   tenant_id   CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,

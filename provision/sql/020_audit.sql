@@ -10,7 +10,7 @@
 --
 -- Writers serialise on the single audit_chain_head row (SELECT ... FOR UPDATE), so two
 -- transactions can never extend the chain from the same head (no fork).
-USE securedb;
+USE ${database};
 
 CREATE TABLE IF NOT EXISTS audit_events (
   seq        BIGINT UNSIGNED NOT NULL PRIMARY KEY,

@@ -1,7 +1,7 @@
 -- Routines and views: all owned by the locked account api_definer and run with its
 -- rights (SQL SECURITY DEFINER), so callers need EXECUTE/SELECT on them and nothing else.
 -- No routine builds SQL at run time (no PREPARE/EXECUTE): ZTM-ACC-1 checks that.
-USE securedb;
+USE ${database};
 
 DELIMITER //
 
@@ -234,7 +234,7 @@ CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE audit_guard_definitions()
 BEGIN
   SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT, DEFINER
   FROM information_schema.TRIGGERS
-  WHERE TRIGGER_SCHEMA = 'securedb' AND EVENT_OBJECT_TABLE IN ('audit_events', 'audit_chain_head')
+  WHERE TRIGGER_SCHEMA = '${database}' AND EVENT_OBJECT_TABLE IN ('audit_events', 'audit_chain_head')
   ORDER BY TRIGGER_NAME;
 END //
 

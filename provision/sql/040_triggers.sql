@@ -9,7 +9,7 @@
 -- Audit: every INSERT, UPDATE and DELETE on a data table appends one event with the
 -- before and after images, the tenant, the authenticated client (USER()) and the time.
 -- Written out per table (no dynamic SQL): binary columns as HEX(), times as ISO 8601.
-USE securedb;
+USE ${database};
 
 DELIMITER //
 

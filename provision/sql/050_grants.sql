@@ -8,34 +8,34 @@
 --              empty a table without one audit event (TRUNCATE) and remove its audit triggers
 --              with the table (DROP TABLE)
 --   (api_definer's own grants: 025_definer_grants.sql)
-USE securedb;
+USE ${database};
 
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'app_user'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'app_user'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE securedb.app_create_user_encrypted TO 'app_user'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE securedb.app_open_account TO 'app_user'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE securedb.app_transfer TO 'app_user'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE securedb.app_rewrap_user_key TO 'app_user'@'${account_host}';
-GRANT EXECUTE ON FUNCTION securedb.get_tenant TO 'app_user'@'${account_host}';
-GRANT SELECT ON securedb.v_users TO 'app_user'@'${account_host}';
-GRANT SELECT ON securedb.v_accounts TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.security_set_tenant TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.app_create_user_encrypted TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.app_open_account TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.app_transfer TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.app_rewrap_user_key TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON FUNCTION ${database}.get_tenant TO 'app_user'@'${account_host}';
+GRANT SELECT ON ${database}.v_users TO 'app_user'@'${account_host}';
+GRANT SELECT ON ${database}.v_accounts TO 'app_user'@'${account_host}';
 
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.audit_events TO 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.audit_chain_head TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.audit_events TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.audit_chain_head TO 'auditor'@'${account_host}';
 -- Ledger reconciliation (ZTM-AUD-4) reads every data row; PII columns hold only ciphertext.
-GRANT SELECT ON securedb.tenants TO 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.tenant_grants TO 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.users TO 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.accounts TO 'auditor'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE securedb.audit_guard_definitions TO 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.v_users TO 'auditor'@'${account_host}';
-GRANT SELECT ON securedb.v_accounts TO 'auditor'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'auditor'@'${account_host}';
-GRANT EXECUTE ON FUNCTION securedb.get_tenant TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.tenants TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.tenant_grants TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.users TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.accounts TO 'auditor'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.audit_guard_definitions TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.v_users TO 'auditor'@'${account_host}';
+GRANT SELECT ON ${database}.v_accounts TO 'auditor'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.security_set_tenant TO 'auditor'@'${account_host}';
+GRANT EXECUTE ON FUNCTION ${database}.get_tenant TO 'auditor'@'${account_host}';
 
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.tenants TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.tenant_grants TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.users TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON securedb.accounts TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.tenants TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.tenant_grants TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.users TO 'migration'@'${account_host}';
+GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.accounts TO 'migration'@'${account_host}';

@@ -28,8 +28,8 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision import netns, schema
-from provision.anchor_cli import _public_key
-from provision.anchor_sinks import FileSink
+from ztm.anchoring import public_key
+from ztm.anchoring.sinks import FileSink
 from provision.lab import COLLECTOR_NAME, anchor_down, anchor_up
 from provision.netns import ACCOUNT_HOST
 from provision.pki import issue_collector
@@ -284,7 +284,7 @@ def test_aud3_freshness_passes_while_the_anchor_runs_and_fails_once_it_stops(lab
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
     running.assert_all_passed()
-    public = _public_key(load_target(target), load_target(target).section("anchor"))
+    public = public_key(load_target(target), load_target(target).section("anchor"))
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:  # staleness only grows now: poll until it is past two intervals
         latest = anchoring.verify_anchor_chain(_records(sink), public).latest

@@ -18,7 +18,7 @@ import pytest
 from provision import kms, netns, server
 from provision import lab as lab_mod
 from provision.engines import engine_for
-from ztm import procs
+from provision import procs
 from ztm.schemas import validate
 from ztm.target import load_target
 

@@ -32,7 +32,7 @@ def s3_emulator():
 
 
 def test_anchors_are_stored_in_compliance_mode_on_the_moto_emulator(s3_emulator):
-    from provision.anchor_sinks import S3Sink
+    from ztm.anchoring.sinks import S3Sink
 
     endpoint, client = s3_emulator
     sink = S3Sink("worm", endpoint_url=endpoint, retain_days=30)
@@ -49,7 +49,7 @@ def test_anchors_are_stored_in_compliance_mode_on_the_moto_emulator(s3_emulator)
 
 
 def test_a_bucket_without_object_lock_is_refused_on_the_moto_emulator(s3_emulator):
-    from provision.anchor_sinks import S3Sink
+    from ztm.anchoring.sinks import S3Sink
 
     endpoint, _ = s3_emulator
     with pytest.raises(UserError, match=r"not write-once|Object Lock"):
@@ -59,7 +59,7 @@ def test_a_bucket_without_object_lock_is_refused_on_the_moto_emulator(s3_emulato
 def test_an_anchor_object_is_never_overwritten_on_the_moto_emulator(s3_emulator):
     """If-None-Match: a retried upload of the same anchor is accepted as delivered; a
     different anchor under the same key is refused and the stored one stays."""
-    from provision.anchor_sinks import S3Sink
+    from ztm.anchoring.sinks import S3Sink
 
     endpoint, client = s3_emulator
     sink = S3Sink("worm", prefix="once/", endpoint_url=endpoint)

@@ -19,8 +19,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provision.anchor_sinks import FileSink, Shipper
+from provision.anchor_shipper import Shipper
 from ztm import anchoring
+from ztm.anchoring.sinks import FileSink
 from ztm.audit_chain import GENESIS, link_hash
 
 DDL = "d" * 64

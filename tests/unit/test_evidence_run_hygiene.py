@@ -124,7 +124,7 @@ KMS_PIN = "unit-kms-pin-31415926"
 SENTINEL = "ZTM SENTINEL 0A1B2C3D4E5F"
 PRINTS_SECRETS = f'''
 import pytest
-from evidence.sensitive import keep_out_of_bundle
+from ztm.keep_out import keep_out_of_bundle
 
 @pytest.fixture
 def sentinel(request):

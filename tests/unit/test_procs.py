@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ztm import procs
+from provision import procs
 
 DEADLINE = 60.0
 

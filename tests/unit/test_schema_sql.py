@@ -26,7 +26,7 @@ def test_every_sql_file_renders_and_splits():
     files = sql_files()
     assert [f.name for f in files][:2] == ["000_init.sql", "005_definer.sql"]
     for path in files:
-        statements = split_statements(render(path, {"account_host": "10.77.0.%"}))
+        statements = split_statements(render(path, {"account_host": "10.77.0.%", "database": "securedb"}))
         assert statements, path
         assert not any("${" in s for s in statements), path
 

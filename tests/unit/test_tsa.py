@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from provision import tsa
 from provision.pki import PkiLayout, ensure_ca, issue_tsa
+from ztm.anchoring import rfc3161
 from ztm.errors import UserError
 
 
@@ -32,10 +32,10 @@ def tsa_url(tmp_path_factory):
 
 def test_token_verifies_for_its_data_only(tsa_url):
     url, ca = tsa_url
-    token = tsa.timestamp(b"checkpoint bytes", url)
-    tsa.verify(b"checkpoint bytes", token, ca)
+    token = rfc3161.timestamp(b"checkpoint bytes", url)
+    rfc3161.verify(b"checkpoint bytes", token, ca)
     with pytest.raises(UserError, match="verify failed"):
-        tsa.verify(b"another checkpoint", token, ca)
+        rfc3161.verify(b"another checkpoint", token, ca)
 
 
 def test_unreachable_tsa_is_one_clear_error():
@@ -43,7 +43,7 @@ def test_unreachable_tsa_is_one_clear_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(UserError, match="did not answer"):
-        tsa.timestamp(b"x", f"http://127.0.0.1:{port}/", timeout=2)
+        rfc3161.timestamp(b"x", f"http://127.0.0.1:{port}/", timeout=2)
 
 
 def test_an_anchor_without_a_timestamp_is_bounded_by_the_next_one(tsa_url):
@@ -61,7 +61,7 @@ def test_an_anchor_without_a_timestamp_is_bounded_by_the_next_one(tsa_url):
         records.append(previous)
     records[1]["tst_missing"] = "the time-stamping authority did not answer"
     for record in (records[0], records[2]):
-        record["tst"] = base64.b64encode(tsa.timestamp(anchoring.canonical(record["checkpoint"]), url)).decode()
+        record["tst"] = base64.b64encode(rfc3161.timestamp(anchoring.canonical(record["checkpoint"]), url)).decode()
     problems, notes = anchoring.check_timestamps(records, ca)
     assert problems == [] and notes == ["anchor 2 carries no RFC 3161 timestamp (the TSA was unavailable: the "
                                         "time-stamping authority did not answer); its time is bounded by anchor 3's "

@@ -12,6 +12,9 @@ every sink holds it (a sink left behind shows as a gap), its freshness, and the 
 against every anchor: the chain is recomputed from genesis and must pass through each
 anchored (seq, hash), so truncated newest rows, a rollback behind any anchor, a rewritten
 row and a DDL or trigger change all show.
+
+The sinks (``ztm.anchoring.sinks``) and the RFC 3161 client (``ztm.anchoring.rfc3161``) are
+part of this package; the anchor host's shipper and CLI are in provision.
 """
 
 from __future__ import annotations
@@ -29,10 +32,17 @@ import pymysql
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ztm.audit_chain import GENESIS, HEAD_QUERY, stream_rows, verify_rows
+from ztm.anchoring import rfc3161
+from ztm.anchoring.sinks import Sink, sink_for
+from ztm.audit_chain import GENESIS, dump_rows, head_query, stream_rows, verify_rows
+from ztm.data_plane import DATABASE
+from ztm.db import quote_name
 from ztm.errors import UserError
+from ztm.keys import load_public_key
+from ztm.target import Target
 
 FORMAT = 1
+DEFAULT_INTERVAL = 60  # seconds between anchors, unless [anchor].interval_seconds says otherwise
 Row = tuple[int, str, str, str]
 
 
@@ -44,14 +54,44 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
-def ddl_digest(conn: pymysql.connections.Connection) -> str:
+def anchor_settings(target: Target) -> tuple[dict[str, Any], list[Sink]]:
+    """The target's [anchor] section and its sinks; UserError (exit 2) when there are none."""
+    section = target.section("anchor")
+    if not section.get("sinks"):
+        raise UserError("the target has no [anchor] sinks", 2)
+    try:
+        return section, [sink_for(s, target.resolve) for s in section["sinks"]]
+    except KeyError as exc:
+        raise UserError(f"an [anchor] sink lacks the setting {exc.args[0]!r}", 2) from None
+
+
+def interval(section: dict[str, Any]) -> float:
+    """Seconds between anchors (freshness allows two)."""
+    return float(section.get("interval_seconds", DEFAULT_INTERVAL))
+
+
+def public_key(target: Target, section: dict[str, Any]) -> Ed25519PublicKey:
+    """The anchors' Ed25519 public key named by [anchor].public_key; UserError (exit 2) otherwise."""
+    try:
+        path = target.resolve(section["public_key"])
+        data = path.read_bytes()
+    except (KeyError, OSError) as exc:
+        raise UserError(f"cannot read [anchor].public_key: {exc}", 2) from None
+    try:
+        return load_public_key(data, str(path))
+    except UserError as exc:
+        raise UserError(f"cannot read [anchor].public_key: {exc}", 2) from None
+
+
+def ddl_digest(conn: pymysql.connections.Connection, database: str = DATABASE) -> str:
     """SHA-256 over the audit tables' CREATE statements and their trigger definitions."""
     parts = []
+    db = quote_name(database)
     with conn.cursor() as cur:
         for table in ("audit_events", "audit_chain_head"):
-            cur.execute(f"SHOW CREATE TABLE securedb.{table}")  # fixed names
+            cur.execute(f"SHOW CREATE TABLE {db}.{table}")  # fixed table names
             parts.append(cur.fetchone()[1])
-        cur.execute("CALL securedb.audit_guard_definitions()")
+        cur.execute(f"CALL {db}.audit_guard_definitions()")
         triggers = cur.fetchall()
         while cur.nextset():
             pass
@@ -62,18 +102,18 @@ def ddl_digest(conn: pymysql.connections.Connection) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def read_state(conn: pymysql.connections.Connection) -> dict[str, Any]:
+def read_state(conn: pymysql.connections.Connection, database: str = DATABASE) -> dict[str, Any]:
     """Head and row count from one consistent snapshot: writers keep appending meanwhile."""
     with conn.cursor() as cur:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
-            cur.execute(HEAD_QUERY)
+            cur.execute(head_query(database))
             seq, head = cur.fetchone()
-            cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq <= %s", (seq,))
+            cur.execute(f"SELECT COUNT(*) FROM {quote_name(database)}.audit_events WHERE seq <= %s", (seq,))
             (count,) = cur.fetchone()
         finally:
             cur.execute("COMMIT")
-    return {"seq": int(seq), "head_hash": head, "row_count": int(count), "ddl_digest": ddl_digest(conn)}
+    return {"seq": int(seq), "head_hash": head, "row_count": int(count), "ddl_digest": ddl_digest(conn, database)}
 
 
 def make_anchor(state: dict[str, Any], previous: dict[str, Any] | None, key: Ed25519PrivateKey,
@@ -257,7 +297,8 @@ def check_rows(rows: Iterable[Row], records: list[dict[str, Any]]) -> tuple[list
     return problems, chain.last_seq, chain.head_hash
 
 
-def check_database(conn: pymysql.connections.Connection, records: list[dict[str, Any]]) -> list[str]:
+def check_database(conn: pymysql.connections.Connection, records: list[dict[str, Any]],
+                   database: str = DATABASE) -> list[str]:
     """The database against every anchor (the newest for the head, the count and the DDL),
     all read in one snapshot so that writers appending meanwhile do not disturb it."""
     if not records:
@@ -267,11 +308,12 @@ def check_database(conn: pymysql.connections.Connection, records: list[dict[str,
     with conn.cursor() as cur:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
-            cur.execute(HEAD_QUERY)
+            cur.execute(head_query(database))
             head = cur.fetchone()
-            cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq <= %s", (anchored["seq"],))
+            cur.execute(f"SELECT COUNT(*) FROM {quote_name(database)}.audit_events WHERE seq <= %s",
+                        (anchored["seq"],))
             (count_upto,) = cur.fetchone()
-            rows = stream_rows(conn)
+            rows = stream_rows(conn, database=database)
             chain_problems, last_seq, last_hash = check_rows(rows, records)
             rows.close()
         finally:
@@ -288,7 +330,7 @@ def check_database(conn: pymysql.connections.Connection, records: list[dict[str,
     if head is not None and not chain_problems and (int(head[0]), head[1]) != (last_seq, last_hash):
         problems.append(f"the head row says seq {head[0]} but the chain ends at seq {last_seq}: rows truncated "
                         "or the head moved")
-    if ddl_digest(conn) != anchored["ddl_digest"]:
+    if ddl_digest(conn, database) != anchored["ddl_digest"]:
         problems.append("the audit tables' DDL or guard triggers changed since the newest anchor")
     return problems
 
@@ -312,8 +354,6 @@ def read_export_head(path: Path) -> dict[str, Any] | None:
 def check_export(path: Path, records: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """An offline export against the anchors: its chain passes through every anchor up to its
     head, and its head trailer matches where its rows end (an export cut short shows)."""
-    from ztm.audit_chain import dump_rows
-
     head = read_export_head(path)
     if head is None:
         return [f"{path} has no head trailer: it was cut short (or written before exports carried one)"], []
@@ -335,8 +375,6 @@ def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> tuple[list[str], 
     An anchor shipped while the TSA was down carries none (and says why, ``tst_missing``).
     The next anchor links to it by hash, so that anchor's token bounds its time: a note.
     The newest anchors lacking one (the TSA is down now) are a problem."""
-    from provision import tsa
-
     problems: list[str] = []
     notes: list[str] = []
     untimed: list[str] = []
@@ -347,7 +385,7 @@ def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> tuple[list[str], 
             untimed.append(f"anchor {seq} carries no RFC 3161 timestamp{why}")
             continue
         try:
-            tsa.verify(canonical(record["checkpoint"]), base64.b64decode(record["tst"]), tsa_ca)
+            rfc3161.verify(canonical(record["checkpoint"]), base64.b64decode(record["tst"]), tsa_ca)
         except UserError as exc:
             problems.append(f"anchor {seq}: the timestamp does not verify ({exc})")
             continue

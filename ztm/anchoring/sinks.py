@@ -1,10 +1,10 @@
-"""Write-once sinks for anchors.
+"""Write-once sinks for anchors: each ships one anchor and reads back all it holds.
 
 ``file``: append-only JSON lines; the file gets the filesystem's append-only attribute
-(chattr +a) where the filesystem supports it, and says so where it cannot. Every sink
-write that fails is kept in a local buffer and retried with backoff, so no anchor is
-dropped; until it is delivered the sink lags the others, which verification reports as a
-gap. ``s3`` writes with If-None-Match: an anchor object is never overwritten.
+(chattr +a) where the filesystem supports it, and says so where it cannot. ``s3`` writes
+with If-None-Match: an anchor object is never overwritten. ``syslog``: RFC 5424 over TLS to
+a collector whose journal is read back. (The anchor host's retrying shipper is
+provision.anchor_shipper.)
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,72 +58,6 @@ class FileSink:
             return [json.loads(line) for line in lines if line.strip()]
         except ValueError:
             raise UserError(f"anchor sink {self.path} holds a line that is not JSON") from None
-
-
-@dataclass
-class Shipper:
-    """Ships every anchor to every sink. A sink that fails, whatever the error, keeps its
-    anchors in its own local buffer, retried (oldest first) at the next shipment after a
-    growing backoff; the other sinks are not held back and never receive an anchor twice.
-    ``failures`` names each sink that did not receive everything, and why."""
-
-    sinks: list[Any]
-    buffer_path: Path
-    failures: list[str] = field(default_factory=list)
-    clock: Callable[[], float] = time.time
-
-    def _buffer(self, index: int) -> Path:
-        return self.buffer_path.with_name(f"{self.buffer_path.name}.{index}")
-
-    def pending(self) -> int:
-        return sum(len(_load(self._buffer(i))) for i in range(len(self.sinks)))
-
-    def ship(self, record: dict[str, Any] | None) -> None:
-        """Ship ``record`` (None: only retry what is buffered) to every sink."""
-        self.failures = []
-        for index, sink in enumerate(self.sinks):
-            buffer = self._buffer(index)
-            pending = [*_load(buffer), *([record] if record else [])]
-            if not pending:
-                continue
-            backoff = buffer.with_name(buffer.name + ".backoff")
-            state = _load(backoff)
-            not_before = state[0]["not_before"] if state else 0.0
-            if self.clock() < not_before:
-                _save(buffer, pending)
-                wait = not_before - self.clock()
-                self.failures.append(f"{sink.name}: {state[0].get('error', 'failing')}; in backoff for {wait:.0f} s, "
-                                     f"{len(pending)} anchor(s) buffered in {buffer}")
-                continue
-            shipped = 0
-            try:
-                for item in pending:
-                    sink.ship(item)
-                    shipped += 1
-            except Exception as exc:  # any sink error: buffer it, never drop the anchor
-                delay = min(2 * (state[0]["delay"] if state else 0.5), 60.0)
-                error = _one_line(exc)
-                self.failures.append(f"{sink.name}: {error}; {len(pending) - shipped} anchor(s) buffered in {buffer}, "
-                                     f"retried in {delay:.0f} s")
-                _save(backoff, [{"not_before": self.clock() + delay, "delay": delay, "error": error}])
-            else:
-                _save(backoff, [])
-            _save(buffer, pending[shipped:])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}"[:300]
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _save(path: Path, records: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 @dataclass
@@ -252,3 +184,19 @@ def sink_for(spec: dict[str, Any], resolve) -> FileSink | S3Sink | SyslogSink:
         return SyslogSink(spec["address"], resolve(spec["ca"]), spec["server_name"], resolve(spec["cert"]),
                           resolve(spec["key"]), resolve(spec["journal"]) if spec.get("journal") else None)
     raise UserError(f"anchor sink kind {spec.get('kind')!r} is not known (file, s3, syslog)")
+
+
+Sink = FileSink | S3Sink | SyslogSink
+
+
+def read_sinks(sinks: list[Sink]) -> tuple[list[tuple[str, list[dict[str, Any]]]], list[str]]:
+    """Every sink's anchors by sink name, and the sinks that could not be read (a finding,
+    never a crash: such a sink counts as holding nothing)."""
+    named, problems = [], []
+    for sink in sinks:
+        try:
+            named.append((sink.name, sink.read()))
+        except Exception as exc:  # an unreadable sink is a finding, not a crash
+            problems.append(f"{sink.name}: cannot read the sink: {' '.join(str(exc).split())[:300]}")
+            named.append((sink.name, []))
+    return named, problems
