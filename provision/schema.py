@@ -19,6 +19,7 @@ from ztm.errors import UserError
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 INIT_FILE = "000_init.sql"
+STARTUP_FILE = "startup.sql"  # init_file only: never run by the installer
 
 
 def sql_dir() -> Path:
@@ -68,7 +69,8 @@ def render(path: Path, facts: dict[str, str]) -> str:
 
 def init_sql(database: str = DATABASE) -> str:
     """What the server runs at every start (its init_file), for ``database``."""
-    return render(sql_dir() / INIT_FILE, {"database": database_fact(database)})
+    facts = {"database": database_fact(database)}
+    return render(sql_dir() / INIT_FILE, facts) + "\n" + render(sql_dir() / STARTUP_FILE, facts)
 
 
 def database_fact(database: str) -> str:
@@ -92,4 +94,16 @@ def apply(conn: pymysql.connections.Connection, *, account_host: str, database: 
                 while cur.nextset():
                     pass
                 count += 1
+            if path.name == INIT_FILE:
+                _upgrade_session_table(cur, database)
     return count
+
+
+def _upgrade_session_table(cur, database: str) -> None:
+    """A tenant_context from before session keys gets the column (its rows then match no
+    session: their connections never received a key). Live contexts are otherwise untouched."""
+    cur.execute("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
+                "TABLE_NAME = 'tenant_context' AND COLUMN_NAME = 'session_key'", (database,))
+    if cur.fetchone()[0] == 0:
+        cur.execute(f"ALTER TABLE {quote_name(database)}.tenant_context ADD COLUMN session_key BINARY(16) NOT NULL "
+                    "DEFAULT x'00000000000000000000000000000000' AFTER tenant_id")

@@ -107,3 +107,13 @@ def quote_name(name: str) -> str:
     if not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
         raise UserError(f"{name!r} is not a database name this suite accepts (letters, digits, underscore)", 2)
     return f"`{name}`"
+
+
+COM_RESET_CONNECTION = 0x1F  # MySQL protocol command; pymysql has no public method for it
+
+
+def reset_connection(conn: pymysql.connections.Connection) -> None:
+    """Send COM_RESET_CONNECTION, as connection pools do between requests: the session's user
+    variables, temporary tables and session settings are reset, the connection stays."""
+    conn._execute_command(COM_RESET_CONNECTION, b"")
+    conn._read_ok_packet()

@@ -369,6 +369,8 @@ def reconcile(conn: pymysql.connections.Connection, database: str, *, workdir: P
         index = ReplayIndex(Path(folder))
         try:
             tables = audited_tables(conn, database)
+            with conn.cursor() as cur:
+                cur.execute("SET time_zone = '+00:00'")  # times are compared as the trail records them: UTC
             with chain_snapshot(conn):
                 _replay_chain(conn, database, index, report, tables)
                 if report.chain_error is None:

@@ -6,8 +6,9 @@ USE ${database};
 DELIMITER //
 
 -- The tenant of this connection, or NULL. Bound to the connection (CONNECTION_ID()), to
--- the authenticated user it was set by (USER(): the client's own identity even inside a
--- definer routine) and to a grant that still exists.
+-- the session (the random key security_set_tenant gave it in @ztm_tenant_session, which a
+-- connection reset or change-user clears), to the authenticated user it was set by (USER():
+-- the client's own identity even inside a definer routine) and to a grant that still exists.
 DROP FUNCTION IF EXISTS get_tenant //
 CREATE DEFINER = 'api_definer'@'localhost' FUNCTION get_tenant()
   RETURNS CHAR(36) CHARACTER SET ascii
@@ -15,21 +16,24 @@ CREATE DEFINER = 'api_definer'@'localhost' FUNCTION get_tenant()
 BEGIN
   RETURN (SELECT c.tenant_id FROM tenant_context c
           JOIN tenant_grants g ON g.tenant_id = c.tenant_id AND g.user_name = SUBSTRING_INDEX(USER(), '@', 1)
-          WHERE c.connection_id = CONNECTION_ID() AND c.login_user = USER());
+          WHERE c.connection_id = CONNECTION_ID() AND c.login_user = USER()
+            AND c.session_key = @ztm_tenant_session);
 END //
 
 DROP PROCEDURE IF EXISTS security_set_tenant //
 CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE security_set_tenant(IN p_tenant CHAR(36) CHARACTER SET ascii COLLATE ascii_bin)
   MODIFIES SQL DATA SQL SECURITY DEFINER
 BEGIN
+  SET @ztm_tenant_session = NULL;
   IF p_tenant IS NULL OR NOT EXISTS (
        SELECT 1 FROM tenant_grants
        WHERE user_name = SUBSTRING_INDEX(USER(), '@', 1) AND tenant_id = p_tenant) THEN
     DELETE FROM tenant_context WHERE connection_id = CONNECTION_ID();  -- a refused switch leaves no tenant
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'security_set_tenant: tenant not granted to this account';
   END IF;
-  REPLACE INTO tenant_context (connection_id, login_user, tenant_id, set_at)
-    VALUES (CONNECTION_ID(), USER(), p_tenant, UTC_TIMESTAMP(6));
+  SET @ztm_tenant_session = RANDOM_BYTES(16);
+  REPLACE INTO tenant_context (connection_id, login_user, tenant_id, session_key, set_at)
+    VALUES (CONNECTION_ID(), USER(), p_tenant, @ztm_tenant_session, SYSDATE(6));
 END //
 
 -- JSON helpers for app_create_user_encrypted: a string member or NULL (JSON null, absent,
@@ -48,6 +52,13 @@ RETURN FROM_BASE64(api_json_text(p_doc, p_path)) //
 
 -- Appends one event to the chain. Called by the data triggers with the event body (a JSON
 -- object); prepends {"seq": n, ...}, hashes exactly the stored text, moves the head.
+-- A local time of this session as UTC ISO 8601 with microseconds and a Z: how every time is
+-- recorded in the trail, whatever time_zone the writing session chose.
+DROP FUNCTION IF EXISTS audit_utc //
+CREATE DEFINER = 'api_definer'@'localhost' FUNCTION audit_utc(p_local DATETIME(6))
+  RETURNS CHAR(27) CHARACTER SET ascii NOT DETERMINISTIC NO SQL SQL SECURITY DEFINER
+  RETURN DATE_FORMAT(CONVERT_TZ(p_local, @@session.time_zone, '+00:00'), '%Y-%m-%dT%H:%i:%s.%fZ') //
+
 DROP PROCEDURE IF EXISTS audit_append //
 CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE audit_append(IN p_body LONGTEXT)
   MODIFIES SQL DATA SQL SECURITY DEFINER

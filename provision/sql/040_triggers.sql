@@ -8,7 +8,10 @@
 --
 -- Audit: every INSERT, UPDATE and DELETE on a data table appends one event with the
 -- before and after images, the tenant, the authenticated client (USER()) and the time.
--- Written out per table (no dynamic SQL): binary columns as HEX(), times as ISO 8601.
+-- Written out per table (no dynamic SQL): binary columns as HEX(), times as ISO 8601 in UTC
+-- with a Z (audit_utc). The event time is SYSDATE(6), the server's clock when the row
+-- changes: a client's SET timestamp moves NOW()/UTC_TIMESTAMP() but not SYSDATE() (unless
+-- the server runs with --sysdate-is-now, which ZTM-CFG-1 forbids).
 USE ${database};
 
 DELIMITER //
@@ -65,38 +68,38 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_insert
   AFTER INSERT ON tenants FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'tenants', 'op', 'INSERT', 'key', NEW.tenant_id, 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
     'after', JSON_OBJECT(
         'tenant_id', NEW.tenant_id,
         'name', NEW.name,
-        'created_at', DATE_FORMAT(NEW.created_at, '%Y-%m-%dT%H:%i:%s.%f')))) //
+        'created_at', audit_utc(NEW.created_at)))) //
 
 DROP TRIGGER IF EXISTS tenants_audit_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_update
   AFTER UPDATE ON tenants FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'tenants', 'op', 'UPDATE', 'key', NEW.tenant_id, 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'tenant_id', OLD.tenant_id,
         'name', OLD.name,
-        'created_at', DATE_FORMAT(OLD.created_at, '%Y-%m-%dT%H:%i:%s.%f')),
+        'created_at', audit_utc(OLD.created_at)),
     'after', JSON_OBJECT(
         'tenant_id', NEW.tenant_id,
         'name', NEW.name,
-        'created_at', DATE_FORMAT(NEW.created_at, '%Y-%m-%dT%H:%i:%s.%f')))) //
+        'created_at', audit_utc(NEW.created_at)))) //
 
 DROP TRIGGER IF EXISTS tenants_audit_delete //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_delete
   AFTER DELETE ON tenants FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'tenants', 'op', 'DELETE', 'key', OLD.tenant_id, 'tenant', OLD.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'tenant_id', OLD.tenant_id,
         'name', OLD.name,
-        'created_at', DATE_FORMAT(OLD.created_at, '%Y-%m-%dT%H:%i:%s.%f')),
+        'created_at', audit_utc(OLD.created_at)),
     'after', NULL)) //
 
 DROP TRIGGER IF EXISTS tenant_grants_audit_insert //
@@ -104,7 +107,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_insert
   AFTER INSERT ON tenant_grants FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'tenant_grants', 'op', 'INSERT', 'key', CONCAT(NEW.user_name, '/', NEW.tenant_id), 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
     'after', JSON_OBJECT(
         'user_name', NEW.user_name,
@@ -115,7 +118,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_update
   AFTER UPDATE ON tenant_grants FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'tenant_grants', 'op', 'UPDATE', 'key', CONCAT(NEW.user_name, '/', NEW.tenant_id), 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'user_name', OLD.user_name,
         'tenant_id', OLD.tenant_id),
@@ -128,7 +131,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_delete
   AFTER DELETE ON tenant_grants FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'tenant_grants', 'op', 'DELETE', 'key', CONCAT(OLD.user_name, '/', OLD.tenant_id), 'tenant', OLD.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'user_name', OLD.user_name,
         'tenant_id', OLD.tenant_id),
@@ -139,7 +142,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_insert
   AFTER INSERT ON users FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'users', 'op', 'INSERT', 'key', NEW.user_id, 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
     'after', JSON_OBJECT(
         'user_id', NEW.user_id,
@@ -159,14 +162,14 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_insert
         'pii_key_version', NEW.pii_key_version,
         'pii_pq_wrapped_key', HEX(NEW.pii_pq_wrapped_key),
         'pq_alg', NEW.pq_alg,
-        'created_at', DATE_FORMAT(NEW.created_at, '%Y-%m-%dT%H:%i:%s.%f')))) //
+        'created_at', audit_utc(NEW.created_at)))) //
 
 DROP TRIGGER IF EXISTS users_audit_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_update
   AFTER UPDATE ON users FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'users', 'op', 'UPDATE', 'key', NEW.user_id, 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'user_id', OLD.user_id,
         'tenant_id', OLD.tenant_id,
@@ -185,7 +188,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_update
         'pii_key_version', OLD.pii_key_version,
         'pii_pq_wrapped_key', HEX(OLD.pii_pq_wrapped_key),
         'pq_alg', OLD.pq_alg,
-        'created_at', DATE_FORMAT(OLD.created_at, '%Y-%m-%dT%H:%i:%s.%f')),
+        'created_at', audit_utc(OLD.created_at)),
     'after', JSON_OBJECT(
         'user_id', NEW.user_id,
         'tenant_id', NEW.tenant_id,
@@ -204,14 +207,14 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_update
         'pii_key_version', NEW.pii_key_version,
         'pii_pq_wrapped_key', HEX(NEW.pii_pq_wrapped_key),
         'pq_alg', NEW.pq_alg,
-        'created_at', DATE_FORMAT(NEW.created_at, '%Y-%m-%dT%H:%i:%s.%f')))) //
+        'created_at', audit_utc(NEW.created_at)))) //
 
 DROP TRIGGER IF EXISTS users_audit_delete //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_delete
   AFTER DELETE ON users FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'users', 'op', 'DELETE', 'key', OLD.user_id, 'tenant', OLD.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'user_id', OLD.user_id,
         'tenant_id', OLD.tenant_id,
@@ -230,7 +233,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_delete
         'pii_key_version', OLD.pii_key_version,
         'pii_pq_wrapped_key', HEX(OLD.pii_pq_wrapped_key),
         'pq_alg', OLD.pq_alg,
-        'created_at', DATE_FORMAT(OLD.created_at, '%Y-%m-%dT%H:%i:%s.%f')),
+        'created_at', audit_utc(OLD.created_at)),
     'after', NULL)) //
 
 DROP TRIGGER IF EXISTS accounts_audit_insert //
@@ -238,7 +241,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_insert
   AFTER INSERT ON accounts FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'accounts', 'op', 'INSERT', 'key', NEW.account_id, 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
     'after', JSON_OBJECT(
         'account_id', NEW.account_id,
@@ -246,42 +249,42 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_insert
         'user_id', NEW.user_id,
         'currency', NEW.currency,
         'balance', NEW.balance,
-        'created_at', DATE_FORMAT(NEW.created_at, '%Y-%m-%dT%H:%i:%s.%f')))) //
+        'created_at', audit_utc(NEW.created_at)))) //
 
 DROP TRIGGER IF EXISTS accounts_audit_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_update
   AFTER UPDATE ON accounts FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'accounts', 'op', 'UPDATE', 'key', NEW.account_id, 'tenant', NEW.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'account_id', OLD.account_id,
         'tenant_id', OLD.tenant_id,
         'user_id', OLD.user_id,
         'currency', OLD.currency,
         'balance', OLD.balance,
-        'created_at', DATE_FORMAT(OLD.created_at, '%Y-%m-%dT%H:%i:%s.%f')),
+        'created_at', audit_utc(OLD.created_at)),
     'after', JSON_OBJECT(
         'account_id', NEW.account_id,
         'tenant_id', NEW.tenant_id,
         'user_id', NEW.user_id,
         'currency', NEW.currency,
         'balance', NEW.balance,
-        'created_at', DATE_FORMAT(NEW.created_at, '%Y-%m-%dT%H:%i:%s.%f')))) //
+        'created_at', audit_utc(NEW.created_at)))) //
 
 DROP TRIGGER IF EXISTS accounts_audit_delete //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_delete
   AFTER DELETE ON accounts FOR EACH ROW
   CALL audit_append(JSON_OBJECT(
     'table', 'accounts', 'op', 'DELETE', 'key', OLD.account_id, 'tenant', OLD.tenant_id,
-    'actor', USER(), 'at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'),
+    'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
         'account_id', OLD.account_id,
         'tenant_id', OLD.tenant_id,
         'user_id', OLD.user_id,
         'currency', OLD.currency,
         'balance', OLD.balance,
-        'created_at', DATE_FORMAT(OLD.created_at, '%Y-%m-%dT%H:%i:%s.%f')),
+        'created_at', audit_utc(OLD.created_at)),
     'after', NULL)) //
 
 DELIMITER ;
