@@ -141,6 +141,19 @@ END //
 -- Ids are typed like the columns (ascii_bin): an untyped CHAR(36) is compared in the
 -- connection's collation, so the primary key could not be used and FOR UPDATE would lock
 -- every row it scanned.
+-- Whether the calling session is inside a transaction (an explicit one, or any statement
+-- with autocommit off). Under autocommit a SAVEPOINT is its own transaction and is gone at
+-- once, so releasing it fails (1305); inside a transaction it is still there.
+DROP PROCEDURE IF EXISTS api_in_transaction //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE api_in_transaction(OUT p_in_transaction BOOLEAN)
+  NO SQL SQL SECURITY DEFINER
+BEGIN
+  DECLARE CONTINUE HANDLER FOR 1305 SET p_in_transaction = FALSE;
+  SET p_in_transaction = TRUE;
+  SAVEPOINT ztm_probe;
+  RELEASE SAVEPOINT ztm_probe;
+END //
+
 DROP PROCEDURE IF EXISTS app_transfer //
 CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_transfer(
     IN p_from CHAR(36) CHARACTER SET ascii COLLATE ascii_bin, IN p_to CHAR(36) CHARACTER SET ascii COLLATE ascii_bin,
@@ -152,9 +165,21 @@ BEGIN
   DECLARE v_balance DECIMAL(19, 4);
   DECLARE v_from_currency CHAR(3);
   DECLARE v_to_currency CHAR(3);
+  DECLARE v_in_caller_transaction BOOLEAN;
+  DECLARE v_mode TINYINT DEFAULT 0;  -- 0 nothing written yet, 1 own transaction, 2 inside the caller's
+  -- Undo exactly this transfer: its own transaction, or back to its savepoint inside the
+  -- caller's (whose earlier work stays). A deadlock has already rolled the whole caller
+  -- transaction back and taken the savepoint with it: the original error is what surfaces.
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
-    ROLLBACK;
+    IF v_mode = 1 THEN
+      ROLLBACK;
+    ELSEIF v_mode = 2 THEN
+      BEGIN
+        DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END;
+        ROLLBACK TO SAVEPOINT ztm_transfer;
+      END;
+    END IF;
     RESIGNAL;
   END;
   IF v_tenant IS NULL THEN
@@ -166,7 +191,15 @@ BEGIN
   IF p_from = p_to THEN
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_transfer: source and destination are the same account';
   END IF;
-  START TRANSACTION;
+  -- Never commit a caller's transaction (START TRANSACTION would) nor roll it back.
+  CALL api_in_transaction(v_in_caller_transaction);
+  IF v_in_caller_transaction THEN
+    SAVEPOINT ztm_transfer;
+    SET v_mode = 2;
+  ELSE
+    START TRANSACTION;
+    SET v_mode = 1;
+  END IF;
   -- Lock exactly these two rows, through the primary key and in its order: opposite
   -- transfers cannot deadlock, and a scan of the tenant index would lock other rows too.
   SELECT COUNT(*) INTO v_found FROM accounts FORCE INDEX (PRIMARY)
@@ -184,7 +217,11 @@ BEGIN
   END IF;
   UPDATE accounts SET balance = balance - p_amount WHERE account_id = p_from;
   UPDATE accounts SET balance = balance + p_amount WHERE account_id = p_to;
-  COMMIT;
+  IF v_mode = 1 THEN
+    COMMIT;
+  ELSE
+    RELEASE SAVEPOINT ztm_transfer;
+  END IF;
 END //
 
 DELIMITER ;
@@ -215,19 +252,22 @@ BEGIN
   IF v_tenant IS NULL THEN
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: no tenant context (call security_set_tenant)';
   END IF;
-  SELECT pii_key_version INTO v_current FROM users WHERE user_id = p_user_id AND tenant_id = v_tenant FOR UPDATE;
-  IF v_current IS NULL THEN
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: no such user in the current tenant';
+  IF FROM_BASE64(p_wrapped_key) IS NULL OR p_kms_key_id IS NULL OR p_key_version IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: wrapped key (base64), key id and version required';
   END IF;
-  IF p_key_version IS NULL OR p_key_version <= v_current THEN
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: the key version must increase';
-  END IF;
-  IF FROM_BASE64(p_wrapped_key) IS NULL OR p_kms_key_id IS NULL THEN
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: wrapped key (base64) and key id required';
-  END IF;
+  -- One statement checks and writes: the version condition is part of the UPDATE, so two
+  -- concurrent rewraps cannot both pass a check made before either wrote (with or without
+  -- the caller's transaction, and no transaction of its own to commit).
   UPDATE users SET pii_wrapped_key = FROM_BASE64(p_wrapped_key), pii_kms_key_id = p_kms_key_id,
                    pii_key_version = p_key_version
-    WHERE user_id = p_user_id;
+    WHERE user_id = p_user_id AND tenant_id = v_tenant AND pii_key_version < p_key_version;
+  IF ROW_COUNT() = 0 THEN
+    SELECT pii_key_version INTO v_current FROM users WHERE user_id = p_user_id AND tenant_id = v_tenant;
+    IF v_current IS NULL THEN
+      SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: no such user in the current tenant';
+    END IF;
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_rewrap_user_key: the key version must increase';
+  END IF;
 END //
 
 DELIMITER ;
