@@ -4,9 +4,12 @@
 --   app_user   EXECUTE on the API procedures (and get_tenant), SELECT on the tenant views
 --   auditor    SELECT on the audit tables, the data tables (ledger reconciliation: ciphertext
 --              only) and the views, EXECUTE to choose a tenant
---   migration  DDL on the data tables only; nothing on the audit tables. No DROP: it would
---              empty a table without one audit event (TRUNCATE) and remove its audit triggers
---              with the table (DROP TABLE)
+--   migration  nothing standing. A schema change can rewrite data without firing a trigger
+--              (ALTER TABLE ... DROP COLUMN, ADD COLUMN ... DEFAULT), drop a constraint or
+--              take triggers along, so no login account holds DDL: a change runs as the
+--              break-glass admin in a declared window and is declared in a new anchor
+--              ('ztm anchor once --ddl-change REASON'); ZTM-AUD-3 names any undeclared
+--              definition change and ZTM-AUD-4 any data it rewrote (README: schema changes)
 --   (api_definer's own grants: 025_definer_grants.sql)
 USE ${database};
 
@@ -35,7 +38,3 @@ GRANT EXECUTE ON PROCEDURE ${database}.security_set_tenant TO 'auditor'@'${accou
 GRANT EXECUTE ON FUNCTION ${database}.get_tenant TO 'auditor'@'${account_host}';
 
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.tenants TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.tenant_grants TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.users TO 'migration'@'${account_host}';
-GRANT CREATE, ALTER, INDEX, REFERENCES ON ${database}.accounts TO 'migration'@'${account_host}';

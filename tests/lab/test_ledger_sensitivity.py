@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pymysql
 import pytest
 
+from provision.netns import ACCOUNT_HOST
 from tests.lab import admin_sql
 from ztm.db import connect
 
@@ -88,21 +89,30 @@ def test_aud4_fails_on_a_row_inserted_and_a_row_deleted_without_events(lab, data
     assert f"tenant_grants[{grants[0][0]}/{tenant}]" in message and "deleted without an event" in message, message
 
 
-def test_aud4_fails_when_migration_rewrites_a_column_with_alter_table(lab, lab_target, data_plane, account, control):
-    """The migration account's ALTER rebuilds the balance column: every balance rewritten, the
-    CHECK constraint gone, and no trigger fires."""
+ALTER_REWRITE = ("ALTER TABLE accounts DROP CONSTRAINT ck_accounts_balance, DROP COLUMN balance, "
+                 "ADD COLUMN balance DECIMAL(19,4) NOT NULL DEFAULT 1000000")
+
+
+def test_migration_holds_no_ddl_so_it_cannot_rewrite_a_column(lab_target):
+    with connect(lab_target, lab_target.roles["migration"]) as conn, conn.cursor() as cur, \
+            pytest.raises(pymysql.MySQLError) as refused:
+        cur.execute(ALTER_REWRITE.replace("accounts", f"`{lab_target.database}`.accounts", 1))
+    assert refused.value.args[0] == 1142, f"refused for another reason than privilege: {refused.value.args}"
+
+
+def test_aud4_and_acc1_fail_when_migration_is_given_alter_and_rewrites_a_column(lab, lab_target, data_plane,
+                                                                                 account, control):
+    """With ALTER granted back (the admin's password is all it takes), migration's ALTER rebuilds
+    the balance column: every balance rewritten, the CHECK constraint gone, no trigger fired."""
     key, _ = account
     saved = data_plane("SELECT account_id, balance FROM accounts")
+    data_plane(f"GRANT ALTER ON `{lab_target.database}`.accounts TO 'migration'@'{ACCOUNT_HOST}'")
     try:
         with connect(lab_target, lab_target.roles["migration"], database=lab_target.database) as conn, \
                 conn.cursor() as cur:
-            try:
-                cur.execute("ALTER TABLE accounts DROP CONSTRAINT ck_accounts_balance, DROP COLUMN balance, "
-                            "ADD COLUMN balance DECIMAL(19,4) NOT NULL DEFAULT 1000000")
-            except pymysql.MySQLError as exc:
-                pytest.skip(f"the migration account may not rewrite a column here ({exc.args[-1]}): the route is "
-                            "closed, nothing for ZTM-AUD-4 to catch")
+            cur.execute(ALTER_REWRITE)
         run = control("ZTM-AUD-4")
+        acc = control("ZTM-ACC-1")
     finally:
         columns = {r[0] for r in data_plane("SHOW COLUMNS FROM accounts")}
         if "balance" in columns:
@@ -114,3 +124,4 @@ def test_aud4_fails_when_migration_rewrites_a_column_with_alter_table(lab, lab_t
         if not any(c[0] == "ck_accounts_balance" for c in checks):
             data_plane("ALTER TABLE accounts ADD CONSTRAINT ck_accounts_balance CHECK (balance >= 0)")
     run.assert_failed(TEST, "accounts", key, "balance", "differ from the last after-image")
+    acc.assert_failed("test_login_role_holds_only_its_allowed_grants", "migration", "beyond its role", "ALTER")
