@@ -28,7 +28,7 @@ ALLOWED_GRANTS: dict[str, set[tuple[str, str, str]]] = {
     | {("SELECT", "TABLE", v) for v in TENANT_VIEWS},
     "auditor": {("SELECT", "TABLE", t) for t in (*AUDIT_TABLES, *DATA_TABLES, *TENANT_VIEWS)}
     | {("EXECUTE", "PROCEDURE", "security_set_tenant"), ("EXECUTE", "FUNCTION", "get_tenant"),
-       ("EXECUTE", "PROCEDURE", "audit_guard_definitions")},
+       ("EXECUTE", "PROCEDURE", "audit_definitions")},
     # No standing DDL: ALTER rewrites rows without a trigger, DROP/TRUNCATE delete without one and take
     # triggers along. Schema changes run as the break-glass admin and are declared in an anchor.
     "migration": set(),

@@ -13,3 +13,6 @@ GRANT SELECT, INSERT, DELETE ON ${database}.tenant_context TO 'api_definer'@'loc
 GRANT SELECT, INSERT, TRIGGER ON ${database}.audit_events TO 'api_definer'@'localhost';
 GRANT SELECT, UPDATE, TRIGGER ON ${database}.audit_chain_head TO 'api_definer'@'localhost';
 GRANT EXECUTE ON ${database}.* TO 'api_definer'@'localhost';
+-- Read-only: lets audit_definitions() see every table and view of the schema (a table the
+-- definer holds nothing on would otherwise be invisible to the anchor's definition digest).
+GRANT SHOW VIEW ON ${database}.* TO 'api_definer'@'localhost';

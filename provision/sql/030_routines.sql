@@ -272,21 +272,63 @@ END //
 
 DELIMITER ;
 
--- The definitions of the audit tables' triggers, for the auditor (and so the off-host
--- anchor) without holding TRIGGER, which would let it create triggers. A procedure, not a
+-- Every definition that decides what is recorded and enforced, for the auditor (and so the
+-- off-host anchor) without holding TRIGGER or SHOW VIEW, which would let it read or create
+-- more: all triggers, routines (with their parameters), views, and the base tables'
+-- columns, keys, constraints and foreign keys. One row per (kind, object, part), ordered;
+-- ztm.anchoring digests each object and names the ones that changed. A procedure, not a
 -- view: MySQL filters information_schema by the invoker's rights even inside a definer view.
 DROP VIEW IF EXISTS v_audit_guards;
 
 DELIMITER //
 
 DROP PROCEDURE IF EXISTS audit_guard_definitions //
-CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE audit_guard_definitions()
+DROP PROCEDURE IF EXISTS audit_definitions //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE audit_definitions()
   READS SQL DATA SQL SECURITY DEFINER
 BEGIN
-  SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT, DEFINER
-  FROM information_schema.TRIGGERS
-  WHERE TRIGGER_SCHEMA = '${database}' AND EVENT_OBJECT_TABLE IN ('audit_events', 'audit_chain_head')
-  ORDER BY TRIGGER_NAME;
+  SELECT kind, object_name, part FROM (
+    SELECT 'table' AS kind, TABLE_NAME AS object_name, CONCAT_WS('|', 'engine', ENGINE, TABLE_COLLATION) AS part
+      FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${database}' AND TABLE_TYPE = 'BASE TABLE'
+    UNION ALL
+    SELECT 'table', TABLE_NAME, CONCAT_WS('|', 'column', LPAD(ORDINAL_POSITION, 4, '0'), COLUMN_NAME, COLUMN_TYPE,
+           IFNULL(COLLATION_NAME, '-'), IS_NULLABLE, IFNULL(COLUMN_DEFAULT, '-'), EXTRA)
+      FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '${database}'
+        AND TABLE_NAME IN (SELECT TABLE_NAME FROM information_schema.TABLES
+                           WHERE TABLE_SCHEMA = '${database}' AND TABLE_TYPE = 'BASE TABLE')
+    UNION ALL
+    SELECT 'table', TABLE_NAME, CONCAT_WS('|', 'constraint', CONSTRAINT_NAME, CONSTRAINT_TYPE)
+      FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '${database}'
+    UNION ALL
+    SELECT 'table', t.TABLE_NAME, CONCAT_WS('|', 'check', c.CONSTRAINT_NAME, c.CHECK_CLAUSE)
+      FROM information_schema.CHECK_CONSTRAINTS c
+      JOIN information_schema.TABLE_CONSTRAINTS t ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA
+        AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND t.CONSTRAINT_TYPE = 'CHECK'
+      WHERE c.CONSTRAINT_SCHEMA = '${database}'
+    UNION ALL
+    SELECT 'table', TABLE_NAME, CONCAT_WS('|', 'key', CONSTRAINT_NAME, LPAD(ORDINAL_POSITION, 4, '0'), COLUMN_NAME,
+           IFNULL(REFERENCED_TABLE_NAME, '-'), IFNULL(REFERENCED_COLUMN_NAME, '-'))
+      FROM information_schema.KEY_COLUMN_USAGE WHERE CONSTRAINT_SCHEMA = '${database}'
+    UNION ALL
+    SELECT 'table', TABLE_NAME, CONCAT_WS('|', 'references', CONSTRAINT_NAME, UPDATE_RULE, DELETE_RULE)
+      FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '${database}'
+    UNION ALL
+    SELECT 'trigger', TRIGGER_NAME, CONCAT_WS('|', EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION,
+           ACTION_ORDER, DEFINER, ACTION_STATEMENT)
+      FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '${database}'
+    UNION ALL
+    SELECT LOWER(ROUTINE_TYPE), ROUTINE_NAME, CONCAT_WS('|', SECURITY_TYPE, DEFINER, SQL_DATA_ACCESS,
+           IS_DETERMINISTIC, IFNULL(DTD_IDENTIFIER, '-'), ROUTINE_DEFINITION)
+      FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '${database}'
+    UNION ALL
+    SELECT LOWER(ROUTINE_TYPE), SPECIFIC_NAME, CONCAT_WS('|', 'parameter', LPAD(ORDINAL_POSITION, 4, '0'),
+           IFNULL(PARAMETER_MODE, '-'), IFNULL(PARAMETER_NAME, '-'), DTD_IDENTIFIER, IFNULL(COLLATION_NAME, '-'))
+      FROM information_schema.PARAMETERS WHERE SPECIFIC_SCHEMA = '${database}'
+    UNION ALL
+    SELECT 'view', TABLE_NAME, CONCAT_WS('|', SECURITY_TYPE, DEFINER, CHECK_OPTION, VIEW_DEFINITION)
+      FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '${database}'
+  ) d
+  ORDER BY kind, object_name, part;
 END //
 
 DELIMITER ;

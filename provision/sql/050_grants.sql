@@ -31,7 +31,7 @@ GRANT SELECT ON ${database}.tenants TO 'auditor'@'${account_host}';
 GRANT SELECT ON ${database}.tenant_grants TO 'auditor'@'${account_host}';
 GRANT SELECT ON ${database}.users TO 'auditor'@'${account_host}';
 GRANT SELECT ON ${database}.accounts TO 'auditor'@'${account_host}';
-GRANT EXECUTE ON PROCEDURE ${database}.audit_guard_definitions TO 'auditor'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.audit_definitions TO 'auditor'@'${account_host}';
 GRANT SELECT ON ${database}.v_users TO 'auditor'@'${account_host}';
 GRANT SELECT ON ${database}.v_accounts TO 'auditor'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE ${database}.security_set_tenant TO 'auditor'@'${account_host}';

@@ -28,11 +28,13 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision import netns, schema
+from tests.lab import admin_sql
 from ztm.anchoring import public_key
 from ztm.anchoring.sinks import FileSink
 from provision.lab import COLLECTOR_NAME, anchor_down, anchor_up
 from provision.netns import ACCOUNT_HOST
 from provision.pki import issue_collector
+from tests.lab import admin_sql
 from tests.control_runner import run_control
 from ztm import anchoring
 from ztm.audit_chain import link_hash
@@ -209,7 +211,28 @@ def test_aud3_fails_when_a_trigger_is_added_to_the_audit_table(quiet_lab, contro
     finally:
         with lab.admin() as conn, conn.cursor() as cur:
             cur.execute("DROP TRIGGER securedb.ztm_extra_audit_trigger")
-    run.assert_failed("test_database_is_consistent_with_every_anchor", "DDL or guard triggers changed")
+    run.assert_failed("test_database_is_consistent_with_every_anchor", "definitions changed since the newest anchor",
+                      "added trigger:ztm_extra_audit_trigger")
+
+
+def test_aud3_names_a_data_trigger_and_a_constraint_changed_since_the_newest_anchor(quiet_lab, control):
+    """What decides what is recorded and enforced is anchored too: the data triggers and the data
+    tables' constraints, not only the audit tables."""
+    lab = quiet_lab
+    assert once(lab.target_file).returncode == 0
+    with admin_sql.broken(lab) as run:  # re-applying provision/sql puts the trigger back, not the CHECK
+        try:
+            run("DROP TRIGGER accounts_audit_update",
+                "CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_update AFTER UPDATE ON accounts "
+                "FOR EACH ROW SET @ztm_unrecorded = NEW.account_id",
+                "ALTER TABLE accounts DROP CONSTRAINT ck_accounts_balance")
+            result = control("ZTM-AUD-3")
+        finally:
+            if not run("SELECT 1 FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = DATABASE() "
+                       "AND CONSTRAINT_NAME = 'ck_accounts_balance'"):
+                run("ALTER TABLE accounts ADD CONSTRAINT ck_accounts_balance CHECK (balance >= 0)")
+    result.assert_failed("test_database_is_consistent_with_every_anchor", "definitions changed since the newest anchor",
+                         "trigger:accounts_audit_update", "table:accounts")
 
 
 def test_aud3_flags_an_undeclared_ddl_change_between_anchors_and_accepts_a_declared_one(quiet_lab, tmp_path):

@@ -117,6 +117,16 @@ def test_an_undeclared_ddl_change_between_anchors_is_flagged_and_a_declared_one_
     assert declared.notes == ["anchor 2 declares a reviewed DDL change: CHG-42 index added, reviewed by A. Auditor"]
 
 
+def test_an_undeclared_change_names_the_objects_added_removed_and_changed(key):
+    r = rows(5)
+    before = {"trigger:a": "1" * 64, "table:accounts": "2" * 64, "view:v": "3" * 64}
+    after = {"trigger:a": "1" * 64, "table:accounts": "9" * 64, "procedure:p": "4" * 64}
+    states = [state(r, 3, definitions=before, ddl_digest=anchoring.digest_of(before)),
+              state(r, 5, definitions=after, ddl_digest=anchoring.digest_of(after))]
+    (problem,) = anchoring.verify_anchor_chain(anchors(key, states), key.public_key()).problems
+    assert "added procedure:p; removed view:v; changed table:accounts" in problem, problem
+
+
 def test_a_declared_change_cannot_be_added_to_a_shipped_anchor(key):
     r = rows(5)
     records = anchors(key, [state(r, 3), state(r, 5, ddl_digest="e" * 64)])

@@ -1,10 +1,11 @@
 """Signed checkpoints of the audit chain ("anchors"), and their verification.
 
 An anchor records, as read by the auditor: the head seq and hash, the row count, a digest
-of the audit tables' DDL and guard triggers, the time, its own sequence number and the hash
-of the previous anchor; it is signed with Ed25519. A reviewed change of the audit DDL is
-declared in the anchor taken after it (``ddl_change``). Anchors are shipped off-host to
-write-once sinks.
+per object of every definition that decides what is recorded and enforced (all triggers,
+routines and views, the tables' columns, keys and constraints) and one over them all, the
+time, its own sequence number and the hash of the previous anchor; it is signed with
+Ed25519. A reviewed change of any of those definitions is declared in the anchor taken
+after it (``ddl_change``). Anchors are shipped off-host to write-once sinks.
 
 Verification checks the anchor chain (links, signatures, increasing sequence), every pair
 of consecutive anchors (no seq going back, no row missing, no undeclared DDL change), that
@@ -83,23 +84,38 @@ def public_key(target: Target, section: dict[str, Any]) -> Ed25519PublicKey:
         raise UserError(f"cannot read [anchor].public_key: {exc}", 2) from None
 
 
-def ddl_digest(conn: pymysql.connections.Connection, database: str = DATABASE) -> str:
-    """SHA-256 over the audit tables' CREATE statements and their trigger definitions."""
-    parts = []
-    db = quote_name(database)
+def definitions(conn: pymysql.connections.Connection, database: str = DATABASE) -> dict[str, str]:
+    """Per object ("kind:name"), a SHA-256 of every definition that decides what is recorded and
+    enforced (provision/sql audit_definitions(): triggers, routines, views, tables' columns,
+    keys and constraints), read through the definer so the auditor needs nothing more."""
+    digests: dict[str, Any] = {}
     with conn.cursor() as cur:
-        for table in ("audit_events", "audit_chain_head"):
-            cur.execute(f"SHOW CREATE TABLE {db}.{table}")  # fixed table names
-            parts.append(cur.fetchone()[1])
-        cur.execute(f"CALL {db}.audit_guard_definitions()")
-        triggers = cur.fetchall()
+        cur.execute(f"CALL {quote_name(database)}.audit_definitions()")
+        for kind, name, part in cur.fetchall():
+            digests.setdefault(f"{kind}:{name}", hashlib.sha256()).update(f"{part}\n".encode())
         while cur.nextset():
             pass
-        if not triggers:
-            raise UserError("no trigger definitions visible through audit_guard_definitions(): "
-                            "the digest would not cover the guards")
-        parts += ["|".join(str(v) for v in row) for row in triggers]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    if not any(k.startswith("trigger:") for k in digests):
+        raise UserError("no trigger definitions visible through audit_definitions(): the digest would not cover "
+                        "what records the trail")
+    return {name: h.hexdigest() for name, h in sorted(digests.items())}
+
+
+def digest_of(objects: dict[str, str]) -> str:
+    return hashlib.sha256("".join(f"{k}={v}\n" for k, v in sorted(objects.items())).encode()).hexdigest()
+
+
+def ddl_digest(conn: pymysql.connections.Connection, database: str = DATABASE) -> str:
+    """One SHA-256 over every definition (see ``definitions``)."""
+    return digest_of(definitions(conn, database))
+
+
+def changed_objects(before: dict[str, str], after: dict[str, str]) -> str:
+    """The objects whose definition differs, by name: added, removed, changed."""
+    parts = [f"{verb} {', '.join(names)}" for verb, names in (
+        ("added", sorted(after.keys() - before.keys())), ("removed", sorted(before.keys() - after.keys())),
+        ("changed", sorted(k for k in before.keys() & after.keys() if before[k] != after[k]))) if names]
+    return "; ".join(parts) or "no object named (digests differ)"
 
 
 def read_state(conn: pymysql.connections.Connection, database: str = DATABASE) -> dict[str, Any]:
@@ -113,7 +129,9 @@ def read_state(conn: pymysql.connections.Connection, database: str = DATABASE) -
             (count,) = cur.fetchone()
         finally:
             cur.execute("COMMIT")
-    return {"seq": int(seq), "head_hash": head, "row_count": int(count), "ddl_digest": ddl_digest(conn, database)}
+    objects = definitions(conn, database)
+    return {"seq": int(seq), "head_hash": head, "row_count": int(count), "ddl_digest": digest_of(objects),
+            "definitions": objects}
 
 
 def make_anchor(state: dict[str, Any], previous: dict[str, Any] | None, key: Ed25519PrivateKey,
@@ -161,8 +179,11 @@ def compare_consecutive(previous: dict[str, Any], record: dict[str, Any]) -> lis
         problems.append(f"rows deleted {between}: anchor {b['anchor_seq']} counted {b['row_count']} audit rows up to "
                         f"seq {b['seq']}, the previous one {a['row_count']} up to seq {a['seq']}")
     if b["ddl_digest"] != a["ddl_digest"] and not b.get("ddl_change"):
-        problems.append(f"the audit tables' DDL or guard triggers changed {between} with no declared change "
-                        "(a reviewed change is declared with 'ztm anchor once --ddl-change REASON')")
+        named = (changed_objects(a["definitions"], b["definitions"])
+                 if isinstance(a.get("definitions"), dict) and isinstance(b.get("definitions"), dict)
+                 else "the audit tables' DDL or guard triggers")
+        problems.append(f"definitions changed {between} with no declared change ({named}); a reviewed change is "
+                        "declared with 'ztm anchor once --ddl-change REASON'")
     return problems
 
 
@@ -330,8 +351,12 @@ def check_database(conn: pymysql.connections.Connection, records: list[dict[str,
     if head is not None and not chain_problems and (int(head[0]), head[1]) != (last_seq, last_hash):
         problems.append(f"the head row says seq {head[0]} but the chain ends at seq {last_seq}: rows truncated "
                         "or the head moved")
-    if ddl_digest(conn, database) != anchored["ddl_digest"]:
-        problems.append("the audit tables' DDL or guard triggers changed since the newest anchor")
+    current = definitions(conn, database)
+    if digest_of(current) != anchored["ddl_digest"]:
+        named = (changed_objects(anchored["definitions"], current) if isinstance(anchored.get("definitions"), dict)
+                 else "the audit tables' DDL or guard triggers")
+        problems.append(f"definitions changed since the newest anchor ({named}): triggers, routines, views or "
+                        "tables differ from what was anchored")
     return problems
 
 
