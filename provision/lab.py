@@ -407,13 +407,16 @@ def write_target(lab: Lab, engine: Engine) -> None:
                                  "max_bytes": 1 << 20}},
         "anchor": {"public_key": str(lab.log_host / "anchor.pub.pem"), "signing_key": str(lab.log_host / "anchor.key"),
                    "interval_seconds": 60, "every_events": 500,
-                   "tsa_url": f"http://{netns.LOG.address}:{TSA_PORT}/", "tsa_ca": str(pki.ca_cert),
+                   "tsa_url": f"http://{netns.LOG.address}:{TSA_PORT}/", "tsa_ca": str(pki.evidence_ca_cert),
                    "sinks": [{"kind": "file", "path": str(lab.log_host / "anchors.jsonl")},
                              {"kind": "syslog", "address": f"{netns.LOG.address}:{SYSLOG_PORT}",
                               "server_name": COLLECTOR_NAME, "ca": str(pki.ca_cert),
                               "cert": str(pki.client("auditor", "pem")), "key": str(pki.client("auditor", "key")),
                               "journal": str(lab.log_host / "syslog-journal.jsonl")}]},
-        "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
+        # The evidence signer chains to the evidence CA (not the database CA); bundles are time-stamped by the TSA.
+        "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem")),
+                     "tsa_url": f"http://{netns.LOG.address}:{TSA_PORT}/", "ca": str(pki.evidence_ca_cert),
+                     "crl": str(pki.evidence_crl)},
         "lab": {"dir": str(lab.dir)},
     }
     if engine.dialect.persisted_config_supported:
