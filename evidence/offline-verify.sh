@@ -32,10 +32,12 @@ size=$(stat -L -c %s "$bundle")
 [ "$size" -gt 0 ] || usage "$bundle is empty, not a bundle"
 [ "$size" -le $MAX_GZ ] || usage "$bundle is larger than $((MAX_GZ / 1048576)) MiB, not an evidence bundle"
 [ "$(head -c 2 "$bundle" | od -An -tx1 | tr -d ' \n')" = 1f8b ] || usage "$bundle is not a gzip file, not a bundle (tar.gz)"
-work=$(mktemp -d)
+# The work folder's name is known before it exists, so an INT or TERM at any moment removes it.
+work="${TMPDIR:-/tmp}/ztm-offline-verify.$$.$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+mkdir -m 700 "$work"
 # Inflate at most MAX_TAR+1 bytes (a gzip bomb stops here), then check the whole gzip stream.
 { gzip -dc < "$bundle" 2>/dev/null || true; } | head -c $((MAX_TAR + 1)) > "$work/b.tar"
 [ "$(stat -c %s "$work/b.tar")" -le $MAX_TAR ] || fail "$bundle: unpacks to more than $((MAX_TAR / 1048576)) MiB (size limit; a gzip bomb?)"
@@ -91,10 +93,12 @@ sort -c -u "$work/listed" 2>/dev/null || fail "MANIFEST.sha256: not canonical: t
 # Trusted time: the RFC 3161 token over the signature, when present, dates the signature.
 attime='' when='now (no timestamp token)'
 if [ -f MANIFEST.sha256.tsr ]; then
-    openssl ts -verify -data MANIFEST.sha256.sig -in MANIFEST.sha256.tsr -CAfile "$tsaca" > /dev/null 2>&1 ||
+    # The token's time is signed; the TSA's certificate is judged at that time, so a token outlives it.
+    stamp=$(openssl ts -reply -in MANIFEST.sha256.tsr -text 2>/dev/null | sed -n 's/^Time stamp: \(.*\) GMT$/\1/p' | sed 's/\.[0-9]* / /')
+    [ -n "$stamp" ] && attime=$(date -u -d "$stamp UTC" +%s 2>/dev/null) ||
+        fail "MANIFEST.sha256.tsr: the timestamp token does not verify over MANIFEST.sha256.sig (no readable time)"
+    openssl ts -verify -data MANIFEST.sha256.sig -in MANIFEST.sha256.tsr -CAfile "$tsaca" -attime "$attime" > /dev/null 2>&1 ||
         fail "MANIFEST.sha256.tsr: the timestamp token does not verify over MANIFEST.sha256.sig (TSA CA ${tsaca##*/})"
-    stamp=$(openssl ts -reply -in MANIFEST.sha256.tsr -text | sed -n 's/^Time stamp: \(.*\) GMT$/\1/p' | sed 's/\.[0-9]* / /')
-    attime=$(date -u -d "$stamp UTC" +%s) || fail "MANIFEST.sha256.tsr: the timestamp token does not verify (no readable time)"
     when="the timestamp $(date -u -d "@$attime" +%Y-%m-%dT%H:%M:%SZ)"
 fi
 # The signer: signer.pem holds certificates only; its leaf chains to YOUR CA at that time and is a signer's.

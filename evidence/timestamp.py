@@ -64,9 +64,11 @@ def token_time(signature: bytes, token: bytes, tsa_ca: Path) -> datetime:
         sig, tsr = Path(tmp) / "sig", Path(tmp) / "tsr"
         sig.write_bytes(signature)
         tsr.write_bytes(token)
-        _openssl("-verify", "-data", str(sig), "-in", str(tsr), "-CAfile", str(tsa_ca))
-        text = _openssl("-reply", "-in", str(tsr), "-text")
-    return parse_time(text)
+        # The TSA's certificate is judged at the token's own (signed) time, so a token outlives it.
+        at = parse_time(_openssl("-reply", "-in", str(tsr), "-text"))
+        _openssl("-verify", "-data", str(sig), "-in", str(tsr), "-CAfile", str(tsa_ca),
+                 "-attime", str(int(at.timestamp())))
+    return at
 
 
 def parse_time(reply_text: str) -> datetime:
