@@ -153,3 +153,44 @@ def test_server_greeting_and_error_packet_are_printed_escaped():
     with pytest.raises(ConnectionRefusedError) as refused:
         parse_greeting(error)
     assert "\x1b" not in str(refused.value) and "\n" not in str(refused.value) and "\\x1b[2J" in str(refused.value)
+
+
+def _plugin_run(pytester, lab: Lab, tsa_url: str) -> tuple[subprocess.CompletedProcess[str], object]:
+    import shutil
+    import tarfile
+
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_x="def test_ok():\n    pass\n")
+    key, cert = pytester.path / "signer.key", pytester.path / "signer.pem"
+    shutil.copy(lab.layout.signer("key"), key)
+    key.chmod(0o600)
+    shutil.copy(lab.layout.signer("pem"), cert)
+    target = pytester.path / "target.toml"
+    target.write_text('[target]\nengine = "mariadb"\nhost = "127.0.0.1"\nport = 3306\ndatabase = "x"\n'
+                      f'[evidence]\nsigning_key = "{key}"\nsigning_cert = "{cert}"\ntsa_url = "{tsa_url}"\n')
+    out = pytester.path / "b.tar.gz"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--target", str(target),
+                           "--evidence-out", str(out)], cwd=pytester.path, capture_output=True, text=True, timeout=300)
+    assert out.is_file(), done.stdout[-2000:] + done.stderr[-2000:]
+    with tarfile.open(out) as tar:
+        return done, (out, tar.getnames())
+
+
+def test_the_targets_tsa_time_stamps_the_bundle(lab, pytester):
+    _, (out, names) = _plugin_run(pytester, lab, lab.tsa_url)
+    assert "bundle/MANIFEST.sha256.tsr" in names
+    result = verify_bundle(out, ca=lab.ca)
+    assert result.ok and any("valid at the timestamp" in n for n in result.notes), result.problems + result.notes
+
+
+def test_an_unreachable_tsa_is_a_warning_and_the_bundle_is_judged_at_verification_time(lab, pytester):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done, (out, names) = _plugin_run(pytester, lab, f"http://127.0.0.1:{port}/")
+    assert "bundle/MANIFEST.sha256.tsr" not in names
+    assert "WARNING: no timestamp token in the bundle" in done.stdout, done.stdout[-2000:]
+    result = verify_bundle(out, ca=lab.ca)
+    assert result.ok and any("valid at now (no timestamp token)" in n for n in result.notes), result.notes
