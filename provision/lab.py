@@ -39,7 +39,7 @@ from provision.fail2ban import Fail2banLayout, JailSettings
 from provision.files import ensure_secret, write_private
 from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
-from provision.pki import PkiLayout, issue_all, issue_collector, issue_tsa
+from provision.pki import PkiLayout, ensure_signer, issue_all, issue_collector, issue_tsa
 from ztm import procs
 from ztm.errors import NotRootError, UserError
 from ztm.schemas import validate
@@ -169,6 +169,7 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     t = time.monotonic()
     if not lab.pki.server("pem").exists():
         issue_all(lab.pki, server_name=SERVER_NAME, server_address=netns.DB.address, users=LOGIN_ACCOUNTS)
+    ensure_signer(lab.pki)  # a lab made before the evidence CA existed gets it (and a signer from it) now
     timings["pki"] = time.monotonic() - t
 
     t = time.monotonic()

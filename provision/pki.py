@@ -229,9 +229,15 @@ def issue_all(layout: PkiLayout, *, server_name: str, server_address: str, users
 
     write_crl(layout, ca, [*also_revoked, Revocation(revoked.serial_number, x509.ReasonFlags.key_compromise, now)])
 
+    ensure_signer(layout)
+
+
+def ensure_signer(layout: PkiLayout) -> None:
+    """The evidence CA and a signer from it: issued when missing or when the signer predates the evidence CA."""
     signer = layout.signer("pem")
-    if not signer.exists() or cert_subject_issuer(signer)[1] != oneline(ca_subject(EVIDENCE_CA_NAME)):
-        issue_signer(layout)  # none yet, or one from before the evidence CA existed
+    if (not signer.exists() or not layout.evidence_ca_cert.exists()
+            or cert_subject_issuer(signer)[1] != oneline(ca_subject(EVIDENCE_CA_NAME))):
+        issue_signer(layout)
 
 
 def rotated_paths(layout: PkiLayout, roles: list[str]) -> list[Path]:
