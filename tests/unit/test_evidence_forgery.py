@@ -60,3 +60,25 @@ def test_both_verifiers_reject_each_forgery_for_the_same_reason(corpus, case):
     for out in (py_out, sh_out):  # a hostile name cannot forge a line of our output either
         assert not any(line.startswith("verified") for line in out.splitlines()), out
     assert "Traceback" not in py_out
+
+
+@pytest.mark.parametrize("name", ["gzip bomb", "sparse member (100 GB apparent)"])
+def test_hostile_archives_are_refused_in_bounded_memory_and_time(corpus, name):
+    """ztm inflates into a temporary file, never into memory: under a 768 MiB address-space limit it still
+    answers with one reason, quickly."""
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    from tests.unit.evidence_forge import ROOT
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (768 * 2**20, 768 * 2**20))
+
+    bundle, py_args, _ = corpus[name]
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "ztm.cli", "evidence", "verify", str(bundle), *py_args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, preexec_fn=limit)
+    assert done.returncode == 1 and "MemoryError" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and time.monotonic() - began < 60
