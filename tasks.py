@@ -73,7 +73,8 @@ def assess(engine: str, bundle: Path) -> int:
     if not bundle.exists():
         print(f"tasks.py: no evidence bundle was written to {bundle}", file=sys.stderr)
         return rc or 1
-    verify = run([ztm, "evidence", "verify", str(bundle), "--ca", "lab/pki/ca/ca.pem"])
+    verify = run([ztm, "evidence", "verify", str(bundle), "--ca", "lab/pki/evidence-ca/evidence-ca.pem",
+                  "--crl", "lab/pki/evidence-ca/evidence-crl.pem"])
     return rc or verify
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from evidence import timestamp
 from evidence.bundle import json_bytes, write_bundle
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
 from evidence.results import TestResult, assign_folders, control_status
@@ -127,10 +129,32 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     return files
 
 
+def _tsa_url(writer: BundleWriter) -> str | None:
+    """The target's [evidence].tsa_url: the TSA that time-stamps the manifest signature."""
+    from ztm.plugin import target_path
+
+    path = target_path(writer.config)
+    try:
+        url = tomllib.loads(path.read_text()).get("evidence", {}).get("tsa_url") if path and path.is_file() else None
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # the target fixture reports a bad target file in its own words
+    return str(url) if url else None
+
+
 def assemble(writer: BundleWriter, exit_status: int) -> int:
-    """Build, validate, sign and write the bundle; returns its size in bytes."""
+    """Build, validate, sign, time-stamp and write the bundle; returns its size in bytes."""
     files = build_files(writer, exit_status)
     key = load_signing_key(writer.key)
     cert = writer.cert.read_bytes() if writer.cert else None
-    write_bundle(writer.out, files, key, cert)
+    url = _tsa_url(writer)
+    stamp = None
+    if url:
+        def stamp(signature: bytes) -> bytes | None:
+            try:
+                return timestamp.request(signature, url)
+            except UserError as exc:  # the bundle is still signed; it is judged at verification time instead
+                writer._say(f"ztm evidence: WARNING: no timestamp token in the bundle: {exc}; the signer "
+                            "certificate will be judged at verification time", red=True)
+                return None
+    write_bundle(writer.out, files, key, cert, stamp)
     return writer.out.stat().st_size

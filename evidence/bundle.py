@@ -1,9 +1,10 @@
 """Write the evidence bundle: files, MANIFEST.sha256, its Ed25519 signature, then tar.gz.
 
 Layout (DESIGN §7): ``bundle/`` holding MANIFEST.sha256 (sha256sum format, every other
-file), MANIFEST.sha256.sig (raw 64-byte Ed25519 signature), signer.pub.pem (and
-signer.pem when the signer has a certificate), run.json, results.json, catalog.json,
-oscal/, report.html, junit.xml, evidence/<control>/<test>/...
+file), MANIFEST.sha256.sig (raw 64-byte Ed25519 signature), MANIFEST.sha256.tsr (RFC 3161
+token over the signature, when a TSA is configured), signer.pub.pem (informational) and
+signer.pem (the signer's certificates, leaf first) when the signer has a certificate,
+run.json, results.json, catalog.json, oscal/, report.html, junit.xml, evidence/<control>/<test>/...
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ from ztm.errors import UserError
 ROOT = "bundle"
 MANIFEST = "MANIFEST.sha256"
 SIGNATURE = "MANIFEST.sha256.sig"
-UNLISTED = {MANIFEST, SIGNATURE}
+TIMESTAMP = "MANIFEST.sha256.tsr"
+UNLISTED = {MANIFEST, SIGNATURE, TIMESTAMP}
 
 
 def json_bytes(doc: Any) -> bytes:
@@ -59,8 +62,11 @@ def check_destination(value: str) -> Path:
     return out.resolve()
 
 
-def write_bundle(out: Path, files: dict[str, bytes], key: Ed25519PrivateKey, cert_pem: bytes | None) -> None:
-    """Sign ``files`` (bundle-relative name -> content) and write the tar.gz atomically."""
+def write_bundle(out: Path, files: dict[str, bytes], key: Ed25519PrivateKey, cert_pem: bytes | None,
+                 timestamp: Callable[[bytes], bytes | None] | None = None) -> None:
+    """Sign ``files`` (bundle-relative name -> content), time-stamp the signature, write the tar.gz atomically.
+
+    ``timestamp(signature)`` returns the TSA's RFC 3161 reply (MANIFEST.sha256.tsr), or None."""
     files = dict(files)
     files["signer.pub.pem"] = public_pem(key.public_key())
     if cert_pem is not None:
@@ -68,6 +74,9 @@ def write_bundle(out: Path, files: dict[str, bytes], key: Ed25519PrivateKey, cer
     manifest = manifest_text(files)
     files[MANIFEST] = manifest
     files[SIGNATURE] = key.sign(manifest)
+    token = timestamp(files[SIGNATURE]) if timestamp is not None else None
+    if token is not None:
+        files[TIMESTAMP] = token
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     now = int(time.time())
     try:

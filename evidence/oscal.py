@@ -65,6 +65,8 @@ def assessment_plan(catalog: Catalog, controls: list[str], *, target_name: str, 
     }}
 
 
+# Outcomes in which a test reached a verdict on its control; skipped and errored tests assessed nothing.
+ASSESSED = frozenset({"passed", "failed", "waived"})
 NOT_ASSESSED = ("Not assessed: no test of this control ran in this run (not selected, not collected, or the "
                 "control has no test yet).")
 
@@ -126,7 +128,8 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
             "description": ctl.rationale if ctl else control,
             "props": [_prop("control-id", control),
                       *(_prop(f"{fw}-mapping", m) for fw, ms in (ctl.mappings.items() if ctl else []) for m in ms),
-                      _prop("assessment", "assessed" if entries else "not-assessed")],
+                      _prop("assessment", "assessed" if any(r.outcome in ASSESSED for r, _ in entries)
+                            else "not-assessed")],
             "origins": [{"actors": [{"type": "tool", "actor-uuid": tool_uuid}]}],
             "target": {"type": "objective-id", "target-id": control.lower(),
                        "status": {"state": state, "reason": reason}},

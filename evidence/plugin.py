@@ -29,7 +29,7 @@ from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
 from evidence.relay import WorkerRelay, received
 from evidence.results import TestResult
 from evidence.scrub import FailureScrubber
-from evidence.sign import load_signing_key
+from evidence.sign import check_signer
 from evidence.waivers import Waiver, load_waivers
 from ztm.errors import UserError
 from ztm.plugin import target_path
@@ -106,13 +106,15 @@ def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
     if key is None:
         raise pytest.UsageError("--evidence-out needs a signing key: pass --evidence-key FILE (Ed25519, PEM) "
                                 "or name one in the target's [evidence] section; an unsigned bundle is never written")
-    try:
-        load_signing_key(Path(key))
-    except UserError as exc:
-        raise pytest.UsageError(str(exc)) from None
     cert_path = Path(cert) if cert else None
     if cert_path is not None and not cert_path.is_file():
         raise pytest.UsageError(f"signer certificate {cert_path} does not exist")
+    try:
+        warning = check_signer(Path(key), cert_path)
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if warning:
+        print(warning, file=sys.stderr)
     return Path(key), cert_path
 
 

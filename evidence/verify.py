@@ -1,32 +1,35 @@
-"""Verify an evidence bundle offline: signature, every file's hash, nothing missing or added.
+"""Verify an evidence bundle offline, by the rules of evidence/README.md ("Verification rules").
 
-Exit codes of ``ztm evidence verify``: 0 verified, 1 verification failed (each problem
-named; also a damaged or non-bundle archive), 2 usage (no such file, unreadable key or CA).
+Exit codes of ``ztm evidence verify``: 0 verified; 1 verification failed (each problem named;
+also no trust anchor given, or a damaged archive); 2 usage (no such file, not a regular
+non-empty gzip file, unreadable key, CA or CRL). ``evidence/offline-verify.sh`` implements the
+same rules with openssl and coreutils; the forgery-corpus test runs both on every case.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import tarfile
-import zlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from evidence.bundle import MANIFEST, ROOT, SIGNATURE, UNLISTED
+from evidence.archive import read_bundle as read_archive
+from evidence.bundle import MANIFEST, SIGNATURE, TIMESTAMP, UNLISTED
 from evidence.sign import load_public_key, signature_valid
+from evidence.timestamp import token_time
+from evidence.trust import load_anchors, load_crl, signer_chain, validate_signer
 from ztm.errors import UserError
+from ztm.text import printable
 
-MAX_BUNDLE = 1024 * 1024 * 1024  # unpacked; a bundle is a few MiB
-DAMAGED = 1  # a damaged archive fails verification like a changed byte
+LINE = re.compile(r"[0-9a-f]{64}  ([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*)")
+NO_ANCHOR = ("no trust anchor: pass --ca EVIDENCE-CA.pem (the evidence CA certificate you hold; optionally --crl "
+             "CRL.pem) or --pubkey SIGNER.pub.pem (a key you obtained separately). --trust-embedded-key checks "
+             "integrity only, for inspection")
+SELF_ASSERTED = ("warning: self-asserted key (--trust-embedded-key): verified with signer.pub.pem from inside the "
+                 "bundle. This proves the files are unchanged since signing, not who signed them")
+KEEP = frozenset({MANIFEST, SIGNATURE, TIMESTAMP, "signer.pem", "signer.pub.pem"})
 
 
 @dataclass
@@ -40,218 +43,128 @@ class Verification:
         return not self.problems
 
 
-def _gunzip(path: Path) -> bytes:
-    """The whole tar stream, or UserError: checks gzip CRC, length and end of stream, bounded in size."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"no bundle at {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory; give the bundle file (tar.gz)") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing: header, CRC-32 and size are checked
-    try:
-        data = inflate.decompress(raw, MAX_BUNDLE + 1)
-    except zlib.error as exc:
-        raise UserError(f"{path} is not a readable evidence bundle (tar.gz): {exc}", DAMAGED) from None
-    if len(data) > MAX_BUNDLE:
-        raise UserError(f"{path} unpacks to more than {MAX_BUNDLE // 2**20} MiB: not an evidence bundle", DAMAGED)
-    if not inflate.eof:
-        raise UserError(f"{path} is damaged: the gzip stream is truncated", DAMAGED)
-    if inflate.unused_data:
-        raise UserError(f"{path} is damaged: {len(inflate.unused_data)} unexpected bytes after the gzip stream",
-                        DAMAGED)
-    return data
-
-
 def read_bundle(path: Path) -> dict[str, bytes]:
-    """Every regular file under bundle/, by bundle-relative name. Refuses links, odd paths and damage."""
-    stream = _gunzip(path)
-    files: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as tar:
-            for member in tar:
-                name = member.name
-                if member.isdir():
-                    continue
-                if not member.isfile() or not name.startswith(ROOT + "/") or ".." in name.split("/"):
-                    raise UserError(f"{path}: unexpected entry {name!r} (only regular files under {ROOT}/)", DAMAGED)
-                if name.removeprefix(ROOT + "/") in files:
-                    raise UserError(f"{path}: entry {name} appears twice (a later copy could hide the signed one)",
-                                    DAMAGED)
-                handle = tar.extractfile(member)
-                data = handle.read() if handle else b""
-                if len(data) != member.size:
-                    raise UserError(f"{path} is damaged: entry {name} is cut short", DAMAGED)
-                files[name.removeprefix(ROOT + "/")] = data
-    except (tarfile.TarError, EOFError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable evidence bundle (tar inside the gzip): {exc}", DAMAGED) from None
-    return files
+    """Every regular file of a bundle by bundle-relative name, read under the same archive rules."""
+    return read_archive(path, None).small
 
 
 def parse_manifest(text: bytes) -> dict[str, str]:
+    """name -> SHA-256 of a canonical manifest: ASCII, LF-terminated lines '<sha256>  <path>', sorted, unique."""
+    try:
+        body = text.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("not canonical: not ASCII") from None
+    if not body.endswith("\n") or "\r" in body:
+        raise ValueError("not canonical: lines must end with LF (no CR, final LF)")
     entries: dict[str, str] = {}
-    for number, line in enumerate(text.decode(errors="replace").splitlines(), 1):
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or not name:
-            raise ValueError(f"line {number} is not '<sha256>  <file>'")
-        entries[name] = digest
+    previous = ""
+    for number, line in enumerate(body[:-1].split("\n"), 1):
+        found = LINE.fullmatch(line)
+        if found is None or {".", ".."} & set(found.group(1).split("/")) or found.group(1) in UNLISTED:
+            raise ValueError(f"not canonical: line {number} is not '<sha256>  <path>' with a plain relative path "
+                             f"({printable(line[:120])!r})")
+        name = found.group(1)
+        if name == previous:
+            raise ValueError(f"not canonical: line {number} lists {name} again (duplicate path)")
+        if name < previous:
+            raise ValueError(f"not canonical: line {number} ({name}) is not sorted")
+        entries[name], previous = line[:64], name
     return entries
 
 
-SELF_ASSERTED = ("warning: self-asserted key: verified with signer.pub.pem from inside the bundle. This proves the "
-                 "files are unchanged since signing, not who signed them; pass --pubkey or --ca to check the signer")
-
-
-def verify_bundle(path: Path, *, pubkey: Path | None = None, ca: Path | None = None) -> Verification:
-    files = read_bundle(path)
-    result = Verification()
+def verify_bundle(path: Path, *, ca: Path | None = None, pubkey: Path | None = None, crl: Path | None = None,
+                  tsa_ca: Path | None = None, trust_embedded: bool = False,
+                  now: datetime | None = None) -> Verification:
+    """Check ``path`` against what the auditor trusts: the evidence CA ``ca`` (optionally a ``crl``; the TSA
+    is checked against ``tsa_ca`` or else ``ca``) or a ``pubkey``; ``trust_embedded`` only inspects.
+    ``now`` is the clock for a bundle without a timestamp token."""
+    if ca is None and pubkey is None and not trust_embedded:
+        raise UserError(NO_ANCHOR, 1)
+    if crl is not None and ca is None:
+        raise UserError("--crl needs --ca (revocation is checked on the signer certificate's path)", 2)
+    anchor = _Anchor(ca, pubkey, crl, tsa_ca, trust_embedded)
+    anchors = load_anchors(ca) if ca else []
+    revocations = load_crl(crl) if crl else None
+    given_key = _read_key(pubkey) if pubkey else None
+    contents = read_archive(path, KEEP)
+    files, result = contents.small, Verification()
     manifest, signature = files.get(MANIFEST), files.get(SIGNATURE)
     if manifest is None or signature is None:
         result.problems.append(f"{MANIFEST if manifest is None else SIGNATURE} is missing: the bundle is not signed")
         return result
-    key = _trusted_key(files, pubkey, ca, result)
-    if key is not None and not signature_valid(key, signature, manifest):
-        result.problems.append(f"{SIGNATURE}: the signature does not match {MANIFEST} under the "
-                               f"{'given' if pubkey or ca else 'embedded'} key (manifest altered or wrong key)")
     try:
         listed = parse_manifest(manifest)
     except ValueError as exc:
-        result.problems.append(f"{MANIFEST} is malformed: {exc}")
+        result.problems.append(f"{MANIFEST}: {exc}")
         return result
-    for name, digest in sorted(listed.items()):
-        data = files.get(name)
-        if data is None:
+    try:
+        key = _signer_key(files, anchor, anchors, revocations, given_key, now or datetime.now(UTC), result)
+    except ValueError as exc:
+        result.problems.append(str(exc))
+        return result
+    if not signature_valid(key, signature, manifest):
+        result.problems.append(f"{SIGNATURE}: the signature does not match {MANIFEST} under the signer's key "
+                               "(manifest altered or signed with another key)")
+    for name, digest in listed.items():
+        actual = contents.digests.get(name)
+        if actual is None:
             result.problems.append(f"{name}: listed in the manifest but missing from the bundle")
-        elif hashlib.sha256(data).hexdigest() != digest:
+        elif actual != digest:
             result.problems.append(f"{name}: content changed (SHA-256 differs from the manifest)")
-    for name in sorted(set(files) - set(listed) - UNLISTED):
-        result.problems.append(f"{name}: present in the bundle but not in the manifest (added)")
+    for name in sorted(set(contents.digests) - set(listed) - UNLISTED):
+        result.problems.append(f"{printable(name)}: present in the bundle but not in the manifest (added)")
     result.files = len(listed)
     return result
 
 
-def _trusted_key(files: dict[str, bytes], pubkey: Path | None, ca: Path | None,
-                 result: Verification) -> Ed25519PublicKey | None:
-    if pubkey is not None:
-        try:
-            key = load_public_key(pubkey.read_bytes(), str(pubkey))
-        except OSError as exc:
-            raise UserError(f"cannot read public key {pubkey}: {exc.strerror}") from None
-        _compare_embedded(files, key, f"the given key {pubkey.name}", result)
-        return key
-    if ca is not None:
-        return _key_from_certificate(files, ca, result)
-    embedded_pem = files.get("signer.pub.pem")
-    if embedded_pem is None:
-        result.problems.append("signer.pub.pem is missing and no --pubkey or --ca was given")
-        return None
-    result.notes.append(SELF_ASSERTED)
+@dataclass(frozen=True)
+class _Anchor:
+    ca: Path | None
+    pubkey: Path | None
+    crl: Path | None
+    tsa_ca: Path | None
+    trust_embedded: bool
+
+
+def _read_key(path: Path) -> Ed25519PublicKey:
     try:
-        return load_public_key(embedded_pem, "signer.pub.pem")
-    except UserError as exc:
-        result.problems.append(str(exc))
-        return None
-
-
-def _compare_embedded(files: dict[str, bytes], key: Ed25519PublicKey, what: str, result: Verification) -> None:
-    embedded = files.get("signer.pub.pem")
-    if embedded is None:
-        return  # the manifest check names it if it was listed
-    try:
-        same = load_public_key(embedded, "signer.pub.pem").public_bytes_raw() == key.public_bytes_raw()
-    except UserError as exc:
-        result.problems.append(str(exc))
-        return
-    if not same:
-        result.problems.append(f"signer.pub.pem: not {what}")
-
-
-def _load_ca(ca_path: Path) -> list[x509.Certificate]:
-    try:
-        return x509.load_pem_x509_certificates(ca_path.read_bytes())
+        return load_public_key(path.read_bytes(), str(path))
     except OSError as exc:
-        raise UserError(f"cannot read CA file {ca_path}: {exc.strerror}") from None
-    except ValueError:
-        raise UserError(f"{ca_path} is not a PEM certificate (or bundle of certificates)") from None
+        raise UserError(f"cannot read public key {path}: {exc.strerror}", 2) from None
+    except UserError as exc:
+        raise UserError(str(exc), 2) from None
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _key_from_certificate(files: dict[str, bytes], ca_path: Path, result: Verification) -> Ed25519PublicKey | None:
-    """The signer's key from signer.pem (leaf first, then any intermediates) chained to a CA in ``ca_path``."""
-    anchors = _load_ca(ca_path)
+def _signer_key(files: dict[str, bytes], anchor: _Anchor, anchors: list, crl, given_key: Ed25519PublicKey | None,
+                now: datetime, result: Verification) -> Ed25519PublicKey:
+    """The verifying key by the anchor's rules; ValueError names why there is none to trust."""
+    at, when = now, "now (no timestamp token)"
+    token = files.get(TIMESTAMP)
+    tsa_ca = anchor.tsa_ca or anchor.ca
+    if token is not None and tsa_ca is not None:
+        try:
+            at = token_time(files[SIGNATURE], token, tsa_ca)
+        except ValueError as exc:
+            raise ValueError(f"{TIMESTAMP}: the timestamp token does not verify over {SIGNATURE} "
+                             f"(TSA CA {tsa_ca.name}): {printable(str(exc))}") from None
+        when = f"the timestamp {at:%Y-%m-%dT%H:%M:%SZ}"
+    elif token is not None:
+        result.notes.append(f"{TIMESTAMP} not checked: pass --tsa-ca to check the timestamp")
+    if given_key is not None:
+        return given_key
+    if anchor.trust_embedded:
+        result.notes.append(SELF_ASSERTED)
+        if "signer.pub.pem" not in files:
+            raise ValueError("signer.pub.pem is missing: no embedded key to inspect with")
+        try:
+            return load_public_key(files["signer.pub.pem"], "signer.pub.pem")
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
     pem = files.get("signer.pem")
     if pem is None:
-        result.problems.append("signer.pem is missing: the bundle carries no signer certificate to check against "
-                               "the CA (use --pubkey)")
-        return None
-    try:
-        chain = x509.load_pem_x509_certificates(pem)
-    except ValueError:
-        result.problems.append("signer.pem: not a PEM certificate")
-        return None
-    leaf, anchor_names = chain[0], ", ".join(a.subject.rfc4514_string() for a in anchors)
-    for cert, issuer in pairwise(chain):
-        if not _issued_by(cert, issuer):
-            result.problems.append(f"signer.pem: {cert.subject.rfc4514_string()} is not issued by the next "
-                                   f"certificate in the file ({issuer.subject.rfc4514_string()})")
-            return None
-    anchor = next((a for a in anchors if _issued_by(chain[-1], a)), None)
-    if anchor is None:
-        result.problems.append(f"signer.pem: {leaf.subject.rfc4514_string()} does not chain to the CA "
-                               f"({anchor_names}): signature check failed")
-        return None
-    _check_signer_certificate(leaf, files, result)
-    try:
-        key = load_public_key(pem, "signer.pem")
-    except UserError as exc:
-        result.problems.append(str(exc))
-        return None
-    _compare_embedded(files, key, "the key certified in signer.pem", result)
-    result.notes.append(f"signer: {leaf.subject.rfc4514_string()}, chained to {anchor.subject.rfc4514_string()}")
+        raise ValueError("signer.pem is missing: the bundle carries no signer certificate to check against the CA")
+    key, root = validate_signer(signer_chain(pem), anchors, at, crl)
+    leaf_name = printable(signer_chain(pem)[0].subject.rfc4514_string())
+    result.notes.append(f"signer: {leaf_name}, certified by {printable(root.subject.rfc4514_string())}, valid at "
+                        f"{when}{'' if crl is None else ', not revoked in the CRL'}")
     return key
-
-
-def _check_signer_certificate(leaf: x509.Certificate, files: dict[str, bytes], result: Verification) -> None:
-    """A signing certificate, valid when the bundle was signed (run.json's finish time)."""
-    try:
-        if leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            result.problems.append("signer.pem: is a CA certificate, not a signer's")
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not usage.digital_signature:
-            result.problems.append("signer.pem: key usage does not allow digital signatures")
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        if not {ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE} & set(eku):
-            result.problems.append("signer.pem: extended key usage does not include code signing")
-    except x509.ExtensionNotFound:
-        pass
-    signed_at = _signing_time(files)
-    when, label = (signed_at, "when the bundle was signed") if signed_at else (datetime.now(UTC), "now")
-    if not leaf.not_valid_before_utc <= when <= leaf.not_valid_after_utc:
-        result.problems.append(f"signer.pem: not valid {label} ({when:%Y-%m-%dT%H:%M:%SZ}; valid "
-                               f"{leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d})")
-    elif signed_at and datetime.now(UTC) > leaf.not_valid_after_utc:
-        result.notes.append(f"signer.pem has expired since ({leaf.not_valid_after_utc:%Y-%m-%d}); it was valid "
-                            "when the bundle was signed")
-
-
-def _signing_time(files: dict[str, bytes]) -> datetime | None:
-    try:
-        finished = json.loads(files["run.json"])["finished"]
-        return datetime.fromisoformat(finished.replace("Z", "+00:00"))
-    except (KeyError, ValueError, TypeError, AttributeError):
-        return None

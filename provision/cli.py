@@ -15,7 +15,7 @@ from provision import lab as lab_mod
 from provision.accounts import LOGIN_ACCOUNTS
 from provision.anchor_cli import writable_dirs
 from provision.files import write_public
-from provision.pki import rotate
+from provision.pki import rotate, rotate_signer
 from ztm.data_plane import DATABASE
 from ztm.errors import UserError
 
@@ -41,8 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     pki.add_argument("--dir", type=Path, default=None, help="lab folder (default ./lab or $ZTM_LAB_DIR)")
     pki_sub = pki.add_subparsers(dest="pki_command", metavar="ACTION")
     pki_sub.required = True
-    pki_sub.add_parser("rotate", help="reissue server and client certificates (CA kept), revoke the replaced ones "
-                                      "in the CRL; restarts the lab server").set_defaults(func=_pki_rotate)
+    pki_sub.add_parser("rotate", help="reissue server, client and evidence signer certificates (CAs kept), revoke "
+                                      "the replaced ones in the CRLs; restarts the lab server").set_defaults(
+        func=_pki_rotate)
+    pki_sub.add_parser("rotate-signer", help="issue a new evidence signer from the evidence CA and revoke the old one "
+                                             "(superseded) in the evidence CRL; no restart").set_defaults(
+        func=_pki_rotate_signer)
 
 
 def _register_provision(sub: argparse._SubParsersAction) -> None:
@@ -148,6 +152,15 @@ def _lab_status(args: argparse.Namespace) -> int:
     return 0 if info.get("server pid") else 1
 
 
+def _pki_rotate_signer(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    lab.engine()  # no lab: one line, and nothing is created
+    superseded = rotate_signer(lab.pki)
+    print(f"evidence signer rotated: new {lab.pki.signer('pem')} from {lab.pki.evidence_ca_cert}; "
+          f"{len(superseded)} replaced signer certificate(s) revoked as superseded in {lab.pki.evidence_crl}")
+    return 0
+
+
 def _pki_rotate(args: argparse.Namespace) -> int:
     lab = _lab(args)
     engine = lab.engine()  # no lab: one line, and nothing is created
@@ -156,6 +169,6 @@ def _pki_rotate(args: argparse.Namespace) -> int:
                         users=LOGIN_ACCOUNTS)
     lab_mod.up(lab, engine.name, lab.database())  # installs the new server material and rebinds accounts
     lab.restart()  # the server loads the new certificate and CRL
-    print(f"pki rotated: new server, client and signer certificates under the same CA; "
+    print(f"pki rotated: new server, client and signer certificates under the same CAs; "
           f"{len(superseded)} replaced certificate(s) revoked as superseded in the CRL; server restarted")
     return 0

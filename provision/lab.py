@@ -42,7 +42,7 @@ from provision.fail2ban import Fail2banLayout, JailSettings
 from provision.files import ensure_secret, write_private
 from provision.kms import KmsLayout
 from provision.os_packages import ensure_packages
-from provision.pki import PkiLayout, issue_all, issue_collector, issue_tsa
+from provision.pki import PkiLayout, ensure_signer, issue_all, issue_collector, issue_tsa
 from ztm.data_plane import DATABASE
 from ztm.db import quote_name
 from ztm.errors import NotRootError, UserError
@@ -178,6 +178,7 @@ def up(lab: Lab, engine_name: str = "mariadb", database: str = DATABASE) -> dict
     t = time.monotonic()
     if not lab.pki.server("pem").exists():
         issue_all(lab.pki, server_name=SERVER_NAME, server_address=netns.DB.address, users=LOGIN_ACCOUNTS)
+    ensure_signer(lab.pki)  # a lab made before the evidence CA existed gets it (and a signer from it) now
     timings["pki"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -411,13 +412,16 @@ def write_target(lab: Lab, engine: Engine, database: str = DATABASE) -> None:
                                  "max_bytes": 1 << 20}},
         "anchor": {"public_key": str(lab.log_host / "anchor.pub.pem"), "signing_key": str(lab.log_host / "anchor.key"),
                    "interval_seconds": 60, "every_events": 500,
-                   "tsa_url": f"http://{netns.LOG.address}:{TSA_PORT}/", "tsa_ca": str(pki.ca_cert),
+                   "tsa_url": f"http://{netns.LOG.address}:{TSA_PORT}/", "tsa_ca": str(pki.evidence_ca_cert),
                    "sinks": [{"kind": "file", "path": str(lab.log_host / "anchors.jsonl")},
                              {"kind": "syslog", "address": f"{netns.LOG.address}:{SYSLOG_PORT}",
                               "server_name": COLLECTOR_NAME, "ca": str(pki.ca_cert),
                               "cert": str(pki.client("auditor", "pem")), "key": str(pki.client("auditor", "key")),
                               "journal": str(lab.log_host / "syslog-journal.jsonl")}]},
-        "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
+        # The evidence signer chains to the evidence CA (not the database CA); bundles are time-stamped by the TSA.
+        "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem")),
+                     "tsa_url": f"http://{netns.LOG.address}:{TSA_PORT}/", "ca": str(pki.evidence_ca_cert),
+                     "crl": str(pki.evidence_crl)},
         "lab": {"dir": str(lab.dir)},
     }
     if engine.dialect.persisted_config_supported:

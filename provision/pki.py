@@ -1,9 +1,11 @@
 """The lab PKI, built with `cryptography` (no openssl subprocess).
 
 One CA issues the server certificate and one client certificate per role; a CRL revokes
-one client. For negative tests it also makes an expired client certificate and one from a
-foreign CA, all with a subject that an account would otherwise accept, so that a refusal
-can only be due to what is wrong with them. Private keys are written 0600.
+one client. A separate evidence CA issues only the evidence signer (code-signing EKU) and the
+lab TSA's time-stamping certificate, with its own CRL: a database client key can never mint a
+certificate an auditor's evidence CA accepts. For negative tests it also makes an expired
+client certificate and one from a foreign CA, all with a subject that an account would
+otherwise accept, so that a refusal can only be due to what is wrong with them. Private keys are written 0600.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ztm.x509_names import oneline
 
 ORG = "ZTM Lab"
 CA_NAME = "ZTM Lab Root CA"
+EVIDENCE_CA_NAME = "ZTM Lab Evidence CA"
+SIGNER_NAME = "ZTM evidence signer"
 FOREIGN_CA_NAME = "Foreign Lookalike CA"
 LEAF_DAYS = 90
 CA_DAYS = 3650
@@ -63,6 +67,22 @@ class PkiLayout:
 
     def signer(self, suffix: str) -> Path:
         return self.root / "evidence" / f"signer.{suffix}"
+
+    @property
+    def evidence_ca_dir(self) -> Path:  # the auditor receives evidence-ca.pem (and the CRL), never the key
+        return self.root / "evidence-ca"
+
+    @property
+    def evidence_ca_cert(self) -> Path:
+        return self.evidence_ca_dir / "evidence-ca.pem"
+
+    @property
+    def evidence_ca_key(self) -> Path:
+        return self.evidence_ca_dir / "evidence-ca.key"
+
+    @property
+    def evidence_crl(self) -> Path:
+        return self.evidence_ca_dir / "evidence-crl.pem"
 
 
 def subject_for(user: str) -> x509.Name:
@@ -205,20 +225,26 @@ def issue_all(layout: PkiLayout, *, server_name: str, server_address: str, users
 
     write_crl(layout, ca, [*also_revoked, Revocation(revoked.serial_number, x509.ReasonFlags.key_compromise, now)])
 
-    signer_key = ed25519.Ed25519PrivateKey.generate()
-    signer = ca.issue(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, "ZTM evidence signer")]),
-                      signer_key.public_key(), usage=ExtendedKeyUsageOID.CODE_SIGNING)
-    _write_pair(layout.signer("pem"), layout.signer("key"), signer, signer_key)
+    ensure_signer(layout)
+
+
+def ensure_signer(layout: PkiLayout) -> None:
+    """The evidence CA and a signer from it: issued when missing or when the signer predates the evidence CA."""
+    signer = layout.signer("pem")
+    if (not signer.exists() or not layout.evidence_ca_cert.exists()
+            or cert_subject_issuer(signer)[1] != oneline(ca_subject(EVIDENCE_CA_NAME))):
+        issue_signer(layout)
 
 
 def rotated_paths(layout: PkiLayout, roles: list[str]) -> list[Path]:
     """The in-service certificates a rotation replaces (and therefore revokes)."""
-    return [layout.server("pem"), *(layout.client(role, "pem") for role in roles), layout.signer("pem")]
+    return [layout.server("pem"), *(layout.client(role, "pem") for role in roles)]
 
 
 def rotate(layout: PkiLayout, *, server_name: str, server_address: str, users: dict[str, str]) -> list[Revocation]:
-    """Reissue every leaf under the same CA and revoke the ones replaced (reason superseded).
+    """Reissue every leaf under the same CAs and revoke the ones replaced (reason superseded).
+
+    The evidence signer is rotated too (``rotate_signer``), on the evidence CA's CRL.
 
     Revocations already on the CRL stay there (one revoked by an operator must not come back
     to life with a rotation). Returns the new superseded entries. The CA must exist: rotation
@@ -235,11 +261,12 @@ def rotate(layout: PkiLayout, *, server_name: str, server_address: str, users: d
     known = {r.serial for r in kept}
     issue_all(layout, server_name=server_name, server_address=server_address, users=users,
               also_revoked=(*kept, *(r for r in superseded if r.serial not in known)))
-    return superseded
+    return [*superseded, *rotate_signer(layout)]
 
 
-def _load_crl(layout: PkiLayout) -> x509.CertificateRevocationList | list[x509.RevokedCertificate]:
-    return x509.load_pem_x509_crl(layout.crl.read_bytes()) if layout.crl.is_file() else []
+def _load_crl(layout: PkiLayout, path: Path | None = None) -> x509.CertificateRevocationList | list:
+    path = path or layout.crl
+    return x509.load_pem_x509_crl(path.read_bytes()) if path.is_file() else []
 
 
 def _reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags:
@@ -250,6 +277,11 @@ def _reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags:
 
 
 def write_crl(layout: PkiLayout, ca: Issuer, entries: list[Revocation]) -> None:
+    write_public(layout.crl, _crl_pem(ca, entries))
+    write_public(layout.root / "server" / "crl.pem", layout.crl.read_bytes())
+
+
+def _crl_pem(ca: Issuer, entries: list[Revocation]) -> bytes:
     now = _now()
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
                .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=CRL_DAYS)))
@@ -258,14 +290,12 @@ def write_crl(layout: PkiLayout, ca: Issuer, entries: list[Revocation]) -> None:
         if entry.reason != x509.ReasonFlags.unspecified:  # RFC 5280: leave the reason out rather than 'unspecified'
             revoked = revoked.add_extension(x509.CRLReason(entry.reason), critical=False)
         builder = builder.add_revoked_certificate(revoked.build())
-    crl = builder.sign(ca.key, hashes.SHA384())
-    write_public(layout.crl, crl.public_bytes(serialization.Encoding.PEM))
-    write_public(layout.root / "server" / "crl.pem", layout.crl.read_bytes())
+    return builder.sign(ca.key, hashes.SHA384()).public_bytes(serialization.Encoding.PEM)
 
 
 def revocation_reasons(layout: PkiLayout) -> dict[int, x509.ReasonFlags]:
-    """serial -> reason of every CRL entry."""
-    return {r.serial_number: _reason(r) for r in _load_crl(layout)}
+    """serial -> reason of every entry of the database CA's CRL and the evidence CA's CRL."""
+    return {r.serial_number: _reason(r) for path in (layout.crl, layout.evidence_crl) for r in _load_crl(layout, path)}
 
 
 def revoked_serials(layout: PkiLayout) -> list[int]:
@@ -292,10 +322,13 @@ def issue_collector(layout: PkiLayout, *, name: str, address: str) -> tuple[Path
 
 
 def issue_tsa(layout: PkiLayout) -> tuple[Path, Path]:
-    """A time-stamping certificate (critical timeStamping EKU, RFC 3161) for the lab TSA."""
+    """A time-stamping certificate (critical timeStamping EKU, RFC 3161) for the lab TSA, from the evidence CA:
+    the auditor checks signer and timestamp against the one evidence CA certificate."""
     cert_path, key_path = layout.root / "tsa" / "tsa.pem", layout.root / "tsa" / "tsa.key"
+    if cert_path.exists() and cert_subject_issuer(cert_path)[1] != oneline(ca_subject(EVIDENCE_CA_NAME)):
+        cert_path.unlink()  # a lab made before the evidence CA: its TSA moves to the evidence hierarchy
     if not cert_path.exists():
-        ca = ensure_ca(layout)
+        ca = ensure_evidence_ca(layout)
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         cert = (x509.CertificateBuilder()
@@ -308,3 +341,55 @@ def issue_tsa(layout: PkiLayout) -> tuple[Path, Path]:
                 .sign(ca.key, hashes.SHA384()))
         _write_pair(cert_path, key_path, cert, key)
     return cert_path, key_path
+
+
+def ensure_evidence_ca(layout: PkiLayout) -> Issuer:
+    """The evidence signing CA, created once, separate from the database CA (own key, own name, own CRL)."""
+    if not layout.evidence_ca_cert.exists():
+        key = ec.generate_private_key(ec.SECP384R1())
+        _write_pair(layout.evidence_ca_cert, layout.evidence_ca_key, _make_ca(ca_subject(EVIDENCE_CA_NAME), key), key)
+    layout.evidence_ca_dir.chmod(0o700)
+    issuer = _issuer(layout.evidence_ca_cert, layout.evidence_ca_key)
+    if not layout.evidence_crl.exists():
+        write_public(layout.evidence_crl, _crl_pem(issuer, []))
+    return issuer
+
+
+def issue_signer(layout: PkiLayout, *, not_before: dt.datetime | None = None,
+                 not_after: dt.datetime | None = None) -> x509.Certificate:
+    """A new Ed25519 evidence signer from the evidence CA: digitalSignature, code-signing EKU, not a CA."""
+    ca = ensure_evidence_ca(layout)
+    key = ed25519.Ed25519PrivateKey.generate()
+    now = _now()
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, SIGNER_NAME)]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - dt.timedelta(minutes=5))
+            .not_valid_after(not_after or now + dt.timedelta(days=LEAF_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+            .sign(ca.key, hashes.SHA384()))
+    _write_pair(layout.signer("pem"), layout.signer("key"), cert, key)
+    return cert
+
+
+def rotate_signer(layout: PkiLayout) -> list[Revocation]:
+    """A new evidence signer; the one it replaces goes on the evidence CA's CRL as superseded (kept there)."""
+    if not layout.evidence_ca_cert.is_file() or not layout.evidence_ca_key.is_file():
+        raise UserError(f"no evidence CA to rotate the signer with in {layout.root} (run 'ztm lab up')")
+    ca = ensure_evidence_ca(layout)
+    kept = [Revocation(r.serial_number, _reason(r), r.revocation_date_utc)
+            for r in _load_crl(layout, layout.evidence_crl)]
+    superseded = []
+    if layout.signer("pem").is_file():
+        old = x509.load_pem_x509_certificate(layout.signer("pem").read_bytes())
+        if old.issuer == ca.cert.subject and old.serial_number not in {r.serial for r in kept}:
+            superseded.append(Revocation(old.serial_number, x509.ReasonFlags.superseded, _now()))
+    write_public(layout.evidence_crl, _crl_pem(ca, [*kept, *superseded]))
+    issue_signer(layout)
+    return superseded

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from OpenSSL import SSL
 
 from ztm.errors import UserError
+from ztm.text import printable
 
 CLIENT_LONG_PASSWORD = 0x1
 CLIENT_PROTOCOL_41 = 0x200
@@ -77,11 +78,11 @@ def parse_greeting(payload: bytes) -> Greeting:
     if payload[0] == 0xFF:  # an error packet instead of a greeting ("Host ... is blocked", ...)
         code = struct.unpack_from("<H", payload, 1)[0]
         message = payload[3:].lstrip(b"#")[5:] if payload[3:4] == b"#" else payload[3:]
-        raise ConnectionRefusedError(f"server error {code}: {message.decode(errors='replace')}")
+        raise ConnectionRefusedError(f"server error {code}: {printable(message.decode(errors='replace'))}")
     if payload[0] != 10:
         raise ValueError(f"not a MySQL protocol-10 greeting (first byte {payload[0]})")
     end = payload.index(b"\0", 1)
-    version = payload[1:end].decode(errors="replace")
+    version = printable(payload[1:end].decode(errors="replace"))  # shown to the user: no terminal control
     pos = end + 1
     connection_id = struct.unpack_from("<I", payload, pos)[0]
     pos += 4 + 8 + 1  # connection id, auth-plugin-data part 1, filler

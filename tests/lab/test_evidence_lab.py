@@ -1,5 +1,5 @@
 """The evidence bundle of a real control-suite run against the lab, under xdist: it verifies
-against the lab CA (with ztm and with the documented openssl/coreutils script), run.json
+against the lab's evidence CA, time-stamped by the lab TSA (with ztm and with the documented openssl/coreutils script), run.json
 names the target as the server reports itself, and it holds none of the lab's passwords,
 PINs, private key material or PII sentinels (acceptance items 2, 7, 8 and 11 of issue 4)."""
 
@@ -44,12 +44,45 @@ def _files(bundle: Path) -> dict[str, bytes]:
 
 
 def test_lab_bundle_verifies_with_ztm_and_with_openssl_alone(lab, lab_bundle):
-    verified = verify_bundle(lab_bundle, ca=lab.pki.ca_cert)
+    """Signed by the evidence CA's signer, time-stamped by the lab TSA (in the ztm-log namespace)."""
+    assert "bundle/MANIFEST.sha256.tsr" in _files(lab_bundle), "the lab TSA did not time-stamp the bundle"
+    verified = verify_bundle(lab_bundle, ca=lab.pki.evidence_ca_cert, crl=lab.pki.evidence_crl)
     assert verified.ok, verified.problems
-    done = subprocess.run(["sh", str(ROOT / "evidence" / "offline-verify.sh"), str(lab_bundle), str(lab.pki.ca_cert)],
+    assert any("certified by CN=ZTM Lab Evidence CA,O=ZTM Lab" in n and "valid at the timestamp" in n
+               for n in verified.notes), verified.notes
+    done = subprocess.run(["sh", str(ROOT / "evidence" / "offline-verify.sh"), str(lab_bundle),
+                           str(lab.pki.evidence_ca_cert), "--crl", str(lab.pki.evidence_crl)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Signature Verified Successfully" in done.stdout
+    assert done.stdout.startswith("verified:") and "at the timestamp" in done.stdout
+
+
+def test_the_database_ca_cannot_vouch_for_evidence(lab, lab_bundle, tmp_path):
+    """The lab signer is the evidence CA's; a signer certificate from the database CA (what anyone able to get
+    a certificate from it could present) is refused by both verifiers when the auditor holds the evidence CA,
+    and the database CA does not vouch for the genuine signer either."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from evidence.bundle import write_bundle
+    from provision import pki
+    from tests.unit.evidence_forge import _leaf, pem
+
+    signer = pki.cert_subject_issuer(lab.pki.signer("pem"))
+    assert signer[1] == "/O=ZTM Lab/CN=ZTM Lab Evidence CA"
+    db = pki.ensure_ca(lab.pki)
+    key = Ed25519PrivateKey.generate()
+    forged = tmp_path / "db-ca-signed.tar.gz"
+    files = {n.removeprefix("bundle/"): d for n, d in _files(lab_bundle).items()
+             if not n.removeprefix("bundle/").startswith(("MANIFEST", "signer."))}
+    write_bundle(forged, files, key, pem(_leaf(db.cert, db.key, key.public_key())))
+    for bundle in (forged,):
+        problems = verify_bundle(bundle, ca=lab.pki.evidence_ca_cert).problems
+        assert any("is not a valid signer certified by the CA" in p for p in problems), problems
+        done = subprocess.run(["sh", str(ROOT / "evidence" / "offline-verify.sh"), str(bundle),
+                               str(lab.pki.evidence_ca_cert)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "not a valid signer certified by the CA" in done.stdout, done.stdout
+    problems = verify_bundle(lab_bundle, ca=lab.pki.ca_cert, tsa_ca=lab.pki.evidence_ca_cert).problems
+    assert any("is not a valid signer certified by the CA" in p for p in problems), problems
 
 
 def test_run_json_names_the_target_as_the_server_reports_itself_under_xdist(lab, lab_target, lab_bundle):

@@ -30,6 +30,7 @@ def test_rotation_puts_new_certificates_in_service_and_revokes_the_old(lab, lab_
     pki = lab.pki
     old_ca = pki.ca_cert.read_bytes()
     old_server, old_app = _serial(pki.server("pem")), _serial(pki.client("app", "pem"))
+    old_signer, old_evidence_ca = _serial(pki.signer("pem")), pki.evidence_ca_cert.read_bytes()
     kept = {suffix: shutil.copy(pki.client("app", suffix), tmp_path / f"old-app.{suffix}") for suffix in ("pem", "key")}
 
     done = subprocess.run([sys.executable, "-m", "ztm.cli", "pki", "--dir", str(lab.dir), "rotate"],
@@ -41,6 +42,9 @@ def test_rotation_puts_new_certificates_in_service_and_revokes_the_old(lab, lab_
     reasons = revocation_reasons(pki)
     assert reasons.get(old_server) == x509.ReasonFlags.superseded
     assert reasons.get(old_app) == x509.ReasonFlags.superseded
+    assert pki.evidence_ca_cert.read_bytes() == old_evidence_ca, "rotation must keep the evidence CA"
+    assert reasons.get(old_signer) == x509.ReasonFlags.superseded, "the rotated-out evidence signer is not revoked"
+    assert _serial(pki.signer("pem")) not in reasons
     new_server = _serial(pki.server("pem"))
     assert new_server != old_server and new_server not in reasons
 

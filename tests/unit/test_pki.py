@@ -97,3 +97,33 @@ def test_ztm_pki_rotate_without_a_lab_is_one_line_and_creates_nothing(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"ztm: no lab in {lab_dir}: run 'ztm lab up' first\n"
     assert not lab_dir.exists()
+
+
+def test_ztm_pki_rotate_signer_without_a_lab_is_one_line_and_creates_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    lab_dir = tmp_path / "no-lab"
+    done = subprocess.run([sys.executable, "-m", "ztm.cli", "pki", "--dir", str(lab_dir), "rotate-signer"],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"ztm: no lab in {lab_dir}: run 'ztm lab up' first\n"
+    assert not lab_dir.exists()
+
+
+def test_the_evidence_signer_has_its_own_ca_and_a_signers_extensions(tmp_path):
+    from provision.pki import EVIDENCE_CA_NAME
+
+    layout = PkiLayout(tmp_path)
+    issue_all(layout, server_name="db.ztm.lab", server_address="10.77.0.10", users=USERS)
+    signer, ca, db_ca = load(layout.signer("pem")), load(layout.evidence_ca_cert), load(layout.ca_cert)
+    assert ca.subject.rfc4514_string() == f"CN={EVIDENCE_CA_NAME},O=ZTM Lab" and ca.public_key() != db_ca.public_key()
+    signer.verify_directly_issued_by(ca)
+    with pytest.raises((InvalidSignature, ValueError)):
+        signer.verify_directly_issued_by(db_ca)
+    usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+    eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert usage.digital_signature and not usage.key_cert_sign
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]
+    assert x509.load_pem_x509_crl(layout.evidence_crl.read_bytes()).is_signature_valid(ca.public_key())

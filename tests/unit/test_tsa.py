@@ -25,7 +25,7 @@ def tsa_url(tmp_path_factory):
     line = proc.stdout.readline()  # blocks until the server is bound (or has died)
     assert line.startswith("listening on "), f"the TSA did not start: {line!r}"
     port = int(line.rsplit(":", 1)[1])
-    yield f"http://127.0.0.1:{port}/", layout.ca_cert
+    yield f"http://127.0.0.1:{port}/", layout.evidence_ca_cert  # the lab TSA belongs to the evidence hierarchy
     proc.terminate()
     proc.wait(timeout=10)
 
