@@ -17,33 +17,33 @@ from ztm.checks import oscap
 pytestmark = pytest.mark.control("ZTM-HST-2")
 
 
-def test_platform_security_state_is_recorded(host, evidence):
+def test_platform_security_state_is_recorded(db_host, evidence):
     def read(path: str) -> str | None:
-        f = host.file(path)
+        f = db_host.file(path)
         return f.content_string.strip() if f.exists else None
 
     state = {"fips_enabled": read("/proc/sys/crypto/fips_enabled"),
              "apparmor_enabled": read("/sys/module/apparmor/parameters/enabled"),
-             "selinux_enforce": read("/sys/fs/selinux/enforce"), "os": oscap.os_release(host).get("PRETTY_NAME")}
+             "selinux_enforce": read("/sys/fs/selinux/enforce"), "os": oscap.os_release(db_host).get("PRETTY_NAME")}
     evidence.json("platform-security", state)
     assert state["os"], "cannot read /etc/os-release on the database host"
 
 
-def test_openscap_scan_has_no_failed_rules(host, target, evidence):
+def test_openscap_scan_has_no_failed_rules(db_host, target, evidence):
     facts = target.section("host")
-    if not host.exists("oscap"):
+    if not db_host.exists("oscap"):
         pytest.skip("OpenSCAP (oscap) is not installed on the database host: install openscap-scanner there to "
                     "run this optional scan")
-    release = oscap.os_release(host)
+    release = oscap.os_release(db_host)
     system = release.get("PRETTY_NAME", "this OS")
-    installed = oscap.installed_contents(host)
+    installed = oscap.installed_contents(db_host)
     content = facts.get("oscap_content") or oscap.content_for(release, installed)
     if content is None:
         pytest.skip(f"no SCAP Security Guide content for {system} is installed on the database host (it has: "
                     f"{', '.join(sorted(installed)) or 'none'}), so there is no benchmark to scan it against; "
                     "install content for this OS, or name a data stream in [host].oscap_content")
-    assert host.file(content).exists, f"the SCAP content {content} named by the target is not on the database host"
-    outcome = oscap.evaluate(host, content, profile=facts.get("oscap_profile"), rules=facts.get("oscap_rules"))
+    assert db_host.file(content).exists, f"the SCAP content {content} named by the target is not on the database host"
+    outcome = oscap.evaluate(db_host, content, profile=facts.get("oscap_profile"), rules=facts.get("oscap_rules"))
     evidence.json("oscap-results", outcome.evidence())
     assert outcome.exit_code in (oscap.OK, oscap.FAILED_RULES), f"oscap could not run on the host: {outcome.stderr}"
     assert outcome.rules, "oscap ran but its ARF results hold no rule results"
