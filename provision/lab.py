@@ -24,7 +24,7 @@ from pathlib import Path
 import pymysql
 import tomli_w
 
-from provision import fail2ban, firewall, kms, netns, schema, server
+from provision import fail2ban, firewall, kms, netns, scap, schema, server, sshd
 from provision.accounts import (
     LOGIN_ACCOUNTS,
     PROBE_ACCOUNT,
@@ -61,7 +61,11 @@ TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-a.assessment.ztm.lab"))
 TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-b.assessment.ztm.lab"))
 TENANT_UNGRANTED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-ungranted.assessment.ztm.lab"))
 TENANT_AUDITOR_ONLY = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-auditor-only.assessment.ztm.lab"))
-BASE_PACKAGES = ["iproute2", "nftables", "procps", "fail2ban", "softhsm2"]
+# openssh-server for the database host's sshd (run by the lab, never as the system service),
+# openssh-client for the assessor, openscap-scanner for ZTM-HST-2 on the database host.
+BASE_PACKAGES = ["iproute2", "nftables", "procps", "fail2ban", "softhsm2", "openssh-server", "openssh-client",
+                 "openscap-scanner"]
+SYSTEM_SERVICES_OFF = ("ssh.service",)
 
 
 def default_lab_dir() -> Path:
@@ -82,6 +86,7 @@ class Lab:
     log_host = property(lambda self: self.dir / "log-host")
     kms = property(lambda self: KmsLayout(self.dir / "kms"))
     fail2ban = property(lambda self: Fail2banLayout(self.dir / "host" / "fail2ban"))
+    sshd = property(lambda self: sshd.SshdLayout(self.dir / "host" / "ssh"))
     server = property(lambda self: server.ServerLayout(self.dir / "db"))
     secrets = property(lambda self: self.dir / "secrets")
     state_file = property(lambda self: self.dir / "state.json")
@@ -144,8 +149,9 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     engine = engine_for(engine_name)
-    ensure_packages(BASE_PACKAGES)
+    ensure_packages(BASE_PACKAGES, services_off=SYSTEM_SERVICES_OFF)
     engine.install(default_cache_dir())
+    scap_content = scap.fetch(default_cache_dir())
     timings["install"] = time.monotonic() - t0
 
     lab.dir.mkdir(parents=True, exist_ok=True)
@@ -183,6 +189,10 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     t = time.monotonic()
     host_controls_up(lab)
     timings["firewall, fail2ban"] = time.monotonic() - t
+
+    t = time.monotonic()
+    sshd_up(lab, scap_content)
+    timings["sshd"] = time.monotonic() - t
 
     t = time.monotonic()
     kms.ensure_token(lab.kms, lab.password("kms-user"), lab.password("kms-so"))
@@ -247,6 +257,12 @@ def host_controls_up(lab: Lab) -> None:
     layout = lab.fail2ban
     fail2ban.write_config(layout, lab.server.error_log, JAIL_SETTINGS)
     fail2ban.start(layout, netns.in_netns(netns.DB.netns, []))
+
+
+def sshd_up(lab: Lab, scap_content: Path | None) -> None:
+    """The database host's sshd, in its namespace and its own view (idempotent)."""
+    sshd.prepare(lab.sshd, netns.DB.address, netns.ASSESSOR_ADDRESS)
+    sshd.start(lab.sshd, netns.in_netns(netns.DB.netns, []), scap_content)
 
 
 def anchor_up(lab: Lab) -> None:
@@ -363,7 +379,9 @@ def seed_tenants(conn: pymysql.connections.Connection) -> None:
                     (LOGIN_ACCOUNTS["auditor"], TENANT_AUDITOR_ONLY))
 
 
-def write_target(lab: Lab, engine: Engine) -> None:
+def write_target(lab: Lab, engine: Engine, host_access: str = "ssh") -> None:
+    """``host_access``: "ssh" (default: the database host's sshd, as on a VM) or "local"
+    (testinfra's local backend on this machine, commands run in the database namespace)."""
     pki, layout = lab.pki, lab.server
     roles = {
         role: {"user": user, "cert": str(pki.client(role, "pem")), "key": str(pki.client(role, "key")),
@@ -382,7 +400,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
         "negative": {kind: {"cert": str(pki.negative(kind, "pem")), "key": str(pki.negative(kind, "key"))}
                      for kind in ("foreign_ca", "revoked", "expired")},
         "host": {
-            "spec": "local://", "netns": netns.DB.netns,
+            "spec": sshd.spec(lab.sshd, netns.DB.address),
             "config_files": [str(layout.defaults_file)], "datadir": str(layout.datadir),
             "key_files": [str(p) for p in layout.key_files], "server_account": "mysql",
             "forbidden_files": [str(layout.root / "etc" / "tls" / "ca.key")],
@@ -393,7 +411,7 @@ def write_target(lab: Lab, engine: Engine) -> None:
         "network": {"allowlisted_cidrs": [netns.ALLOWLIST], "assessor_address": netns.ASSESSOR_ADDRESS,
                     "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
                     "intruder_allowlisted_address": netns.INTRUDER.addresses[1], "other_client_netns": netns.LOG.netns,
-                    "listen_ports": [PORT]},
+                    "listen_ports": [PORT, sshd.PORT], "ssh_port": sshd.PORT},
         "tenants": {"granted": [TENANT_A, TENANT_B], "ungranted": TENANT_UNGRANTED,
                     "auditor_only": TENANT_AUDITOR_ONLY},
         "kms": {"provider": "pkcs11", "module": kms.MODULE, "token_label": kms.TOKEN_LABEL,
@@ -416,6 +434,8 @@ def write_target(lab: Lab, engine: Engine) -> None:
         "evidence": {"signing_key": str(pki.signer("key")), "signing_cert": str(pki.signer("pem"))},
         "lab": {"dir": str(lab.dir)},
     }
+    if host_access == "local":
+        doc["host"].update({"spec": "local://", "netns": netns.DB.netns})
     if engine.dialect.persisted_config_supported:
         doc["host"]["persisted_config"] = str(layout.datadir / "mysqld-auto.cnf")
     validate(doc, "target.schema.json", "generated lab target")
@@ -441,6 +461,7 @@ def down(lab: Lab) -> None:
     state = lab.state()
     anchor_down(lab, collector=True)
     fail2ban.stop(lab.fail2ban)
+    sshd.stop(lab.sshd)
     if state.get("engine"):
         _stop_and_remove_server(lab, engine_for(state["engine"]))
     netns.down()
@@ -451,5 +472,6 @@ def status(lab: Lab) -> dict[str, object]:
     info: dict[str, object] = dict(netns.status())
     info["engine"] = lab.state().get("engine")
     info["server pid"] = server.read_pid(lab.server)
+    info["sshd pid"] = sshd.pid(lab.sshd)
     info["target file"] = str(lab.target_file) if lab.target_file.exists() else None
     return info
