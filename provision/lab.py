@@ -66,6 +66,7 @@ TENANT_AUDITOR_ONLY = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-auditor-only.as
 BASE_PACKAGES = ["iproute2", "nftables", "procps", "fail2ban", "softhsm2", "openssh-server", "openssh-client",
                  "openscap-scanner"]
 SYSTEM_SERVICES_OFF = ("ssh.service",)
+HOST_ACCESS = ("ssh", "local")
 
 
 def default_lab_dir() -> Path:
@@ -143,8 +144,9 @@ def require_root(what: str) -> None:
         raise NotRootError(what)
 
 
-def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
-    """Bring the lab up (idempotent); returns timings of the steps, in seconds."""
+def up(lab: Lab, engine_name: str = "mariadb", host_access: str | None = None) -> dict[str, float]:
+    """Bring the lab up (idempotent); returns timings of the steps, in seconds. ``host_access``:
+    how the target reaches the database host, "ssh" (default) or "local"; None keeps the last."""
     require_root("ztm lab up")
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -158,6 +160,9 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
     lab.dir.chmod(0o755)
     lab.secrets.mkdir(exist_ok=True)
     lab.secrets.chmod(0o700)
+    host_access = host_access or lab.state().get("host_access", "ssh")
+    if host_access not in HOST_ACCESS:
+        raise UserError(f"host access must be one of {', '.join(HOST_ACCESS)}, not {host_access!r}")
     previous = lab.state().get("engine")
     if previous and previous != engine_name:  # switching engines: the datadirs are not compatible
         _stop_and_remove_server(lab, engine_for(previous))
@@ -166,7 +171,7 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
         for name in ("anchors.jsonl", "syslog-journal.jsonl"):
             for path in lab.log_host.glob(name + "*"):
                 path.unlink()
-    write_private(lab.state_file, json.dumps({"engine": engine_name}) + "\n", mode=0o644)
+    write_private(lab.state_file, json.dumps({"engine": engine_name, "host_access": host_access}) + "\n", mode=0o644)
 
     t = time.monotonic()
     netns.up()
@@ -208,7 +213,7 @@ def up(lab: Lab, engine_name: str = "mariadb") -> dict[str, float]:
         schema.apply(conn, account_host=netns.ACCOUNT_HOST)
         seed_tenants(conn)
     timings["data plane"] = time.monotonic() - t
-    write_target(lab, engine)
+    write_target(lab, engine, host_access)
     t = time.monotonic()
     if (lab.log_host / "anchor.key").exists():
         from provision.anchor_cli import declare_schema_change
@@ -461,7 +466,7 @@ def down(lab: Lab) -> None:
     state = lab.state()
     anchor_down(lab, collector=True)
     fail2ban.stop(lab.fail2ban)
-    sshd.stop(lab.sshd)
+    sshd.stop(lab.sshd, netns.DB.address)
     if state.get("engine"):
         _stop_and_remove_server(lab, engine_for(state["engine"]))
     netns.down()

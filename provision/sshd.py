@@ -184,7 +184,11 @@ def start(layout: SshdLayout, netns_argv: list[str], scap_content: Path | None =
     raise UserError(f"the lab's sshd did not start listening; see {layout.log}")
 
 
-def stop(layout: SshdLayout) -> None:
+def stop(layout: SshdLayout, address: str) -> None:
+    """Stop sshd; the assessor's SSH connection masters (ControlPersist) are told to exit first."""
+    if layout.client_config.exists():
+        subprocess.run(["ssh", "-F", str(layout.client_config), "-O", "exit", address], capture_output=True,
+                       timeout=30)
     running = pid(layout)
     if running is not None:
         procs.terminate(running)

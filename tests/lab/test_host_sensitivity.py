@@ -220,12 +220,15 @@ def test_hst1_flags_an_encrypted_private_key_it_cannot_assess(lab, control):
                       f"cannot assess encrypted private key(s), which could be the CA's: {stray}")
 
 
-def test_hst1_flags_files_the_assessor_may_not_read(lab):
+def test_hst1_flags_files_the_assessor_may_not_read(lab, tmp_path):
     """An assessor without the right to read everything (here: root without the capabilities
-    that bypass file permissions) gets each unreadable file and unlistable folder named."""
+    that bypass file permissions) gets each unreadable file and unlistable folder named.
+    The lab's SSH login is root's, so the restricted reader is made with ``local://``: the
+    commands then run under the restricted process itself (over SSH they would run as root)."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
-    run = run_control(lab.target_file, "ZTM-HST-1",
+    target = _target_with(lab, tmp_path, "host", spec="local://", netns=netns.DB.netns)
+    run = run_control(target, "ZTM-HST-1",
                       wrapper=("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"))
     key = lab.server.tls / "server.key"
     run.assert_failed("test_no_ca_private_key_on_the_database_host",

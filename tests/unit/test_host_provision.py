@@ -108,3 +108,21 @@ def test_lab_sshd_keys_are_private_and_its_config_passes_sshd_own_check(tmp_path
     for seen in (admin, other):
         assert seen["passwordauthentication"] == "no" and seen["kbdinteractiveauthentication"] == "no"
         assert seen["pubkeyauthentication"] == "yes" and seen["listenaddress"] == "10.77.9.10:22"
+
+
+def test_scap_product_names_and_install_from_the_cached_package(tmp_path):
+    """SSG product names from os-release; the install copies this OS's data stream only, 0644.
+    Uses the content 'ztm lab up' fetched from Debian's newer suite, when this machine has it."""
+    from provision import scap
+    from provision.engines.base import default_cache_dir
+
+    assert scap.product({"ID": "debian", "VERSION_ID": "12"}) == "debian12"
+    assert scap.product({"ID": "ubuntu", "VERSION_ID": "22.04"}) == "ubuntu2204"
+    with pytest.raises(UserError, match="no Debian package carries SCAP Security Guide content for plan94"):
+        scap.fetch(tmp_path, {"ID": "plan9", "VERSION_ID": "4"})
+    content = default_cache_dir() / "scap" / "ssg-debian" / "unpacked" / scap.CONTENT
+    if not (content / "ssg-debian12-ds.xml").exists():
+        pytest.skip("no cached ssg-debian from Debian's newer suite (the lab fetches it)")
+    installed = scap.install(content, {"ID": "debian", "VERSION_ID": "12"}, into=tmp_path / "ssg")
+    assert installed == tmp_path / "ssg" / "ssg-debian12-ds.xml" and installed.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in (tmp_path / "ssg").iterdir()] == ["ssg-debian12-ds.xml"]
