@@ -40,7 +40,7 @@ def test_live_variables_hardened(target, admin, evidence):
     assert not problems, "live server variables not hardened: " + "; ".join(problems)
 
 
-def test_on_disk_configuration_hardened(target, host, evidence):
+def test_on_disk_configuration_hardened(target, db_host, evidence):
     files = target.section("host").get("config_files", [])
     if not files:
         pytest.skip("the target names no configuration files ([host].config_files)")
@@ -48,8 +48,8 @@ def test_on_disk_configuration_hardened(target, host, evidence):
     sections = server_sections(target.dialect, target.version)
     for path in files:
         resolved = str(target.resolve(path))
-        assert host.file(resolved).exists, f"configuration file {path} does not exist on the host"
-        read_config(HostFiles(host), resolved, sections, into=read)  # follows !include and !includedir
+        assert db_host.file(resolved).exists, f"configuration file {path} does not exist on the host"
+        read_config(HostFiles(db_host), resolved, sections, into=read)  # follows !include and !includedir
     evidence.json("on-disk-variables", {"files_read": read.files, "includes_not_found": read.missing,
                                         "options": read.options, "set_in": read.origin})
     problems = [problem + (f" (set in {read.origin[name]})" if name in read.origin else "")
@@ -61,13 +61,13 @@ def test_on_disk_configuration_hardened(target, host, evidence):
     assert not problems, "configuration on disk not hardened (a restart would lose it): " + "; ".join(problems)
 
 
-def test_persisted_variables_hardened(target, host, evidence):
+def test_persisted_variables_hardened(target, db_host, evidence):
     if not target.dialect.persisted_config_supported:
         pytest.skip(f"{target.engine} has no SET PERSIST: nothing overrides the configuration files at restart")
     path = target.section("host").get("persisted_config")
     if not path:
         pytest.skip("the target names no persisted-variables file ([host].persisted_config)")
-    f = host.file(str(target.resolve(path)))
+    f = db_host.file(str(target.resolve(path)))
     if not f.exists:
         evidence.text("persisted-variables", "no persisted variables file: nothing persisted")
         return

@@ -34,9 +34,9 @@ class Stat:
         return {"mode": oct(self.mode), "user": self.user, "group": self.group}
 
 
-def _stat(host, path: str) -> Stat | str:
+def _stat(db_host, path: str) -> Stat | str:
     """The file's mode and owners, or why they cannot be read ("does not exist", "permission denied")."""
-    done = host.run("LC_ALL=C stat -L -c %s -- %s", "%a %U %G", path)
+    done = db_host.run("LC_ALL=C stat -L -c %s -- %s", "%a %U %G", path)
     if done.rc == 0:
         mode, user, group = done.stdout.split()
         return Stat(int(mode, 8), user, group)
@@ -53,11 +53,11 @@ def host_facts(target):
     return facts
 
 
-def test_server_keys_are_private_to_the_server_account(host, target, host_facts, evidence):
+def test_server_keys_are_private_to_the_server_account(db_host, target, host_facts, evidence):
     account = host_facts.get("server_account", "mysql")
     seen, problems = {}, []
     for path in host_facts["key_files"]:
-        st = _stat(host, str(target.resolve(path)))
+        st = _stat(db_host, str(target.resolve(path)))
         if isinstance(st, str):
             problems.append(f"{path} {st}")
             continue
@@ -70,12 +70,12 @@ def test_server_keys_are_private_to_the_server_account(host, target, host_facts,
     assert not problems, "server key files: " + "; ".join(problems)
 
 
-def test_data_directory_and_configuration_are_locked_down(host, target, host_facts, evidence):
+def test_data_directory_and_configuration_are_locked_down(db_host, target, host_facts, evidence):
     account = host_facts.get("server_account", "mysql")
     problems, seen = [], {}
     datadir = host_facts.get("datadir")
     if datadir:
-        st = _stat(host, str(target.resolve(datadir)))
+        st = _stat(db_host, str(target.resolve(datadir)))
         if isinstance(st, str):
             problems.append(f"data directory {datadir} {st}")
         else:
@@ -85,7 +85,7 @@ def test_data_directory_and_configuration_are_locked_down(host, target, host_fac
             if st.mode & 0o007:
                 problems.append(f"data directory {datadir} is mode {oct(st.mode)}: open to other accounts")
     for path in [*host_facts.get("config_files", []), *host_facts.get("config_dirs", [])]:
-        st = _stat(host, str(target.resolve(path)))
+        st = _stat(db_host, str(target.resolve(path)))
         if isinstance(st, str):
             problems.append(f"{path} {st}")
             continue
@@ -102,22 +102,22 @@ def _public_der(key) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def test_no_ca_private_key_on_the_database_host(host, target, host_facts, evidence):
+def test_no_ca_private_key_on_the_database_host(db_host, target, host_facts, evidence):
     ca_public = x509.load_pem_x509_certificate(target.ca.read_bytes()).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     found, encrypted, unreadable, unlisted, missing, scanned = [], [], [], [], [], []
     for path in host_facts.get("forbidden_files", []):
-        if not isinstance(_stat(host, str(target.resolve(path))), str):
+        if not isinstance(_stat(db_host, str(target.resolve(path))), str):
             found.append(f"{path} (a file that must not exist on the database host)")
     for folder in host_facts.get("key_scan_dirs", []):
-        listing = host.run("LC_ALL=C find %s -xdev -type f -size -%s", str(target.resolve(folder)),
+        listing = db_host.run("LC_ALL=C find %s -xdev -type f -size -%s", str(target.resolve(folder)),
                            f"{MAX_SCANNED_KIB}k")
         denied = [m[1] for m in map(DENIED.match, listing.stderr.splitlines()) if m]
         unlisted += denied
         if listing.rc != 0 and not denied:
             missing.append(folder)
         for path in listing.stdout.splitlines():
-            read = host.run("cat -- %s", path)
+            read = db_host.run("cat -- %s", path)
             if read.rc != 0:
                 unreadable.append(path)
                 continue

@@ -22,15 +22,15 @@ from ztm.netprobe import BLOCKED, COULD_NOT_RUN, REACHABLE
 pytestmark = pytest.mark.control("ZTM-NET-1")
 
 
-def _ruleset(host, host_netns_argv) -> dict:
+def _ruleset(db_host, host_netns_argv) -> dict:
     command = " ".join([*host_netns_argv, "nft", "-j", "list", "ruleset"])
-    result = host.run(command)
+    result = db_host.run(command)
     assert result.rc == 0, f"cannot read the nftables ruleset of the database host: {result.stderr.strip()}"
     return json.loads(result.stdout)
 
 
-def test_input_policy_is_drop(host, host_netns_argv, evidence):
-    ruleset = _ruleset(host, host_netns_argv)
+def test_input_policy_is_drop(db_host, host_netns_argv, evidence):
+    ruleset = _ruleset(db_host, host_netns_argv)
     evidence.json("nft-ruleset", ruleset)
     chains = [item["chain"] for item in ruleset.get("nftables", []) if "chain" in item]
     inputs = [c for c in chains if c.get("hook") == "input" and c.get("type") == "filter"
@@ -86,8 +86,8 @@ def test_database_port_reachable_only_from_the_allowlist(target, network, from_n
                          "drop cannot be told from a broken path")
 
 
-def test_only_expected_ports_listen(host, host_netns_argv, network, evidence):
-    result = host.run(" ".join([*host_netns_argv, "ss", "-H", "-l", "-n", "-t", "-u"]))
+def test_only_expected_ports_listen(db_host, host_netns_argv, network, evidence):
+    result = db_host.run(" ".join([*host_netns_argv, "ss", "-H", "-l", "-n", "-t", "-u"]))
     assert result.rc == 0, f"cannot list listening sockets: {result.stderr.strip()}"
     listening = sorted({f"{line.split()[0]}/{line.split()[4].rsplit(':', 1)[1]}"
                         for line in result.stdout.splitlines() if line.strip()})

@@ -55,9 +55,9 @@ class Jail:
 
 
 @pytest.fixture(scope="module")
-def jail(host, target) -> Jail:
+def jail(db_host, target) -> Jail:
     facts = target.section("host")
-    return Jail(host, facts.get("fail2ban_socket", DEFAULT_SOCKET), facts.get("fail2ban_jail", "mysqld-auth"))
+    return Jail(db_host, facts.get("fail2ban_socket", DEFAULT_SOCKET), facts.get("fail2ban_jail", "mysqld-auth"))
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ServerLog:
 
 
 @pytest.fixture(scope="module")
-def server_log(admin, host, target) -> ServerLog:
+def server_log(admin, db_host, target) -> ServerLog:
     variable, needed, _ = target.dialect.failed_login_log
     with admin.cursor() as cur:
         cur.execute(f"SELECT @@log_error, @@datadir, @@{variable}")
@@ -82,30 +82,30 @@ def server_log(admin, host, target) -> ServerLog:
     if log_error and log_error not in ("stderr", "./stderr"):
         if not log_error.startswith("/"):
             log_error = datadir.rstrip("/") + "/" + log_error.removeprefix("./")
-        path = _realpath(host, log_error)
+        path = _realpath(db_host, log_error)
     return ServerLog(path, variable, str(value), needed)
 
 
-def _realpath(host, path: str) -> str:
-    done = host.run("readlink -f %s", path)
+def _realpath(db_host, path: str) -> str:
+    done = db_host.run("readlink -f %s", path)
     return done.stdout.strip() if done.rc == 0 and done.stdout.strip() else path
 
 
-def _size(host, path: str) -> int:
-    done = host.run("stat -c %%s %s", path)
+def _size(db_host, path: str) -> int:
+    done = db_host.run("stat -c %%s %s", path)
     return int(done.stdout.strip()) if done.rc == 0 and done.stdout.strip().isdigit() else 0
 
 
-def _failed_logins_since(host, path: str, offset: int, source: str) -> int:
+def _failed_logins_since(db_host, path: str, offset: int, source: str) -> int:
     """Failed-login lines for ``source`` written to ``path`` after byte ``offset``."""
-    tail = host.run("tail -c +%s %s", str(offset + 1), path).stdout
+    tail = db_host.run("tail -c +%s %s", str(offset + 1), path).stdout
     return sum(1 for line in tail.splitlines() if "Access denied" in line and f"@'{source}'" in line)
 
 
-def test_jail_watches_the_server_log(jail, server_log, host, evidence):
+def test_jail_watches_the_server_log(jail, server_log, db_host, evidence):
     jail.require_answer()
-    watched = {p: _realpath(host, p) for p in jail.logpaths()}
-    missing = [p for p in watched if not host.file(p).exists]
+    watched = {p: _realpath(db_host, p) for p in jail.logpaths()}
+    missing = [p for p in watched if not db_host.file(p).exists]
     evidence.json("jail-logs", {"jail": jail.name, "watched": list(watched), "server_log": server_log.path,
                                 server_log.variable: server_log.value})
     assert server_log.logs_failed_logins, (
@@ -143,7 +143,7 @@ def lift_ban(jail, network, target, from_netns):
     assert again.ok, f"the ban of {source} was lifted in fail2ban, but it still cannot reach the server ({again.said})"
 
 
-def test_repeated_failed_logins_get_the_source_banned(target, network, jail, server_log, host, from_netns, lift_ban,
+def test_repeated_failed_logins_get_the_source_banned(target, network, jail, server_log, db_host, from_netns, lift_ban,
                                                       evidence):
     jail.require_answer()
     source, netns = network.get("intruder_allowlisted_address"), network.get("intruder_netns")
@@ -157,7 +157,7 @@ def test_repeated_failed_logins_get_the_source_banned(target, network, jail, ser
     assert before.ok, (f"{source} cannot reach the server before the test ({before.said}; banned now: "
                        f"{jail.banned()}): no baseline")
     logs = sorted({*jail.logpaths(), *([server_log.path] if server_log.path else [])})
-    offsets = {p: _size(host, p) for p in logs}
+    offsets = {p: _size(db_host, p) for p in logs}
     attempts = from_netns(netns, "bad-logins", target.host, str(target.port), str(maxretry), "--source", source)
     assert attempts.verdict != COULD_NOT_RUN, f"the failed-login probe could not run: {attempts.said}"
     wait = max(MIN_WAIT, float(findtime))
@@ -166,7 +166,7 @@ def test_repeated_failed_logins_get_the_source_banned(target, network, jail, ser
         banned = source in jail.banned()
         if not banned:
             time.sleep(1.0)
-    seen = {p: _failed_logins_since(host, p, offsets[p], source) for p in logs}
+    seen = {p: _failed_logins_since(db_host, p, offsets[p], source) for p in logs}
     after = _poll(lambda: from_netns(netns, "connect", target.host, str(target.port), "--source", source),
                   lambda v: not banned or not v.ok)
     other_netns = network.get("other_client_netns")

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--database", default=DATABASE, metavar="NAME",
                     help=f"the data plane's database (letters, digits, underscore; default {DATABASE}); "
                          "another name than the lab's replaces its database")
+    up.add_argument("--host-access", choices=("ssh", "local"), default=None,
+                    help="how the target reaches the database host: over the lab's sshd (default) or local:// "
+                         "(default: as the last 'up')")
     up.set_defaults(func=_lab_up)
     lab_sub.add_parser("down", help="remove every namespace, process and file the lab made").set_defaults(
         func=_lab_down)
@@ -66,6 +69,10 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:
                      help="never banned (e.g. the assessor, whose negative-login probes would ban it)")
     f2b.add_argument("--apply", action="store_true", help="install the jail.d drop-in and reload fail2ban (root)")
     f2b.set_defaults(func=_provision_fail2ban)
+    scap = prov_sub.add_parser("scap", help="SCAP Security Guide content for this host's OS (for ZTM-HST-2)")
+    scap.add_argument("--apply", action="store_true",
+                      help="fetch it from Debian's newer suite and install it (root); without: say what would be done")
+    scap.set_defaults(func=_provision_scap)
     units = prov_sub.add_parser("anchor-units", help="systemd service and timer for the anchor on a VM")
     units.add_argument("--target", type=Path, required=True, help="the target file the anchor host uses")
     units.add_argument("--out", type=Path, default=Path("/etc/systemd/system"))
@@ -94,6 +101,26 @@ def _provision_firewall(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         firewall.apply_nftables(ruleset, Path(tmp) / "ztm.nft", [])
     print(f"nftables: table inet {firewall.TABLE} loaded (input policy drop)")
+    return 0
+
+
+def _provision_scap(args: argparse.Namespace) -> int:
+    from provision import os_packages, scap
+    from provision.engines.base import default_cache_dir
+
+    release = scap.os_release()
+    name = scap.product(release)
+    package = scap.PACKAGES.get(release.get("ID", ""))
+    if package is None:
+        raise UserError(f"no Debian package carries SCAP Security Guide content for {name or 'this OS'}")
+    if not args.apply:
+        print(f"would fetch {package} from Debian {os_packages.NEWER_SUITE} ({os_packages.MIRROR}) into "
+              f"{default_cache_dir() / 'scap'} and install ssg-{name}-ds.xml into {scap.INSTALL_DIR}")
+        return 0
+    lab_mod.require_root("ztm provision scap --apply")
+    os_packages.ensure_packages(["openscap-scanner"])
+    installed = scap.install(scap.fetch(default_cache_dir(), release), release)
+    print(f"SCAP content for {name}: {installed} (oscap xccdf eval --profile standard {installed})")
     return 0
 
 
@@ -133,7 +160,7 @@ def _lab(args: argparse.Namespace) -> lab_mod.Lab:
 
 def _lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    timings = lab_mod.up(lab, args.engine, args.database)
+    timings = lab_mod.up(lab, args.engine, args.database, args.host_access)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
     print(f"lab up ({args.engine}): target file {lab.target_file} ({steps})")
     return 0

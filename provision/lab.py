@@ -26,7 +26,7 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision import database as database_mod
-from provision import fail2ban, firewall, kms, netns, procs, schema, server
+from provision import fail2ban, firewall, kms, netns, procs, scap, schema, server, sshd
 from provision.accounts import (
     LOGIN_ACCOUNTS,
     PROBE_ACCOUNT,
@@ -65,7 +65,12 @@ TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-a.assessment.ztm.lab"))
 TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-b.assessment.ztm.lab"))
 TENANT_UNGRANTED = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-ungranted.assessment.ztm.lab"))
 TENANT_AUDITOR_ONLY = str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-auditor-only.assessment.ztm.lab"))
-BASE_PACKAGES = ["iproute2", "nftables", "procps", "fail2ban", "softhsm2"]
+# openssh-server for the database host's sshd (run by the lab, never as the system service),
+# openssh-client for the assessor, openscap-scanner for ZTM-HST-2 on the database host.
+BASE_PACKAGES = ["iproute2", "nftables", "procps", "fail2ban", "softhsm2", "openssh-server", "openssh-client",
+                 "openscap-scanner"]
+SYSTEM_SERVICES_OFF = ("ssh.service",)
+HOST_ACCESS = ("ssh", "local")
 
 
 def default_lab_dir() -> Path:
@@ -86,6 +91,7 @@ class Lab:
     log_host = property(lambda self: self.dir / "log-host")
     kms = property(lambda self: KmsLayout(self.dir / "kms"))
     fail2ban = property(lambda self: Fail2banLayout(self.dir / "host" / "fail2ban"))
+    sshd = property(lambda self: sshd.SshdLayout(self.dir / "host" / "ssh"))
     server = property(lambda self: server.ServerLayout(self.dir / "db"))
     secrets = property(lambda self: self.dir / "secrets")
     state_file = property(lambda self: self.dir / "state.json")
@@ -146,30 +152,37 @@ def require_root(what: str) -> None:
         raise NotRootError(what)
 
 
-def up(lab: Lab, engine_name: str = "mariadb", database: str = DATABASE) -> dict[str, float]:
+def up(lab: Lab, engine_name: str = "mariadb", database: str = DATABASE,
+       host_access: str | None = None) -> dict[str, float]:
     """Bring the lab up (idempotent) with its data plane in ``database``; returns timings of
     the steps, in seconds. Another database than the lab had replaces it (dropped, with a new
-    audit chain and new anchors)."""
+    audit chain and new anchors). ``host_access``: how the target reaches the database host,
+    "ssh" (default) or "local"; None keeps the last."""
     quote_name(database)  # a name the SQL files can use, checked before anything is done
     require_root("ztm lab up")
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     engine = engine_for(engine_name)
-    ensure_packages(BASE_PACKAGES)
+    ensure_packages(BASE_PACKAGES, services_off=SYSTEM_SERVICES_OFF)
     engine.install(default_cache_dir())
+    scap_content = scap.fetch(default_cache_dir())
     timings["install"] = time.monotonic() - t0
 
     lab.dir.mkdir(parents=True, exist_ok=True)
     lab.dir.chmod(0o755)
     lab.secrets.mkdir(exist_ok=True)
     lab.secrets.chmod(0o700)
+    host_access = host_access or lab.state().get("host_access", "ssh")
+    if host_access not in HOST_ACCESS:
+        raise UserError(f"host access must be one of {', '.join(HOST_ACCESS)}, not {host_access!r}")
     previous, old_database = lab.state().get("engine"), lab.database()
     if previous and previous != engine_name:  # switching engines: the datadirs are not compatible
         _stop_and_remove_server(lab, engine_for(previous))
         _forget_anchors(lab)
     elif previous and old_database != database:
         _forget_anchors(lab)
-    write_private(lab.state_file, json.dumps({"engine": engine_name, "database": database}) + "\n", mode=0o644)
+    write_private(lab.state_file, json.dumps({"engine": engine_name, "database": database,
+                                              "host_access": host_access}) + "\n", mode=0o644)
 
     t = time.monotonic()
     netns.up()
@@ -195,6 +208,10 @@ def up(lab: Lab, engine_name: str = "mariadb", database: str = DATABASE) -> dict
     timings["firewall, fail2ban"] = time.monotonic() - t
 
     t = time.monotonic()
+    sshd_up(lab, scap_content)
+    timings["sshd"] = time.monotonic() - t
+
+    t = time.monotonic()
     kms.ensure_token(lab.kms, lab.password("kms-user"), lab.password("kms-so"))
     kms.ensure_keys(lab.kms, lab.password("kms-user"))
     timings["kms"] = time.monotonic() - t
@@ -211,7 +228,7 @@ def up(lab: Lab, engine_name: str = "mariadb", database: str = DATABASE) -> dict
         schema.apply(conn, account_host=netns.ACCOUNT_HOST, database=database)
         seed_tenants(conn, database)
     timings["data plane"] = time.monotonic() - t
-    write_target(lab, engine, database)
+    write_target(lab, engine, database, host_access)
     t = time.monotonic()
     if (lab.log_host / "anchor.key").exists():
         declare_schema_change(lab.target_file, "audit schema applied by 'ztm lab up'")
@@ -258,6 +275,12 @@ def host_controls_up(lab: Lab) -> None:
     layout = lab.fail2ban
     fail2ban.write_config(layout, lab.server.error_log, JAIL_SETTINGS)
     fail2ban.start(layout, netns.in_netns(netns.DB.netns, []))
+
+
+def sshd_up(lab: Lab, scap_content: Path | None) -> None:
+    """The database host's sshd, in its namespace and its own view (idempotent)."""
+    sshd.prepare(lab.sshd, netns.DB.address, netns.ASSESSOR_ADDRESS)
+    sshd.start(lab.sshd, netns.in_netns(netns.DB.netns, []), scap_content)
 
 
 def anchor_up(lab: Lab) -> None:
@@ -369,7 +392,9 @@ def _forget_anchors(lab: Lab) -> None:
             path.unlink()
 
 
-def write_target(lab: Lab, engine: Engine, database: str = DATABASE) -> None:
+def write_target(lab: Lab, engine: Engine, database: str = DATABASE, host_access: str = "ssh") -> None:
+    """``host_access``: "ssh" (default: the database host's sshd, as on a VM) or "local"
+    (testinfra's local backend on this machine, commands run in the database namespace)."""
     pki, layout = lab.pki, lab.server
     roles = {
         role: {"user": user, "cert": str(pki.client(role, "pem")), "key": str(pki.client(role, "key")),
@@ -388,7 +413,7 @@ def write_target(lab: Lab, engine: Engine, database: str = DATABASE) -> None:
         "negative": {kind: {"cert": str(pki.negative(kind, "pem")), "key": str(pki.negative(kind, "key"))}
                      for kind in ("foreign_ca", "revoked", "expired")},
         "host": {
-            "spec": "local://", "netns": netns.DB.netns,
+            "spec": sshd.spec(lab.sshd, netns.DB.address),
             "config_files": [str(layout.defaults_file)], "datadir": str(layout.datadir),
             "key_files": [str(p) for p in layout.key_files], "server_account": "mysql",
             "forbidden_files": [str(layout.root / "etc" / "tls" / "ca.key")],
@@ -399,7 +424,7 @@ def write_target(lab: Lab, engine: Engine, database: str = DATABASE) -> None:
         "network": {"allowlisted_cidrs": [netns.ALLOWLIST], "assessor_address": netns.ASSESSOR_ADDRESS,
                     "intruder_netns": netns.INTRUDER.netns, "intruder_address": netns.INTRUDER.addresses[0],
                     "intruder_allowlisted_address": netns.INTRUDER.addresses[1], "other_client_netns": netns.LOG.netns,
-                    "listen_ports": [PORT]},
+                    "listen_ports": [PORT, sshd.PORT], "ssh_port": sshd.PORT},
         "tenants": TENANTS,
         "kms": {"provider": "pkcs11", "module": kms.MODULE, "token_label": kms.TOKEN_LABEL,
                 "key_label_prefix": kms.KEY_PREFIX, "key_version": 1,
@@ -424,6 +449,8 @@ def write_target(lab: Lab, engine: Engine, database: str = DATABASE) -> None:
                      "crl": str(pki.evidence_crl)},
         "lab": {"dir": str(lab.dir)},
     }
+    if host_access == "local":
+        doc["host"].update({"spec": "local://", "netns": netns.DB.netns})
     if engine.dialect.persisted_config_supported:
         doc["host"]["persisted_config"] = str(layout.datadir / "mysqld-auto.cnf")
     validate(doc, "target.schema.json", "generated lab target")
@@ -449,6 +476,7 @@ def down(lab: Lab) -> None:
     state = lab.state()
     anchor_down(lab, collector=True)
     fail2ban.stop(lab.fail2ban)
+    sshd.stop(lab.sshd, netns.DB.address)
     if state.get("engine"):
         _stop_and_remove_server(lab, engine_for(state["engine"]))
     netns.down()
@@ -459,5 +487,6 @@ def status(lab: Lab) -> dict[str, object]:
     info: dict[str, object] = dict(netns.status())
     info["engine"] = lab.state().get("engine")
     info["server pid"] = server.read_pid(lab.server)
+    info["sshd pid"] = sshd.pid(lab.sshd)
     info["target file"] = str(lab.target_file) if lab.target_file.exists() else None
     return info

@@ -6,7 +6,26 @@ from collections.abc import Callable
 
 import pytest
 
+from ztm.checks.host_spec import HostUnreachable, open_host
 from ztm.netprobe import Verdict, run_from
+
+
+@pytest.fixture(scope="session")
+def db_host(target):
+    """The testinfra host of the database server: the target's [host].spec and nothing else.
+
+    Named ``db_host`` (not testinfra's ``host``) and testinfra's own plugin is disabled
+    (pytest.ini), so it can neither be shadowed nor parametrized over the assessor's machine.
+    Without [host] the host controls are not assessed; an unreachable spec fails each of them,
+    naming the host (pytest caches the failure: the host is tried once per session)."""
+    spec = target.section("host").get("spec")
+    if not spec:
+        pytest.skip("not assessed: the target has no [host] section, so there is no database host to examine "
+                    "(host checks never run on the assessor's machine unless [host].spec says local://)")
+    try:
+        return open_host(spec)
+    except HostUnreachable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Fixtures: ``target`` (the loaded target file), ``connect(role, **overrides)`` (pymysql over
 mTLS with a verified server name, closed at session end), ``admin`` (the admin path, for
-reading configuration), ``host`` (pytest-testinfra host of the database server) and
+reading configuration), ``db_host`` (the testinfra host of the database server, ztm.fixtures_host) and
 ``tls_probe`` (the MySQL-protocol TLS scanner bound to the target).
 """
 
@@ -95,17 +95,6 @@ def connect(target: Target) -> Iterator[Callable[..., pymysql.connections.Connec
     for conn in opened:
         if conn.open:
             conn.close()
-
-
-@pytest.fixture(scope="session")
-def host(target: Target):
-    """pytest-testinfra host of the database server (target's [host].spec)."""
-    import testinfra
-
-    spec = target.section("host").get("spec")
-    if not spec:
-        pytest.skip("the target has no [host] section: host-level checks need a testinfra host spec")
-    return testinfra.get_host(spec)
 
 
 @pytest.fixture(scope="session")

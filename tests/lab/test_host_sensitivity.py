@@ -220,12 +220,15 @@ def test_hst1_flags_an_encrypted_private_key_it_cannot_assess(lab, control):
                       f"cannot assess encrypted private key(s), which could be the CA's: {stray}")
 
 
-def test_hst1_flags_files_the_assessor_may_not_read(lab):
+def test_hst1_flags_files_the_assessor_may_not_read(lab, tmp_path):
     """An assessor without the right to read everything (here: root without the capabilities
-    that bypass file permissions) gets each unreadable file and unlistable folder named."""
+    that bypass file permissions) gets each unreadable file and unlistable folder named.
+    The lab's SSH login is root's, so the restricted reader is made with ``local://``: the
+    commands then run under the restricted process itself (over SSH they would run as root)."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
-    run = run_control(lab.target_file, "ZTM-HST-1",
+    target = _target_with(lab, tmp_path, "host", spec="local://", netns=netns.DB.netns)
+    run = run_control(target, "ZTM-HST-1",
                       wrapper=("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"))
     key = lab.server.tls / "server.key"
     run.assert_failed("test_no_ca_private_key_on_the_database_host",
@@ -234,19 +237,83 @@ def test_hst1_flags_files_the_assessor_may_not_read(lab):
     assert run.outcome("test_server_keys_are_private_to_the_server_account").outcome == "passed"
 
 
-def test_hst2_skips_when_no_scap_content_matches_the_host(lab, control):
-    """Debian 12 (the lab) has no data stream in ssg-debian: the scan is skipped, saying so."""
+def test_hst2_is_not_assessed_when_no_scap_content_matches_the_host(lab, tmp_path):
+    """The assessor's machine (``local://``: Debian 12 with only Debian 12's own ssg-debian,
+    which has no Debian 12 data stream) has no matching content: not assessed, saying so.
+    The database host's view has the content from Debian's newer suite (the next tests)."""
     if shutil.which("oscap") is None:
         pytest.skip("openscap-scanner is not installed (tasks.py installs it)")
     host = testinfra.get_host("local://")
     release = oscap.os_release(host)
     if oscap.content_for(release, oscap.installed_contents(host)):
-        pytest.skip(f"SCAP content for {release.get('PRETTY_NAME')} is installed here: nothing to skip")
-    run = control("ZTM-HST-2")
+        pytest.skip(f"SCAP content for {release.get('PRETTY_NAME')} is installed on this machine: nothing to skip")
+    target = _target_with(lab, tmp_path, "host", spec="local://", netns=netns.DB.netns)
+    run = run_control(target, "ZTM-HST-2")
     got = run.outcome("test_openscap_scan_has_no_failed_rules")
     assert got.outcome == "skipped", got
-    assert f"no SCAP Security Guide content for {release['PRETTY_NAME']}" in got.message, got.message
+    assert f"not assessed: no SCAP Security Guide content for {release['PRETTY_NAME']}" in got.message, got.message
     assert run.outcome("test_platform_security_state_is_recorded").outcome == "passed"
+
+
+def test_hst2_scans_the_lab_host_over_ssh_and_keeps_the_arf(lab, tmp_path):
+    """On the lab's database host (Debian 12, reached over SSH) the data stream fetched from
+    Debian's newer suite is found and its ``standard`` profile evaluated: the control passes
+    with every rule result and the real ARF in the bundle."""
+    bundle = tmp_path / "b.tar.gz"
+    run = run_control(lab.target_file, "ZTM-HST-2", extra=("--evidence-out", str(bundle)))
+    run.assert_all_passed()
+    assert run.outcome("test_openscap_scan_has_no_failed_rules").outcome == "passed"
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        results = json.loads(tar.extractfile(next(n for n in names if n.endswith("oscap-results.json"))).read())
+        arf = tar.extractfile(next(n for n in names if n.endswith("oscap-arf.txt"))).read()
+    data = results["data"]
+    assert data["content"].endswith("/ssg-debian12-ds.xml") and data["profile"] == "standard", data
+    assert data["counts"].get("pass", 0) > 0 and data["exit_code"] == 0, data["counts"]
+    assert "xccdf_org.ssgproject.content_rule_file_permissions_etc_shadow" in data["rules"]
+    # The ARF is oscap's, for this very scan: the rule results in it are the ones parsed.
+    rules, _ = oscap.parse_arf(arf)
+    assert rules == data["rules"]
+    assert b"asset-report-collection" in arf[:2000]
+
+
+TAILORED_RULE = "xccdf_org.ssgproject.content_rule_accounts_umask_etc_login_defs"
+# ``standard`` deselects the groups above the rule: a tailoring selects them with it.
+TAILORING = """<?xml version="1.0" encoding="UTF-8"?>
+<xccdf:Tailoring xmlns:xccdf="http://checklists.nist.gov/xccdf/1.2" id="xccdf_lab.ztm_tailoring_umask">
+  <xccdf:version time="2026-01-01T00:00:00">1</xccdf:version>
+  <xccdf:Profile id="xccdf_lab.ztm_profile_standard_umask" extends="xccdf_org.ssgproject.content_profile_standard">
+    <xccdf:title>standard, plus the login.defs umask rule</xccdf:title>
+    <xccdf:select idref="xccdf_org.ssgproject.content_group_accounts" selected="true"/>
+    <xccdf:select idref="xccdf_org.ssgproject.content_group_accounts-session" selected="true"/>
+    <xccdf:select idref="xccdf_org.ssgproject.content_group_user_umask" selected="true"/>
+    <xccdf:select idref="@RULE@" selected="true"/>
+  </xccdf:Profile>
+</xccdf:Tailoring>
+"""
+
+
+def test_hst2_fails_on_a_tailored_rule_the_host_does_not_meet_naming_it(lab, tmp_path):
+    """A tailoring file adds to ``standard`` a rule the lab host does not meet (login.defs
+    UMASK 022, the rule wants 027): the scan over SSH fails the control naming the rule;
+    with that rule's severity left out of [host].oscap_fail_severities it passes again,
+    so the failure is the rule's."""
+    probe = testinfra.get_host("local://").run("grep -E '^UMASK[[:space:]]+0?27$' /etc/login.defs")
+    if probe.rc == 0:
+        pytest.skip("this machine's /etc/login.defs already sets UMASK 027: the tailored rule would pass")
+    tailoring = tmp_path / "tailoring.xml"
+    tailoring.write_text(TAILORING.replace("@RULE@", TAILORED_RULE))
+    tailoring.chmod(0o644)
+    tmp_path.chmod(0o755)
+    target = _target_with(lab, tmp_path, "host", oscap_tailoring=str(tailoring),
+                          oscap_profile="xccdf_lab.ztm_profile_standard_umask")
+    failing = run_control(target, "ZTM-HST-2")
+    message = failing.assert_failed("test_openscap_scan_has_no_failed_rules", "1 SCAP rule(s)", TAILORED_RULE,
+                                    f"tailored by {tailoring}")
+    assert "severity medium" in message, message
+    target = _target_with(lab, tmp_path, "host", oscap_tailoring=str(tailoring),
+                          oscap_profile="xccdf_lab.ztm_profile_standard_umask", oscap_fail_severities=["high"])
+    run_control(target, "ZTM-HST-2").assert_all_passed()
 
 
 def test_hst2_fails_when_a_scap_rule_fails_and_records_every_rule(lab, tmp_path):
@@ -257,7 +324,7 @@ def test_hst2_fails_when_a_scap_rule_fails_and_records_every_rule(lab, tmp_path)
     key = lab.server.tls / "server.key"
     ds = tmp_path / "key-file-ds.xml"
     ds.write_text(OSCAP_VECTOR.read_text().replace("@KEY_FILE@", str(key)))
-    target = _target_with(lab, tmp_path, "host", oscap_content=str(ds))
+    target = _target_with(lab, tmp_path, "host", oscap_content=str(ds), oscap_profile="xccdf_org.ztm_profile_key_file")
     bundle = tmp_path / "b.tar.gz"
     passing = run_control(target, "ZTM-HST-2", extra=("--evidence-out", str(bundle)))
     passing.assert_all_passed()
@@ -271,5 +338,5 @@ def test_hst2_fails_when_a_scap_rule_fails_and_records_every_rule(lab, tmp_path)
         failing = run_control(target, "ZTM-HST-2")
     finally:
         key.chmod(0o600)
-    failing.assert_failed("test_openscap_scan_has_no_failed_rules", "1 SCAP rule(s) failed",
+    failing.assert_failed("test_openscap_scan_has_no_failed_rules", "1 SCAP rule(s) of severity",
                           "xccdf_org.ztm_rule_key_file_private (Key file readable by its owner only, severity high)")

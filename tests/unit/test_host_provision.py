@@ -76,3 +76,53 @@ def test_vm_install_refuses_a_server_log_that_does_not_exist(tmp_path):
     with pytest.raises(UserError, match="does not exist: fail2ban would have nothing to read"):
         fail2ban.install_on_host(tmp_path / "absent.log", fail2ban.JailSettings(), tmp_path / "auth.log", out=out)
     assert not out.exists()
+
+
+def test_lab_sshd_keys_are_private_and_its_config_passes_sshd_own_check(tmp_path):
+    """The lab's sshd material: keys 0600, known_hosts pinned to the host key, key-only
+    config checked by the real ``sshd -T`` (root by key only from the admin address)."""
+    from provision import sshd
+
+    layout = sshd.SshdLayout(tmp_path / "ssh")
+    sshd.prepare(layout, "10.77.9.10", "10.77.9.1")
+    for key in (layout.host_key, layout.identity, layout.authorized_keys, layout.known_hosts):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+    host_public = (layout.host_key.parent / (layout.host_key.name + ".pub")).read_text().split()[:2]
+    assert layout.known_hosts.read_text().split() == ["10.77.9.10", *host_public]
+    assert layout.authorized_keys.read_text().split()[:2] == \
+        (layout.identity.parent / "id_ed25519.pub").read_text().split()[:2]
+    client = layout.client_config.read_text()
+    assert "StrictHostKeyChecking yes" in client and f"UserKnownHostsFile {layout.known_hosts}" in client
+    assert sshd.spec(layout, "10.77.9.10") == f"ssh://root@10.77.9.10?ssh_config={layout.client_config}"
+    if os.geteuid() != 0 or not Path(sshd.SSHD).exists():
+        pytest.skip("sshd -T needs root and openssh-server (the lab installs it)")
+    base = [sshd.SSHD, "-T", "-f", str(layout.config), "-o", f"HostKey={layout.host_key}"]
+
+    def effective(address: str) -> dict[str, str]:
+        done = subprocess.run([*base, "-C", f"user=root,host=x,addr={address}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+
+    admin, other = effective("10.77.9.1"), effective("10.77.9.66")
+    assert admin["permitrootlogin"] == "without-password" and other["permitrootlogin"] == "no"
+    for seen in (admin, other):
+        assert seen["passwordauthentication"] == "no" and seen["kbdinteractiveauthentication"] == "no"
+        assert seen["pubkeyauthentication"] == "yes" and seen["listenaddress"] == "10.77.9.10:22"
+
+
+def test_scap_product_names_and_install_from_the_cached_package(tmp_path):
+    """SSG product names from os-release; the install copies this OS's data stream only, 0644.
+    Uses the content 'ztm lab up' fetched from Debian's newer suite, when this machine has it."""
+    from provision import scap
+    from provision.engines.base import default_cache_dir
+
+    assert scap.product({"ID": "debian", "VERSION_ID": "12"}) == "debian12"
+    assert scap.product({"ID": "ubuntu", "VERSION_ID": "22.04"}) == "ubuntu2204"
+    with pytest.raises(UserError, match="no Debian package carries SCAP Security Guide content for plan94"):
+        scap.fetch(tmp_path, {"ID": "plan9", "VERSION_ID": "4"})
+    content = default_cache_dir() / "scap" / "ssg-debian" / "unpacked" / scap.CONTENT
+    if not (content / "ssg-debian12-ds.xml").exists():
+        pytest.skip("no cached ssg-debian from Debian's newer suite (the lab fetches it)")
+    installed = scap.install(content, {"ID": "debian", "VERSION_ID": "12"}, into=tmp_path / "ssg")
+    assert installed == tmp_path / "ssg" / "ssg-debian12-ds.xml" and installed.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in (tmp_path / "ssg").iterdir()] == ["ssg-debian12-ds.xml"]

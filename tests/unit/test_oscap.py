@@ -104,5 +104,44 @@ def test_content_lookup_follows_the_os():
 def test_installed_contents_are_listed_on_the_host(host, tmp_path):
     (tmp_path / "ssg-debian12-ds.xml").write_text("<x/>")
     (tmp_path / "ssg-debian12-xccdf.xml").write_text("<x/>")
-    assert oscap.installed_contents(host, str(tmp_path)) == {"debian12": f"{tmp_path}/ssg-debian12-ds.xml"}
-    assert oscap.installed_contents(host, str(tmp_path / "absent")) == {}
+    assert oscap.installed_contents(host, (str(tmp_path),)) == {"debian12": f"{tmp_path}/ssg-debian12-ds.xml"}
+    assert oscap.installed_contents(host, (str(tmp_path / "absent"),)) == {}
+
+
+def test_installed_contents_looks_in_every_content_folder_later_wins(host, tmp_path):
+    shipped, local = tmp_path / "share", tmp_path / "local"
+    for folder in (shipped, local):
+        folder.mkdir()
+    (shipped / "ssg-debian11-ds.xml").write_text("")
+    (shipped / "ssg-debian12-ds.xml").write_text("")
+    (local / "ssg-debian12-ds.xml").write_text("")
+    (local / "ssg-debian12-xccdf.xml").write_text("")  # not a data stream
+    found = oscap.installed_contents(host, (str(shipped), str(local), str(tmp_path / "absent")))
+    assert found == {"debian11": f"{shipped}/ssg-debian11-ds.xml", "debian12": f"{local}/ssg-debian12-ds.xml"}
+    assert oscap.content_for({"ID": "debian", "VERSION_ID": "12"}, found) == found["debian12"]
+    assert oscap.content_for({"ID": "plan9", "VERSION_ID": "4"}, found) is None
+
+
+TAILORING = """<?xml version="1.0" encoding="UTF-8"?>
+<xccdf:Tailoring xmlns:xccdf="http://checklists.nist.gov/xccdf/1.2" id="xccdf_unit.ztm_tailoring_t">
+  <xccdf:version time="2026-01-01T00:00:00">1</xccdf:version>
+  <xccdf:Profile id="xccdf_unit.ztm_profile_unix_only" extends="xccdf_org.ztm_profile_key_file">
+    <xccdf:title>key-file profile without the key rule</xccdf:title>
+    <xccdf:select idref="xccdf_org.ztm_rule_key_file_private" selected="false"/>
+  </xccdf:Profile>
+</xccdf:Tailoring>
+"""
+
+
+@needs_oscap
+def test_tailoring_and_severities_decide_what_fails_and_the_arf_is_kept(host, tmp_path):
+    ds, _ = _data_stream(tmp_path, 0o644)
+    outcome = oscap.evaluate(host, str(ds), profile="xccdf_org.ztm_profile_key_file", keep_arf=True)
+    assert outcome.failed_with(("high",)) == [KEY_RULE] and outcome.failed_with(("medium", "low")) == []
+    assert outcome.arf and oscap.parse_arf(outcome.arf)[0] == outcome.rules
+    tailoring = tmp_path / "tailoring.xml"
+    tailoring.write_text(TAILORING)
+    tailored = oscap.evaluate(host, str(ds), profile="xccdf_unit.ztm_profile_unix_only", tailoring=str(tailoring))
+    assert tailored.exit_code == oscap.OK, tailored.stderr
+    assert set(tailored.rules) == {UNIX_RULE} and tailored.failed == [] and tailored.arf is None
+    assert tailored.evidence()["tailoring"] == str(tailoring)

@@ -1,8 +1,13 @@
 """OpenSCAP on the database host, through testinfra, and its ARF results parsed with lxml.
 
-``oscap xccdf eval`` runs *on the host* (``host.run``: local in the lab, over SSH on a VM),
+``oscap xccdf eval`` runs *on the host* (``db_host.run``: over SSH in the lab and on a VM),
 so the machine scanned is the database host, never the assessor's. The ARF file is written
-to a private temporary folder there, read back through testinfra and parsed here.
+to a private temporary folder there (without system characteristics: collected file contents
+stay on the host), read back through testinfra and parsed here.
+
+SCAP Security Guide data streams are looked for where Debian's ``ssg-*`` packages put them
+and where ``ztm provision scap`` installs content from Debian's newer suite
+(``/usr/local/share/…``; Debian 12's own ``ssg-debian`` has no Debian 12 data stream).
 
 ``oscap xccdf eval`` exits 0 when every rule passed, 2 when some failed (a normal result,
 not an error) and 1 on an error.
@@ -18,6 +23,10 @@ from typing import Any
 from lxml import etree
 
 SSG_DIR = "/usr/share/xml/scap/ssg/content"
+LOCAL_SSG_DIR = "/usr/local/share/xml/scap/ssg/content"
+SSG_DIRS = (SSG_DIR, LOCAL_SSG_DIR)  # later wins: content installed locally is newer than the OS package's
+DEFAULT_PROFILE = "standard"  # oscap matches a profile id by suffix
+SEVERITIES = ("high", "medium", "low", "unknown")
 XCCDF = "http://checklists.nist.gov/xccdf/1.2"
 OK, FAILED_RULES, ERROR = 0, 2, 1
 TIMED_OUT = 124  # coreutils timeout(1)
@@ -33,6 +42,8 @@ class ScanOutcome:
     rules: dict[str, dict[str, str]] = field(default_factory=dict)  # rule id -> result, severity, title
     score: float | None = None
     stderr: str = ""
+    tailoring: str | None = None
+    arf: bytes | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -42,14 +53,18 @@ class ScanOutcome:
     def failed(self) -> list[str]:
         return sorted(rule for rule, r in self.rules.items() if r["result"] in FAILING)
 
+    def failed_with(self, severities: tuple[str, ...] | list[str]) -> list[str]:
+        """Failing rules whose severity is one of ``severities``."""
+        return [rule for rule in self.failed if self.rules[rule]["severity"] in severities]
+
     @property
     def applicable(self) -> bool:
         """Did any rule actually get checked (content for another OS makes all notapplicable)?"""
         return any(r["result"] not in NOT_EVALUATED for r in self.rules.values())
 
     def evidence(self) -> dict[str, Any]:
-        return {"content": self.content, "profile": self.profile, "exit_code": self.exit_code, "score": self.score,
-                "counts": self.counts, "rules": self.rules}
+        return {"content": self.content, "profile": self.profile, "tailoring": self.tailoring,
+                "exit_code": self.exit_code, "score": self.score, "counts": self.counts, "rules": self.rules}
 
 
 def os_release(host) -> dict[str, str]:
@@ -58,12 +73,15 @@ def os_release(host) -> dict[str, str]:
     return {k: v.strip().strip('"') for k, _, v in (line.partition("=") for line in text.splitlines()) if k}
 
 
-def installed_contents(host, directory: str = SSG_DIR) -> dict[str, str]:
-    """SCAP Security Guide data streams on the host: product ('debian11') -> path."""
-    listing = host.run("ls -1 %s", directory)
-    names = listing.stdout.split() if listing.rc == 0 else []
-    found = (re.fullmatch(r"ssg-(.+)-ds\.xml", n) for n in names)
-    return {m[1]: f"{directory}/{m[0]}" for m in found if m}
+def installed_contents(host, directories: tuple[str, ...] = SSG_DIRS) -> dict[str, str]:
+    """SCAP Security Guide data streams on the host: product ('debian12') -> path."""
+    contents: dict[str, str] = {}
+    for directory in directories:
+        listing = host.run("ls -1 %s", directory)
+        names = listing.stdout.split() if listing.rc == 0 else []
+        found = (re.fullmatch(r"ssg-(.+)-ds\.xml", n) for n in names)
+        contents.update({m[1]: f"{directory}/{m[0]}" for m in found if m})
+    return contents
 
 
 def content_for(release: dict[str, str], contents: dict[str, str]) -> str | None:
@@ -76,15 +94,20 @@ def content_for(release: dict[str, str], contents: dict[str, str]) -> str | None
 
 
 def evaluate(host, content: str, *, profile: str | None = None, rules: list[str] | None = None,
-             timeout: int = 1800, tmp_root: str = "/tmp") -> ScanOutcome:
-    """Run the scan on the host; the ARF is parsed when oscap produced one (exit 0 or 2)."""
+             tailoring: str | None = None, keep_arf: bool = False, timeout: int = 1800,
+             tmp_root: str = "/tmp") -> ScanOutcome:
+    """Run the scan on the host; the ARF is parsed when oscap produced one (exit 0 or 2).
+    ``tailoring``: an XCCDF tailoring file on the host; ``keep_arf``: return the ARF's bytes."""
     made = host.run("mktemp -d %s", f"{tmp_root}/ztm-oscap.XXXXXXXX")  # 0700: the results stay private
     if made.rc != 0:
-        return ScanOutcome(content, profile, ERROR, stderr=f"cannot make a temporary folder: {made.stderr.strip()}")
+        return ScanOutcome(content, profile, ERROR, stderr=f"cannot make a temporary folder: {made.stderr.strip()}",
+                           tailoring=tailoring)
     workdir = made.stdout.strip()
     arf = f"{workdir}/arf.xml"
     try:
-        args = [str(timeout), "--results-arf", arf]
+        args = [str(timeout), "--without-syschar", "--results-arf", arf]
+        if tailoring:
+            args += ["--tailoring-file", tailoring]
         if profile:
             args += ["--profile", profile]
         for rule in rules or []:
@@ -94,9 +117,11 @@ def evaluate(host, content: str, *, profile: str | None = None, rules: list[str]
         stderr = done.stderr.strip()[-500:]
         if done.rc == TIMED_OUT:
             stderr = f"oscap did not finish within {timeout} s"
-        outcome = ScanOutcome(content, profile, done.rc, stderr=stderr)
+        outcome = ScanOutcome(content, profile, done.rc, stderr=stderr, tailoring=tailoring)
         if done.rc in (OK, FAILED_RULES) and host.file(arf).exists:
-            outcome.rules, outcome.score = parse_arf(host.file(arf).content)
+            raw = host.file(arf).content
+            outcome.rules, outcome.score = parse_arf(raw)
+            outcome.arf = raw if keep_arf else None
         return outcome
     finally:
         host.run("rm -rf %s", workdir)
