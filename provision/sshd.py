@@ -27,8 +27,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from provision import procs
 from provision.files import write_private
-from ztm import procs
 from ztm.errors import UserError
 
 SSHD = "/usr/sbin/sshd"
