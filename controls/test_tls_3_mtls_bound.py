@@ -12,8 +12,8 @@ import pytest
 from cryptography import x509
 
 from provision.pki import oneline
-from ztm.checks.accounts import grants_for, list_accounts
 from ztm.db import try_login
+from ztm.resources.accounts import grants_for, list_accounts
 from ztm.tls_scan import client_certificate_verdict
 
 pytestmark = pytest.mark.control("ZTM-TLS-3")

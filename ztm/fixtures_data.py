@@ -9,8 +9,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from ztm.checks.accounts import Account, list_accounts
-from ztm.data_plane import DATABASE
+from ztm.resources.accounts import Account, list_accounts
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +51,7 @@ def session(target) -> Iterator[Callable[..., pymysql.connections.Connection]]:
     opened: list[pymysql.connections.Connection] = []
 
     def open_session(role: str = "app", tenant: str | None = None) -> pymysql.connections.Connection:
-        conn = connect(target, target.roles[role], database=DATABASE)
+        conn = connect(target, target.roles[role], database=target.database)
         opened.append(conn)
         if tenant is not None:
             with conn.cursor() as cur:
