@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
@@ -27,8 +26,8 @@ from envelope.context import parse_header
 from envelope.setup import client_for
 from evidence.sensitive import keep_out_of_bundle
 from ztm.errors import UserError
+from ztm.resources.records import SentinelRecord, record, table_rows
 from ztm.resources.records import recent_records as newest_records
-from ztm.resources.records import record, table_rows
 from ztm.resources.schema_objects import SchemaObjects
 
 pytestmark = pytest.mark.control("ZTM-CRY-1")
@@ -43,13 +42,6 @@ def envelope(target):
     client = client_for(target)
     yield client
     client.kms.close()
-
-
-@dataclass(frozen=True)
-class SentinelRecord:
-    pii: dict[str, str] = field(repr=False)  # kept out of failure reports (they go into the bundle)
-    user_id: str
-    tenant: str
 
 
 @pytest.fixture(scope="module")

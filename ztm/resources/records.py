@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
 
 from ztm.resources.schema_objects import SchemaObjects
+
+
+@dataclass(frozen=True)
+class SentinelRecord:
+    """A record the assessment wrote itself, with the plaintext it holds."""
+    pii: dict[str, str] = field(repr=False)  # kept out of failure reports (they go into the bundle)
+    user_id: str
+    tenant: str
 
 
 def recent_records(admin: pymysql.connections.Connection, database: str, limit: int) -> list[dict[str, Any]]:
