@@ -8,9 +8,7 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
-import time
 import tomllib
 from pathlib import Path
 
