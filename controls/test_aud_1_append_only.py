@@ -20,45 +20,42 @@ from __future__ import annotations
 
 import pytest
 
-from ztm.checks.accounts import list_accounts
-from ztm.checks.grants import WRITE_PRIVILEGES, effective_grants, shared_grantees
 from ztm.data_plane import (
     AUDIT_APPEND,
     AUDIT_GUARDS,
     AUDIT_TABLES,
     AUDITED_EVENTS,
     DATA_TABLES,
-    DATABASE,
-    DEFINER_AUDIT_GRANTS,
+    DEFINER,
     DEFINER_HOST,
     DEFINER_USER,
+    LOGIN_ROLES,
     SESSION_TABLES,
 )
 from ztm.fixtures_data import ER_LOCK_WAIT_TIMEOUT, PROBE_LOCK_WAIT_S, sql_error
+from ztm.resources.accounts import find_account, list_accounts
+from ztm.resources.grants import WRITE_PRIVILEGES, effective_grants, shared_grantees
+from ztm.resources.schema_objects import SchemaObjects
 
 pytestmark = pytest.mark.control("ZTM-AUD-1")
 
 TABLE_DENIED = 1142
 PROBE_TRIGGER = "ztm_probe_trigger"
-# op -> (statement, the privilege a refusal must name, needs the fence)
+# op -> (statement on {db}.{t}, the privilege a refusal must name, needs the fence)
 PROBES = {
-    "UPDATE": ("UPDATE securedb.{t} SET seq = seq WHERE 1 = 0", "UPDATE", False),
-    "DELETE": ("DELETE FROM securedb.{t} WHERE 1 = 0", "DELETE", False),
-    "INSERT": ("INSERT INTO securedb.{t} (seq) SELECT 0 FROM DUAL WHERE 1 = 0", "INSERT", False),
-    "ALTER": ("ALTER TABLE securedb.{t} RENAME COLUMN ztm_absent_column TO ztm_other", "ALTER", True),
-    "TRUNCATE": ("TRUNCATE TABLE securedb.{t}", "DROP", True),
-    "DROP": ("DROP TABLE securedb.{t}", "DROP", True),
-    "CREATE TRIGGER": (f"CREATE TRIGGER securedb.{PROBE_TRIGGER} BEFORE INSERT ON securedb.{{t}} FOR EACH ROW "
+    "UPDATE": ("UPDATE {db}.{t} SET seq = seq WHERE 1 = 0", "UPDATE", False),
+    "DELETE": ("DELETE FROM {db}.{t} WHERE 1 = 0", "DELETE", False),
+    "INSERT": ("INSERT INTO {db}.{t} (seq) SELECT 0 FROM DUAL WHERE 1 = 0", "INSERT", False),
+    "ALTER": ("ALTER TABLE {db}.{t} RENAME COLUMN ztm_absent_column TO ztm_other", "ALTER", True),
+    "TRUNCATE": ("TRUNCATE TABLE {db}.{t}", "DROP", True),
+    "DROP": ("DROP TABLE {db}.{t}", "DROP", True),
+    "CREATE TRIGGER": (f"CREATE TRIGGER {{db}}.{PROBE_TRIGGER} BEFORE INSERT ON {{db}}.{{t}} FOR EACH ROW "
                        "SET @ztm_probe = 1", "TRIGGER", True),
 }
 # Tables whose rows are the grants: writing them is granting oneself anything.
 GRANT_TABLES = ("user", "global_priv", "db", "tables_priv", "columns_priv", "procs_priv", "roles_mapping",
                 "role_edges", "default_roles", "proxies_priv")
 ESCALATION = {"SUPER", "CREATE USER"}
-
-
-def _login_roles(target) -> list[str]:
-    return sorted(role for role in target.roles if role != "admin")
 
 
 # MySQL with binary logging refuses CREATE TRIGGER to every account without SUPER (1419)
@@ -80,10 +77,9 @@ def _judge(refusal, privilege: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("role", ["app", "auditor", "migration", "probe"])
+@pytest.mark.parametrize("role", LOGIN_ROLES)
 def test_login_accounts_are_refused_changes_to_audit_tables(role, target, connect, fenced, admin, evidence):
-    if role not in target.roles:
-        pytest.skip(f"the target has no {role} role to log in as")
+    db = target.database
     conn = connect(role)  # no default database: the probe account may not even have one
     with conn.cursor() as cur:
         cur.execute("SELECT CURRENT_USER()")
@@ -94,14 +90,14 @@ def test_login_accounts_are_refused_changes_to_audit_tables(role, target, connec
         for table in AUDIT_TABLES:
             for op, (template, _, fence) in PROBES.items():
                 if not fence:
-                    results[f"{op} {table}"] = sql_error(conn, template.format(t=table))
-        with fenced(tuple(f"{DATABASE}.{t}" for t in AUDIT_TABLES)) as fence_proof:
+                    results[f"{op} {table}"] = sql_error(conn, template.format(db=db, t=table))
+        with fenced(tuple(f"{db}.{t}" for t in AUDIT_TABLES)) as fence_proof:
             for table in AUDIT_TABLES:
                 for op, (template, _, fence) in PROBES.items():
                     if fence:
-                        results[f"{op} {table}"] = sql_error(conn, template.format(t=table))
+                        results[f"{op} {table}"] = sql_error(conn, template.format(db=db, t=table))
     finally:  # only reachable if the fence failed and a trigger was created after all
-        sql_error(admin, f"DROP TRIGGER IF EXISTS securedb.{PROBE_TRIGGER}")
+        sql_error(admin, f"DROP TRIGGER IF EXISTS {db}.{PROBE_TRIGGER}")
     evidence.json("probes", {"role": role, "account": account, "results": results, "fence": fence_proof})
     problems = {}
     for table in AUDIT_TABLES:
@@ -113,7 +109,8 @@ def test_login_accounts_are_refused_changes_to_audit_tables(role, target, connec
         f"{what}: {why}" for what, why in problems.items())
 
 
-def test_no_account_but_the_admin_can_change_the_audit_tables(target, admin, evidence):
+def test_no_account_but_the_admin_can_change_the_audit_tables(target, policy, admin, evidence):
+    db, definer_grants = target.database, policy.definer_audit_grants()
     with admin.cursor() as cur:
         cur.execute("SELECT CURRENT_USER()")
         (me,) = cur.fetchone()
@@ -134,11 +131,11 @@ def test_no_account_but_the_admin_can_change_the_audit_tables(target, admin, evi
             where = f"{grant.privilege} via {grant.line.split(' TO ')[0]}"
             if source != found.account:
                 where += f" (held by {source})"
-            if is_definer and grant.kind == "TABLE" and grant.database == DATABASE \
-                    and (grant.privilege, grant.object) in DEFINER_AUDIT_GRANTS:
+            if is_definer and grant.kind == "TABLE" and grant.database == db \
+                    and (grant.privilege, grant.object) in definer_grants:
                 continue  # the locked owner appends through its own guarded routines
             if grant.kind == "TABLE" and grant.privilege in WRITE_PRIVILEGES | ESCALATION and any(
-                    grant.covers(DATABASE, t) for t in AUDIT_TABLES):
+                    grant.covers(db, t) for t in AUDIT_TABLES):
                 risky.append(f"{account.name}: {where}")
             elif grant.kind == "TABLE" and grant.privilege in WRITE_PRIVILEGES and any(
                     grant.covers("mysql", t) for t in GRANT_TABLES):
@@ -153,71 +150,63 @@ def test_no_account_but_the_admin_can_change_the_audit_tables(target, admin, evi
                        + "; ".join(sorted(set(risky))))
 
 
-def _triggers(admin) -> list[tuple]:
-    with admin.cursor() as cur:
-        cur.execute("SELECT EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, TRIGGER_NAME, DEFINER, "
-                    "ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s", (DATABASE,))
-        return list(cur.fetchall())
+def _locked_definer_problems(accounts) -> list[str]:
+    owner = find_account(accounts, DEFINER_USER, DEFINER_HOST)
+    return [] if owner is not None and owner.locked else [f"the trigger owner {DEFINER} is missing or not locked"]
 
 
-def test_guard_triggers_exist_with_the_expected_definer(admin, accounts, evidence):
-    rows = [r for r in _triggers(admin) if r[0] in AUDIT_TABLES]
-    evidence.json("guard-triggers", [r[:5] for r in rows])
-    found = {(t, timing, event): (name, definer, body) for t, timing, event, name, definer, body in rows}
-    definer = f"{DEFINER_USER}@{DEFINER_HOST}"
+def test_guard_triggers_exist_with_the_expected_definer(target, admin, accounts, evidence):
+    triggers = [t for t in SchemaObjects(admin, target.database).triggers if t.table in AUDIT_TABLES]
+    evidence.json("guard-triggers", [(t.table, t.timing, t.event, t.name, t.definer) for t in triggers])
+    found = {(t.table, t.timing, t.event): t for t in triggers}
     problems = []
     for guard in AUDIT_GUARDS:
-        if guard not in found:
+        trigger = found.get(guard)
+        if trigger is None:
             problems.append(f"no {guard[1]} {guard[2]} trigger on {guard[0]}")
             continue
-        name, owner, body = found[guard]
-        if owner != definer:
-            problems.append(f"{name} is owned by {owner}, not {definer}")
-        if "SIGNAL" not in body.upper():
-            problems.append(f"{name} never refuses (no SIGNAL)")
-    owner = [a for a in accounts if a.user == DEFINER_USER and a.host == DEFINER_HOST]
-    if not owner or not owner[0].locked:
-        problems.append(f"the trigger owner {definer} is missing or not locked")
+        if trigger.definer != DEFINER:
+            problems.append(f"{trigger.name} is owned by {trigger.definer}, not {DEFINER}")
+        if "SIGNAL" not in trigger.body.upper():
+            problems.append(f"{trigger.name} never refuses (no SIGNAL)")
+    problems += _locked_definer_problems(accounts)
     assert not problems, "audit guard triggers: " + "; ".join(problems)
 
 
-def test_every_data_table_logs_every_change(admin, evidence):
-    with admin.cursor() as cur:
-        cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_TYPE = 'BASE TABLE'", (DATABASE,))
-        tables = sorted(row[0] for row in cur.fetchall())
+def test_every_data_table_logs_every_change(target, admin, evidence):
+    objects = SchemaObjects(admin, target.database)
+    tables = objects.base_tables
     data = [t for t in tables if t not in AUDIT_TABLES and t not in SESSION_TABLES]
-    found = {(t, event): (name, definer, body) for t, timing, event, name, definer, body in _triggers(admin)
-             if timing == "AFTER"}
-    definer = f"{DEFINER_USER}@{DEFINER_HOST}"
+    found = {(t.table, t.event): t for t in objects.triggers if t.timing == "AFTER"}
     problems = [f"data table {t} is missing" for t in DATA_TABLES if t not in tables]
     for table in data:
         for event in AUDITED_EVENTS:
             trigger = found.get((table, event))
             if trigger is None:
                 problems.append(f"no AFTER {event} audit trigger on {table}: its {event}s are not audited")
-            elif trigger[1] != definer:
-                problems.append(f"{trigger[0]} is owned by {trigger[1]}, not {definer}")
-            elif f"{AUDIT_APPEND}(" not in trigger[2]:
-                problems.append(f"{trigger[0]} does not append to the audit chain (no {AUDIT_APPEND} call)")
-    evidence.json("audit-triggers", {"data_tables": data, "triggers": sorted(f"{t} {e}: {v[0]}" for (t, e), v
+            elif trigger.definer != DEFINER:
+                problems.append(f"{trigger.name} is owned by {trigger.definer}, not {DEFINER}")
+            elif f"{AUDIT_APPEND}(" not in trigger.body:
+                problems.append(f"{trigger.name} does not append to the audit chain (no {AUDIT_APPEND} call)")
+    evidence.json("audit-triggers", {"data_tables": data, "triggers": sorted(f"{t} {e}: {v.name}" for (t, e), v
                                                                             in found.items())})
     assert not problems, "data changes that escape the audit trail: " + "; ".join(problems)
 
 
-def test_guards_refuse_even_a_privileged_writer(admin, evidence):
+def test_guards_refuse_even_a_privileged_writer(target, admin, evidence):
     """As the admin (who holds the privileges), in a transaction that is always rolled back."""
+    db = target.database
     with admin.cursor() as cur:
-        cur.execute("SELECT MAX(seq) FROM securedb.audit_events")
+        cur.execute(f"SELECT MAX(seq) FROM {db}.audit_events")
         (head,) = cur.fetchone()
     if head is None:
         pytest.skip("the audit trail has no event yet, so there is no row to probe the guards with")
     results = {}
     try:
         admin.begin()
-        results["UPDATE"] = sql_error(admin, "UPDATE securedb.audit_events SET payload = payload WHERE seq = %s",
+        results["UPDATE"] = sql_error(admin, f"UPDATE {db}.audit_events SET payload = payload WHERE seq = %s",
                                       (head,))
-        results["DELETE"] = sql_error(admin, "DELETE FROM securedb.audit_events WHERE seq = %s", (head,))
+        results["DELETE"] = sql_error(admin, f"DELETE FROM {db}.audit_events WHERE seq = %s", (head,))
     finally:
         admin.rollback()
     evidence.json("privileged-writer", {"row": head, "refusals": results})

@@ -25,10 +25,10 @@ def test_full_chain_recomputes_to_the_head(connect, evidence):
     assert report.intact, report.describe()
 
 
-def test_payload_follows_the_documented_format(connect, evidence):
+def test_payload_follows_the_documented_format(target, connect, evidence):
     conn = connect("auditor")
     with conn.cursor() as cur:
-        cur.execute("SELECT seq, payload FROM securedb.audit_events ORDER BY seq DESC LIMIT 1")
+        cur.execute(f"SELECT seq, payload FROM {target.database}.audit_events ORDER BY seq DESC LIMIT 1")
         row = cur.fetchone()
     if row is None:
         pytest.skip("the audit trail holds no event yet")

@@ -1,5 +1,8 @@
 """ZTM-CFG-1: hardened server variables hold live, on disk, and (MySQL) in persisted variables.
 
+The hardened values, and the TLS versions and suites, come from the policy (variables and
+tls sections); path variables it names (ssl_crl, secure_file_priv) must be set.
+
 Live values come from SHOW GLOBAL VARIABLES through the admin path; on-disk values from the
 target's configuration files read through the testinfra host, following ``!include`` and
 ``!includedir`` as the server does (a drop-in file can undo the main file), so a setting
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from ztm.checks.variables import (
+from ztm.resources.variables import (
     ConfigRead,
     HostFiles,
     live_variables,
@@ -23,24 +26,25 @@ from ztm.checks.variables import (
 pytestmark = pytest.mark.control("ZTM-CFG-1")
 
 
-def _expected_on_disk(target) -> dict[str, str]:
-    settings = target.dialect.server_settings(crl="", secure_file_priv="")
-    return {k: v for k, v in settings.items() if v}  # paths are checked for presence, not value
+# Why an empty path variable matters, for the message.
+EMPTY_MEANS = {"ssl_crl": "revoked client certificates would be accepted",
+               "secure_file_priv": "file import/export allowed anywhere"}
+# NULL here switches the feature off altogether, which is stricter than any path.
+OFF_WHEN_NULL = {"secure_file_priv"}
 
 
-def test_live_variables_hardened(target, admin, evidence):
-    expected = target.dialect.expected_live_variables(crl_basename=None)
-    live = live_variables(admin, [*expected, "ssl_crl", "secure_file_priv"])
+def test_live_variables_hardened(target, policy, admin, evidence):
+    expected = target.dialect.expected_live_variables(policy)
+    nonempty = policy.variables["nonempty"]
+    live = live_variables(admin, [*expected, *nonempty])
     evidence.json("live-variables", live)
     problems = mismatches(expected, live)
-    if not live.get("ssl_crl"):
-        problems.append("ssl_crl is empty (revoked client certificates would be accepted)")
-    if live.get("secure_file_priv") == "":
-        problems.append("secure_file_priv is empty (file import/export allowed anywhere)")
-    assert not problems, "live server variables not hardened: " + "; ".join(problems)
+    problems += [f"{name} is empty ({EMPTY_MEANS.get(name, 'the policy requires it set')})"
+                 for name in nonempty if not live.get(name) and not (live.get(name) is None and name in OFF_WHEN_NULL)]
+    assert not problems, f"live server variables not hardened (policy {policy.name}): " + "; ".join(problems)
 
 
-def test_on_disk_configuration_hardened(target, db_host, evidence):
+def test_on_disk_configuration_hardened(target, policy, db_host, evidence):
     files = target.section("host").get("config_files", [])
     if not files:
         pytest.skip("the target names no configuration files ([host].config_files)")
@@ -53,15 +57,14 @@ def test_on_disk_configuration_hardened(target, db_host, evidence):
     evidence.json("on-disk-variables", {"files_read": read.files, "includes_not_found": read.missing,
                                         "options": read.options, "set_in": read.origin})
     problems = [problem + (f" (set in {read.origin[name]})" if name in read.origin else "")
-                for name, want in _expected_on_disk(target).items()
+                for name, want in target.dialect.expected_live_variables(policy).items()
                 for problem in mismatches({name: want}, read.options)]
-    for path_option in ("ssl_crl", "secure_file_priv"):
-        if not read.options.get(path_option):
-            problems.append(f"{path_option} is not set in the configuration")
+    problems += [f"{name} is not set in the configuration" for name in policy.variables["nonempty"]
+                 if not read.options.get(name)]
     assert not problems, "configuration on disk not hardened (a restart would lose it): " + "; ".join(problems)
 
 
-def test_persisted_variables_hardened(target, db_host, evidence):
+def test_persisted_variables_hardened(target, policy, db_host, evidence):
     if not target.dialect.persisted_config_supported:
         pytest.skip(f"{target.engine} has no SET PERSIST: nothing overrides the configuration files at restart")
     path = target.section("host").get("persisted_config")
@@ -73,6 +76,6 @@ def test_persisted_variables_hardened(target, db_host, evidence):
         return
     persisted = parse_persisted(f.content_string)
     evidence.json("persisted-variables", persisted)
-    relevant = {k: v for k, v in _expected_on_disk(target).items() if k in persisted}
+    relevant = {k: v for k, v in target.dialect.expected_live_variables(policy).items() if k in persisted}
     problems = mismatches(relevant, persisted)
     assert not problems, "SET PERSIST overrides hardened settings at the next restart: " + "; ".join(problems)

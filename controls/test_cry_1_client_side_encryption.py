@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
@@ -22,17 +21,17 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from envelope.client import PII_FIELDS, TABLE, api_json
+from envelope.client import PII_FIELDS, TABLE, api_json, open_column
 from envelope.context import parse_header
-from envelope.record import SealedField, open_field
 from envelope.setup import client_for
-from ztm.data_plane import DATABASE
 from ztm.errors import UserError
 from ztm.keep_out import keep_out_of_bundle
+from ztm.resources.records import SentinelRecord, record, table_rows
+from ztm.resources.records import recent_records as newest_records
+from ztm.resources.schema_objects import SchemaObjects
 
 pytestmark = pytest.mark.control("ZTM-CRY-1")
 
-RECENT_RECORDS = 500  # the newest records are checked one by one (all of them in a lab)
 GCM_TAG_BYTES = 16
 
 
@@ -45,13 +44,6 @@ def envelope(target):
     client.kms.close()
 
 
-@dataclass(frozen=True)
-class SentinelRecord:
-    pii: dict[str, str] = field(repr=False)  # kept out of failure reports (they go into the bundle)
-    user_id: str
-    tenant: str
-
-
 @pytest.fixture(scope="module")
 def sentinel_record(target, tenants, envelope, pytestconfig):
     """One record written exactly as an application would: encrypt here, store via the API."""
@@ -62,7 +54,7 @@ def sentinel_record(target, tenants, envelope, pytestconfig):
            "phone": f"+1555{int(marker[:6], 16) % 10**7:07d}"}
     keep_out_of_bundle(pytestconfig, *pii.values())  # a failure message naming it is redacted in the bundle
     doc = envelope.encrypt_user(tenants["A"], pii, role="ztm-assessment")
-    conn = connect(target, target.roles["app"], database=DATABASE)
+    conn = connect(target, target.roles["app"], database=target.database)
     try:
         with conn.cursor() as cur:
             cur.execute("CALL security_set_tenant(%s)", (tenants["A"],))
@@ -85,38 +77,16 @@ def _needles(pii: dict[str, str]) -> dict[str, bytes]:
     return needles
 
 
-def _tables(admin) -> dict[str, list[str]]:
-    """Base tables of the database and their primary-key columns (to name a row)."""
-    with admin.cursor() as cur:
-        cur.execute("SELECT t.TABLE_NAME, c.COLUMN_NAME FROM information_schema.TABLES t LEFT JOIN "
-                    "information_schema.COLUMNS c ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME "
-                    "AND c.COLUMN_KEY = 'PRI' WHERE t.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' "
-                    "ORDER BY t.TABLE_NAME, c.ORDINAL_POSITION", (DATABASE,))
-        tables: dict[str, list[str]] = {}
-        for table, column in cur.fetchall():
-            tables.setdefault(table, [])
-            if column:
-                tables[table].append(column)
-    return tables
-
-
-def test_sentinel_pii_never_appears_in_plaintext(admin, sentinel_record, evidence):
+def test_sentinel_pii_never_appears_in_plaintext(target, admin, sentinel_record, evidence):
     needles = _needles(sentinel_record.pii)
     found: set[str] = set()
-    scanned: dict[str, int] = {}
-    for table, key_columns in _tables(admin).items():
-        with admin.cursor(pymysql.cursors.SSDictCursor) as cur:  # streamed: the audit table can be large
-            cur.execute(f"SELECT * FROM `{DATABASE}`.`{table}`")  # names from information_schema
-            scanned[table] = 0
-            for row in cur:
-                scanned[table] += 1
-                key = ", ".join(f"{k}={row[k]}" for k in key_columns) or "no primary key"
-                for column, value in row.items():
-                    data = value if isinstance(value, (bytes, bytearray)) else str(value).encode()
-                    found.update(f"{table}.{column} ({key}): {label}" for label, needle in needles.items()
-                                 if needle in data)
+    scanned = dict.fromkeys(SchemaObjects(admin, target.database).base_tables, 0)
+    for table, key, row in table_rows(admin, target.database):
+        scanned[table] += 1
+        found.update(f"{table}.{column} ({key}): {label}" for column, data in row.items()
+                     for label, needle in needles.items() if needle in data)
     evidence.json("plaintext-scan", {"rows_scanned": scanned, "sentinels": len(needles), "found": sorted(found)})
-    assert scanned, f"no base tables found in {DATABASE}: nothing was scanned"
+    assert scanned, f"no base tables found in {target.database}: nothing was scanned"
     assert not found, "plaintext PII stored in the database: " + "; ".join(sorted(found)[:20])
 
 
@@ -135,10 +105,9 @@ def test_stored_record_decrypts_in_the_client_through_the_kms(session, sentinel_
     assert envelope.kms.calls > calls, "decryption did not go through the KMS"
 
 
-def test_database_content_alone_cannot_decrypt(admin, sentinel_record, envelope, evidence):
-    with admin.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute("SELECT * FROM securedb.users WHERE user_id = %s", (sentinel_record.user_id,))
-        row = cur.fetchone()
+def test_database_content_alone_cannot_decrypt(target, admin, sentinel_record, envelope, evidence):
+    row = record(admin, target.database, sentinel_record.user_id)
+    assert row is not None, "the sentinel record is not in the database"
     material = b"".join(v for v in row.values() if isinstance(v, (bytes, bytearray)))
     candidates = {material[i:i + 32] for i in range(0, max(len(material) - 31, 0))}
     opened = []
@@ -157,10 +126,9 @@ def test_database_content_alone_cannot_decrypt(admin, sentinel_record, envelope,
 
 
 @pytest.fixture(scope="module")
-def recent_records(admin) -> list[dict[str, Any]]:
-    with admin.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute(f"SELECT * FROM securedb.users ORDER BY created_at DESC LIMIT {RECENT_RECORDS}")
-        return list(cur.fetchall())
+def recent_records(target, policy, admin) -> list[dict[str, Any]]:
+    """The newest records, checked one by one (policy crypto.recent_records; all of them in a lab)."""
+    return newest_records(admin, target.database, policy.crypto["recent_records"])
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +148,7 @@ def test_every_stored_dek_unwraps_through_the_kms(recent_records, unwrapped, evi
     version: a record a client stored with a made-up, foreign or moved key does not."""
     refused = {uid: why for uid, why in unwrapped.items() if isinstance(why, str)}
     evidence.json("dek-unwrap", {"records": len(recent_records), "refused": refused})
-    assert recent_records, "no records stored in securedb.users: nothing to check"
+    assert recent_records, f"no records stored in {TABLE}: nothing to check"
     assert not refused, (f"{len(refused)} stored record(s) carry a data key the KMS does not unwrap in the record's "
                          "context: " + "; ".join(f"{TABLE}.pii_wrapped_key of record {uid}: {why}"
                                                  for uid, why in list(refused.items())[:10]))
@@ -197,29 +165,24 @@ def _readable_text(data: bytes) -> bool:
 
 
 def _field_finding(row: dict[str, Any], name: str, dek: bytes | str) -> str | None:
-    sealed = SealedField(bytes(row[f"{name}_ct"]), bytes(row[f"{name}_iv"]), bytes(row[f"{name}_aad"]))
+    ct = bytes(row[f"{name}_ct"])
     where = f"{TABLE}.{name} of record {row['user_id']}"
-    if _readable_text(sealed.ct) or len(sealed.ct) < GCM_TAG_BYTES:
-        if isinstance(dek, bytes) and _opens(dek, sealed, row, name):
+    if _readable_text(ct) or len(ct) < GCM_TAG_BYTES:
+        if isinstance(dek, bytes) and _opens(dek, row, name):
             return None
-        return f"{where} holds readable text ({len(sealed.ct)} bytes): plaintext, not AES-256-GCM ciphertext"
+        return f"{where} holds readable text ({len(ct)} bytes): plaintext, not AES-256-GCM ciphertext"
     if not isinstance(dek, bytes):
         return None  # its DEK does not unwrap: that test names the record
-    header = parse_header(sealed.aad)
-    if header is None:
+    if parse_header(bytes(row[f"{name}_aad"])) is None:
         return f"{where} has no envelope header (not written by an envelope client)"
-    if not _opens(dek, sealed, row, name):
+    if not _opens(dek, row, name):
         return f"{where} does not open under the record's DEK in its own context (moved, altered, or another key)"
     return None
 
 
-def _opens(dek: bytes, sealed: SealedField, row: dict[str, Any], name: str) -> bool:
-    header = parse_header(sealed.aad)
-    if header is None or header.key_version > int(row["pii_key_version"]):
-        return False
+def _opens(dek: bytes, row: dict[str, Any], name: str) -> bool:
     try:
-        open_field(dek, sealed, tenant=row["tenant_id"], table=TABLE, column=name, record=row["user_id"],
-                   key_version=header.key_version, fmt=header.format)
+        open_column(dek, row, name)
     except UserError:
         return False
     return True
@@ -233,6 +196,6 @@ def test_every_stored_pii_field_is_ciphertext(recent_records, unwrapped, evidenc
                 if (f := _field_finding(row, name, unwrapped[row["user_id"]])) is not None]
     evidence.json("fields-checked", {"records": len(recent_records), "fields": len(recent_records) * len(PII_FIELDS),
                                      "findings": findings})
-    assert recent_records, "no records stored in securedb.users: nothing to check"
+    assert recent_records, f"no records stored in {TABLE}: nothing to check"
     assert not findings, f"{len(findings)} stored PII field(s) are not client-side ciphertext: " + "; ".join(
         findings[:10])

@@ -10,9 +10,6 @@ with that private key, open every field); a fresh record round-trips through it.
 
 from __future__ import annotations
 
-import random
-from typing import Any
-
 import pymysql
 import pytest
 
@@ -22,10 +19,9 @@ from envelope.context import wrap_context
 from envelope.record import new_dek
 from envelope.setup import client_for, pq_private_for
 from ztm.errors import UserError
+from ztm.resources.records import dek_kek_ids, pq_coverage, pq_sample
 
 pytestmark = pytest.mark.control("ZTM-CRY-2")
-
-NEWEST, RANDOM_OLDER = 100, 100  # the recovery sample: every recent record plus a random spread of older ones
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +39,8 @@ def pq_private(required, target) -> bytes | str:
         return str(exc)
 
 
-def test_every_record_carries_the_expected_pq_wrap(required, admin, evidence):
-    with admin.cursor() as cur:
-        cur.execute("SELECT user_id, pq_alg, LENGTH(pii_pq_wrapped_key) FROM securedb.users ORDER BY created_at")
-        rows = cur.fetchall()
+def test_every_record_carries_the_expected_pq_wrap(required, target, admin, evidence):
+    rows = pq_coverage(admin, target.database)
     missing = [uid for uid, alg, size in rows if not size]
     wrong = [f"{uid} ({alg})" for uid, alg, size in rows if size and alg != pq.PQ_ALG]
     evidence.json("pq-coverage", {"records": len(rows), "without_pq_wrap": missing, "wrong_suite": wrong,
@@ -62,9 +56,7 @@ def test_pq_private_key_is_wrapped_under_its_own_kek(required, target, admin, pq
     path = target.section("crypto").get("pq_private_wrapped")
     assert path, "the target names no wrapped PQ private key ([crypto].pq_private_wrapped): PQ recovery is unproven"
     pq_kek = pq.read_private_wrapped(target.resolve(path)).key_id
-    with admin.cursor() as cur:
-        cur.execute("SELECT DISTINCT pii_kms_key_id FROM securedb.users")
-        dek_keks = {k for (k,) in cur.fetchall()}
+    dek_keks = dek_kek_ids(admin, target.database)
     client = client_for(target, cache=False, with_pq=False)
     try:  # the KEK new records are wrapped under, even if no record uses it yet
         dek_keks.add(client.kms.wrap(new_dek(), wrap_context(tenant="ztm-probe", table="users", key_version=1)).key_id)
@@ -77,24 +69,12 @@ def test_pq_private_key_is_wrapped_under_its_own_kek(required, target, admin, pq
     assert isinstance(pq_private, bytes), f"the PQ private key does not unwrap through the KMS: {pq_private}"
 
 
-def _sample(admin) -> list[dict[str, Any]]:
-    with admin.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute("SELECT user_id FROM securedb.users WHERE pii_pq_wrapped_key IS NOT NULL "
-                    "ORDER BY created_at DESC, user_id")
-        ids = [r["user_id"] for r in cur.fetchall()]
-        older = ids[NEWEST:]
-        picked = ids[:NEWEST] + random.sample(older, min(RANDOM_OLDER, len(older)))
-        if not picked:
-            return []
-        cur.execute(f"SELECT * FROM securedb.users WHERE user_id IN ({', '.join(['%s'] * len(picked))})", picked)
-        return list(cur.fetchall())
-
-
-def test_stored_records_recover_through_the_pq_path(required, admin, pq_private, evidence):
+def test_stored_records_recover_through_the_pq_path(required, target, policy, admin, pq_private, evidence):
     """The PQ path alone (no DEK KEK): decapsulate each sampled record's wrap with the
-    organisation private key and open every field in the record's own context."""
+    organisation private key and open every field in the record's own context. The sample:
+    the newest records plus a random spread of older ones (policy crypto.pq_sample_*)."""
     assert isinstance(pq_private, bytes), f"the PQ private key does not unwrap through the KMS: {pq_private}"
-    rows = _sample(admin)
+    rows = pq_sample(admin, target.database, policy.crypto["pq_sample_newest"], policy.crypto["pq_sample_random_older"])
     failures = {}
     for row in rows:
         try:

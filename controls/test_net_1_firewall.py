@@ -13,28 +13,27 @@ drop is trusted only once the host is shown to answer the same source on another
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ztm.netprobe import BLOCKED, COULD_NOT_RUN, REACHABLE
+from ztm.resources.host import in_netns, input_chains, listening_ports, nft_ruleset
 
 pytestmark = pytest.mark.control("ZTM-NET-1")
 
 
-def _ruleset(db_host, host_netns_argv) -> dict:
-    command = " ".join([*host_netns_argv, "nft", "-j", "list", "ruleset"])
-    result = db_host.run(command)
-    assert result.rc == 0, f"cannot read the nftables ruleset of the database host: {result.stderr.strip()}"
-    return json.loads(result.stdout)
+@pytest.fixture(scope="module")
+def db_netns_host(db_host, target):
+    """The database host as seen from inside its network namespace (the lab's), or itself."""
+    return in_netns(db_host, target.section("host").get("netns"))
 
 
-def test_input_policy_is_drop(db_host, host_netns_argv, evidence):
-    ruleset = _ruleset(db_host, host_netns_argv)
+def test_input_policy_is_drop(db_netns_host, evidence):
+    try:
+        ruleset = nft_ruleset(db_netns_host)
+    except AssertionError as exc:
+        pytest.fail(f"cannot read the nftables ruleset of the database host: {str(exc)[-300:]}")
     evidence.json("nft-ruleset", ruleset)
-    chains = [item["chain"] for item in ruleset.get("nftables", []) if "chain" in item]
-    inputs = [c for c in chains if c.get("hook") == "input" and c.get("type") == "filter"
-              and c.get("family") in ("inet", "ip")]
+    inputs = input_chains(ruleset)
     assert inputs, "no nftables filter chain hooks IPv4 input: nothing filters incoming traffic"
     # A packet must pass every base chain on the hook, so one chain with policy drop makes the
     # default deny; chains with policy accept next to it (fail2ban's) cannot widen it.
@@ -43,9 +42,9 @@ def test_input_policy_is_drop(db_host, host_netns_argv, evidence):
     assert dropping, f"no input chain has policy drop (policy accept: {accepting}): the default must be deny"
 
 
-def _host_answers(from_netns, netns: str, host: str, port: int, source: str) -> tuple[bool, str]:
+def _host_answers(from_netns, netns: str, address: str, port: int, source: str) -> tuple[bool, str]:
     """Does the host answer this source at all (connect or reset on a port left open)?"""
-    seen = from_netns(netns, "connect", host, str(port), "--source", source)
+    seen = from_netns(netns, "connect", address, str(port), "--source", source)
     return seen.verdict == REACHABLE or (seen.verdict == BLOCKED and seen.how != "timeout"), seen.said
 
 
@@ -86,12 +85,14 @@ def test_database_port_reachable_only_from_the_allowlist(target, network, from_n
                          "drop cannot be told from a broken path")
 
 
-def test_only_expected_ports_listen(db_host, host_netns_argv, network, evidence):
-    result = db_host.run(" ".join([*host_netns_argv, "ss", "-H", "-l", "-n", "-t", "-u"]))
-    assert result.rc == 0, f"cannot list listening sockets: {result.stderr.strip()}"
-    listening = sorted({f"{line.split()[0]}/{line.split()[4].rsplit(':', 1)[1]}"
-                        for line in result.stdout.splitlines() if line.strip()})
-    expected = sorted(f"tcp/{p}" for p in network.get("listen_ports", []))
+def test_only_expected_ports_listen(db_netns_host, network, policy, evidence):
+    try:
+        listening = listening_ports(db_netns_host)
+    except (AssertionError, RuntimeError) as exc:
+        pytest.fail(f"cannot list listening sockets: {str(exc)[-300:]}")
+    # The policy's ports, plus those the target declares for this deployment ([network].listen_ports).
+    expected = sorted({*policy.network["allowed_listen_ports"], *(f"tcp/{p}" for p in network.get("listen_ports", []))})
     evidence.json("listening", {"sockets": listening, "expected": expected})
     unexpected = [p for p in listening if p not in expected]
-    assert not unexpected, f"unexpected listening ports on the database host: {unexpected} (expected {expected})"
+    assert not unexpected, (f"unexpected listening ports on the database host: {unexpected} (policy {policy.name} "
+                            f"and the target allow {expected})")

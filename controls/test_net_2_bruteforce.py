@@ -13,98 +13,45 @@ and the jail's logs are compared to say why (fail2ban blind to the log, or nothi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import pytest
 
 from ztm.netprobe import BLOCKED, COULD_NOT_RUN
+from ztm.resources.fail2ban import (
+    DEFAULT_SOCKET,
+    Fail2banJail,
+    ServerLog,
+    failed_logins_since,
+    realpath,
+    server_log,
+    size,
+)
 
 pytestmark = pytest.mark.control("ZTM-NET-2")
 
-DEFAULT_SOCKET = "/var/run/fail2ban/fail2ban.sock"
-MIN_WAIT = 30.0  # seconds: the least we wait for a ban, even with a shorter findtime
-SETTLE_WAIT = 30.0  # seconds for the firewall to follow a ban or an unban
-
-
-@dataclass(frozen=True)
-class Jail:
-    host: object  # testinfra host
-    socket: str
-    name: str
-
-    def client(self, *args: str):
-        return self.host.run("fail2ban-client -s %s" + " %s" * len(args), self.socket, *args)
-
-    def get(self, key: str) -> str:
-        return self.client("get", self.name, key).stdout.strip()
-
-    def logpaths(self) -> list[str]:
-        # "Current monitored log file(s):\n|- /a\n`- /b"
-        return [line[3:].strip() for line in self.get("logpath").splitlines() if line[:3] in ("|- ", "`- ")]
-
-    def require_answer(self) -> None:
-        status = self.client("status", self.name)
-        assert status.rc == 0, (f"fail2ban does not answer for jail {self.name} on the database host "
-                                f"(socket {self.socket}): {(status.stderr or status.stdout).strip()[-200:]}")
-
-    def banned(self) -> list[str]:
-        for line in self.client("status", self.name).stdout.splitlines():
-            if "Banned IP list:" in line:
-                return line.split("Banned IP list:", 1)[1].split()
-        return []
-
 
 @pytest.fixture(scope="module")
-def jail(db_host, target) -> Jail:
+def jail(db_host, target, policy) -> Fail2banJail:
     facts = target.section("host")
-    return Jail(db_host, facts.get("fail2ban_socket", DEFAULT_SOCKET), facts.get("fail2ban_jail", "mysqld-auth"))
-
-
-@dataclass(frozen=True)
-class ServerLog:
-    path: str | None  # on the database host; None when the server logs to stderr/journal
-    variable: str
-    value: str
-    needed: str
-
-    @property
-    def logs_failed_logins(self) -> bool:
-        return self.value.isdigit() and int(self.value) >= int(self.needed)
+    return Fail2banJail(db_host, facts.get("fail2ban_socket", DEFAULT_SOCKET),
+                        facts.get("fail2ban_jail", policy.bruteforce["jail"]))
 
 
 @pytest.fixture(scope="module")
-def server_log(admin, db_host, target) -> ServerLog:
-    variable, needed, _ = target.dialect.failed_login_log
-    with admin.cursor() as cur:
-        cur.execute(f"SELECT @@log_error, @@datadir, @@{variable}")
-        log_error, datadir, value = cur.fetchone()
-    path = None
-    if log_error and log_error not in ("stderr", "./stderr"):
-        if not log_error.startswith("/"):
-            log_error = datadir.rstrip("/") + "/" + log_error.removeprefix("./")
-        path = _realpath(db_host, log_error)
-    return ServerLog(path, variable, str(value), needed)
+def the_server_log(admin, db_host, target) -> ServerLog:
+    return server_log(admin, db_host, target.dialect)
 
 
-def _realpath(db_host, path: str) -> str:
-    done = db_host.run("readlink -f %s", path)
-    return done.stdout.strip() if done.rc == 0 and done.stdout.strip() else path
+def _require_answer(jail: Fail2banJail) -> None:
+    error = jail.status_error
+    assert error is None, (f"fail2ban does not answer for jail {jail.name} on the database host "
+                           f"(socket {jail.socket}): {error}")
 
 
-def _size(db_host, path: str) -> int:
-    done = db_host.run("stat -c %%s %s", path)
-    return int(done.stdout.strip()) if done.rc == 0 and done.stdout.strip().isdigit() else 0
-
-
-def _failed_logins_since(db_host, path: str, offset: int, source: str) -> int:
-    """Failed-login lines for ``source`` written to ``path`` after byte ``offset``."""
-    tail = db_host.run("tail -c +%s %s", str(offset + 1), path).stdout
-    return sum(1 for line in tail.splitlines() if "Access denied" in line and f"@'{source}'" in line)
-
-
-def test_jail_watches_the_server_log(jail, server_log, db_host, evidence):
-    jail.require_answer()
-    watched = {p: _realpath(db_host, p) for p in jail.logpaths()}
+def test_jail_watches_the_server_log(jail, the_server_log, db_host, evidence):
+    _require_answer(jail)
+    server_log = the_server_log
+    watched = {p: realpath(db_host, p) for p in jail.logpaths}
     missing = [p for p in watched if not db_host.file(p).exists]
     evidence.json("jail-logs", {"jail": jail.name, "watched": list(watched), "server_log": server_log.path,
                                 server_log.variable: server_log.value})
@@ -118,7 +65,7 @@ def test_jail_watches_the_server_log(jail, server_log, db_host, evidence):
             f"but the server writes its log to {server_log.path}")
 
 
-def _poll(probe, until, wait: float = SETTLE_WAIT):
+def _poll(probe, until, wait: float):
     """Probe until ``until(verdict)`` or the deadline: fail2ban lists a ban before its action
     has run (and lifts it before the rule is gone), so the firewall's state lags the list."""
     deadline = time.monotonic() + wait
@@ -130,45 +77,46 @@ def _poll(probe, until, wait: float = SETTLE_WAIT):
 
 
 @pytest.fixture
-def lift_ban(jail, network, target, from_netns):
+def lift_ban(jail, network, target, policy, from_netns):
     """Lift the ban afterwards and show the address gets through again (the next run needs it)."""
     source, netns = network.get("intruder_allowlisted_address"), network.get("intruder_netns")
     yield
-    if not source or not netns or source not in jail.banned():
+    if not source or not netns or source not in jail.banned:
         return
-    jail.client("set", jail.name, "unbanip", source)
-    assert source not in jail.banned(), f"could not lift the ban of {source} in jail {jail.name}"
+    jail.unban(source)
+    assert source not in jail.banned, f"could not lift the ban of {source} in jail {jail.name}"
     again = _poll(lambda: from_netns(netns, "connect", target.host, str(target.port), "--source", source),
-                  lambda v: v.ok)
+                  lambda v: v.ok, policy.bruteforce["settle_seconds"])
     assert again.ok, f"the ban of {source} was lifted in fail2ban, but it still cannot reach the server ({again.said})"
 
 
-def test_repeated_failed_logins_get_the_source_banned(target, network, jail, server_log, db_host, from_netns, lift_ban,
-                                                      evidence):
-    jail.require_answer()
+def test_repeated_failed_logins_get_the_source_banned(target, network, policy, jail, the_server_log, db_host,
+                                                      from_netns, lift_ban, evidence):
+    _require_answer(jail)
+    server_log = the_server_log
     source, netns = network.get("intruder_allowlisted_address"), network.get("intruder_netns")
     if not source or not netns:
         pytest.skip("the target names no allowlisted intruder ([network].intruder_netns and "
                     "intruder_allowlisted_address): without a client the firewall lets through, brute-force "
                     "throttling cannot be exercised")
-    maxretry, findtime = int(jail.get("maxretry") or 5), int(jail.get("findtime") or 600)
+    maxretry, findtime = jail.setting("maxretry", 5), jail.setting("findtime", 600)
     before = from_netns(netns, "connect", target.host, str(target.port), "--source", source)
     assert before.verdict != COULD_NOT_RUN, f"the intruder probe could not run: {before.said}"
     assert before.ok, (f"{source} cannot reach the server before the test ({before.said}; banned now: "
-                       f"{jail.banned()}): no baseline")
-    logs = sorted({*jail.logpaths(), *([server_log.path] if server_log.path else [])})
-    offsets = {p: _size(db_host, p) for p in logs}
+                       f"{jail.banned}): no baseline")
+    logs = sorted({*jail.logpaths, *([server_log.path] if server_log.path else [])})
+    offsets = {p: size(db_host, p) for p in logs}
     attempts = from_netns(netns, "bad-logins", target.host, str(target.port), str(maxretry), "--source", source)
     assert attempts.verdict != COULD_NOT_RUN, f"the failed-login probe could not run: {attempts.said}"
-    wait = max(MIN_WAIT, float(findtime))
+    wait = max(policy.bruteforce["min_wait_seconds"], float(findtime))
     deadline, banned = time.monotonic() + wait, False
     while not banned and time.monotonic() < deadline:
-        banned = source in jail.banned()
+        banned = source in jail.banned
         if not banned:
             time.sleep(1.0)
-    seen = {p: _failed_logins_since(db_host, p, offsets[p], source) for p in logs}
+    seen = {p: failed_logins_since(db_host, p, offsets[p], source) for p in logs}
     after = _poll(lambda: from_netns(netns, "connect", target.host, str(target.port), "--source", source),
-                  lambda v: not banned or not v.ok)
+                  lambda v: not banned or not v.ok, policy.bruteforce["settle_seconds"])
     other_netns = network.get("other_client_netns")
     other = from_netns(other_netns, "connect", target.host, str(target.port))
     evidence.json("ban", {"jail": jail.name, "maxretry": maxretry, "findtime": findtime, "source": source,
@@ -180,10 +128,10 @@ def test_repeated_failed_logins_get_the_source_banned(target, network, jail, ser
     assert other.ok, f"banning {source} also cut off another allowlisted client ({other.said})"
 
 
-def _why_not_banned(jail: Jail, server_log: ServerLog, seen: dict[str, int], source: str, maxretry: int,
+def _why_not_banned(jail: Fail2banJail, server_log: ServerLog, seen: dict[str, int], source: str, maxretry: int,
                     wait: float) -> str:
     head = f"{maxretry} failed logins from {source} did not get it banned by jail {jail.name} within {wait:.0f} s"
-    watched = set(jail.logpaths())
+    watched = set(jail.logpaths)
     read = {p: n for p, n in seen.items() if p in watched and n}
     if read:
         return f"{head}, although they reached the jail's log ({read}): check the jail's filter and maxretry"

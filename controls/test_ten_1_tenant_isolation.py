@@ -16,9 +16,10 @@ import uuid
 
 import pytest
 
-from ztm.checks.accounts import list_accounts
 from ztm.data_plane import API_PROCEDURES
 from ztm.fixtures_data import sql_error
+from ztm.resources.accounts import list_accounts
+from ztm.resources.tenancy import balances, current_tenant, granted_user_names, key_state, visible
 
 pytestmark = pytest.mark.control("ZTM-TEN-1")
 
@@ -55,7 +56,7 @@ def probe_data(target, tenants):
     from ztm.db import connect
 
     data = {}
-    conn = connect(target, target.roles["app"], database="securedb")
+    conn = connect(target, target.roles["app"], database=target.database)
     try:
         with conn.cursor() as cur:
             for name in ("A", "B"):
@@ -73,17 +74,11 @@ def probe_data(target, tenants):
     return data
 
 
-def _visible(conn, view: str, column: str) -> set[str]:
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT {column} FROM {view}")  # view and column come from this module, not input
-        return {row[0] for row in cur.fetchall()}
-
-
 def test_cross_tenant_reads_are_invisible(session, probe_data, evidence):
     seen = {}
     for own, other in (("A", "B"), ("B", "A")):
         conn = session("app", tenant=probe_data[own]["tenant"])
-        users, accounts = _visible(conn, "v_users", "user_id"), _visible(conn, "v_accounts", "account_id")
+        users, accounts = visible(conn, "v_users", "user_id"), visible(conn, "v_accounts", "account_id")
         seen[own] = {"users": sorted(users), "accounts": sorted(accounts)}
         assert probe_data[own]["user"] in users, f"tenant {own}'s own user is not visible under tenant {own}"
         assert probe_data[other]["user"] not in users, (
@@ -93,24 +88,11 @@ def test_cross_tenant_reads_are_invisible(session, probe_data, evidence):
     evidence.json("visible-rows", {"probe_data": probe_data, "seen": seen})
 
 
-def _key_state(conn, user_id: str) -> tuple:
-    with conn.cursor() as cur:
-        cur.execute("SELECT pii_wrapped_key, pii_kms_key_id, pii_key_version FROM v_users WHERE user_id = %s",
-                    (user_id,))
-        return cur.fetchone()
-
-
-def _balances(conn) -> dict[str, object]:
-    with conn.cursor() as cur:
-        cur.execute("SELECT account_id, balance FROM v_accounts")
-        return dict(cur.fetchall())
-
-
 def _write_probes(target, own: dict, other: dict, conn) -> dict[str, tuple[str, tuple, tuple]]:
     """procedure -> (SQL, arguments inside the own tenant, the same call aimed at the other tenant).
     The rewrap probe re-submits the record's own key at its current version: refused *after*
     the record was found in the own tenant (the version must increase), so nothing changes."""
-    wrapped, key_id, version = _key_state(conn, own["user"])
+    wrapped, key_id, version = key_state(conn, own["user"])
     return {
         "app_transfer": ("CALL app_transfer(%s, %s, 1)", (own["accounts"][0], own["accounts"][1]),
                          (own["accounts"][0], other["accounts"][0])),
@@ -138,7 +120,7 @@ def test_cross_tenant_writes_are_refused_by_every_write_procedure(target, sessio
     own, other = probe_data["A"], probe_data["B"]
     conn = session("app", tenant=own["tenant"])
     watcher = session("app", tenant=other["tenant"])
-    other_before = (_balances(watcher), _key_state(watcher, other["user"]))
+    other_before = (balances(watcher), key_state(watcher, other["user"]))
     results, problems = {}, []
     for procedure, (sql, inside, across) in _write_probes(target, own, other, conn).items():
         baseline, refused = sql_error(conn, sql, inside), sql_error(conn, sql, across)
@@ -151,7 +133,7 @@ def test_cross_tenant_writes_are_refused_by_every_write_procedure(target, sessio
             problems.append(f"{procedure} wrote into tenant B from a session of tenant A: cross-tenant write")
         elif REFUSAL[procedure] not in refused[1]:
             problems.append(f"{procedure} refused the cross-tenant call for another reason: {refused[1]}")
-    other_after = (_balances(watcher), _key_state(watcher, other["user"]))
+    other_after = (balances(watcher), key_state(watcher, other["user"]))
     evidence.json("cross-tenant-writes", {"results": results, "tenant_B_unchanged": other_before == other_after})
     if other_before != other_after:
         problems.append("tenant B's rows changed during the cross-tenant probes")
@@ -166,12 +148,7 @@ def test_tenant_grant_follows_the_identity(session, tenants, evidence):
     auditor, app = session("auditor"), session("app")
     accepted = sql_error(auditor, "CALL security_set_tenant(%s)", (tenants["auditor_only"],))
     refused = sql_error(app, "CALL security_set_tenant(%s)", (tenants["auditor_only"],))
-    with auditor.cursor() as cur:
-        cur.execute("SELECT get_tenant()")
-        (auditor_context,) = cur.fetchone()
-    with app.cursor() as cur:
-        cur.execute("SELECT get_tenant()")
-        (app_context,) = cur.fetchone()
+    auditor_context, app_context = current_tenant(auditor), current_tenant(app)
     evidence.json("identity-binding", {"tenant": tenants["auditor_only"], "auditor": accepted, "app": refused,
                                        "auditor_context": auditor_context, "app_context": app_context})
     assert accepted is None and auditor_context == tenants["auditor_only"], (
@@ -186,9 +163,7 @@ def test_tenant_grants_name_one_account_each(target, admin, evidence):
     definer routine). That is the authenticated account only if no anonymous account can
     take any name, and each granted name belongs to one account."""
     accounts = list_accounts(admin, target.dialect)
-    with admin.cursor() as cur:
-        cur.execute("SELECT DISTINCT user_name FROM securedb.tenant_grants")
-        names = sorted(row[0] for row in cur.fetchall())
+    names = granted_user_names(admin, target.database)
     anonymous = [a.name for a in accounts if a.user == "" and not a.locked]
     shared = {n: [a.name for a in accounts if a.user == n] for n in names}
     shared = {n: hosts for n, hosts in shared.items() if len(hosts) > 1}
@@ -205,9 +180,8 @@ def test_forged_user_variables_change_nothing(session, probe_data, evidence):
     with conn.cursor() as cur:
         for name in FORGED_VARIABLES:
             cur.execute(f"SET @{name} = %s", (probe_data["B"]["tenant"],))
-        cur.execute("SELECT get_tenant()")
-        (current,) = cur.fetchone()
-    users = _visible(conn, "v_users", "user_id")
+    current = current_tenant(conn)
+    users = visible(conn, "v_users", "user_id")
     evidence.json("forged", {"variables": FORGED_VARIABLES, "get_tenant": current, "visible_users": sorted(users)})
     assert current == probe_data["A"]["tenant"], f"user variables moved the tenant context to {current}"
     assert probe_data["B"]["user"] not in users, "setting a user variable exposed tenant B's rows"
@@ -217,9 +191,7 @@ def test_ungranted_tenant_is_refused(session, tenants, evidence):
     conn = session("app")
     granted = sql_error(conn, "CALL security_set_tenant(%s)", (tenants["A"],))
     refused = sql_error(conn, "CALL security_set_tenant(%s)", (tenants["ungranted"],))
-    with conn.cursor() as cur:
-        cur.execute("SELECT get_tenant()")
-        (after,) = cur.fetchone()
+    after = current_tenant(conn)
     evidence.json("set-tenant", {"granted": granted, "ungranted": refused, "context_after_refusal": after})
     assert granted is None, f"the app account cannot select its own granted tenant A: {granted}"
     assert refused is not None, "security_set_tenant accepted a tenant never granted to the app account"
@@ -230,10 +202,8 @@ def test_ungranted_tenant_is_refused(session, tenants, evidence):
 def test_without_a_tenant_views_are_empty_and_procedures_refuse(target, session, probe_data, evidence):
     writer = session("app", tenant=probe_data["A"]["tenant"])  # another live session with a tenant
     conn = session("app")
-    with conn.cursor() as cur:
-        cur.execute("SELECT get_tenant()")
-        (context,) = cur.fetchone()
-    counts = {view: len(_visible(conn, view, col)) for view, col in (("v_users", "user_id"),
+    context = current_tenant(conn)
+    counts = {view: len(visible(conn, view, col)) for view, col in (("v_users", "user_id"),
                                                                       ("v_accounts", "account_id"))}
     probes = _write_probes(target, probe_data["A"], probe_data["B"], writer)
     refused = {procedure: sql_error(conn, sql, inside) for procedure, (sql, inside, _) in probes.items()}

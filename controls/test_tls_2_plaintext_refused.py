@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from ztm.checks.variables import live_variables
 from ztm.db import try_login
+from ztm.resources.variables import live_variables
 
 pytestmark = pytest.mark.control("ZTM-TLS-2")
 

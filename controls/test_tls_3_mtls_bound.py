@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 
-from ztm.checks.accounts import grants_for, list_accounts
 from ztm.db import try_login
+from ztm.resources.accounts import grants_for, list_accounts
 from ztm.tls_scan import client_certificate_verdict
 from ztm.x509_names import oneline
 

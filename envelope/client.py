@@ -96,19 +96,20 @@ def pq_dek(row: dict[str, Any], pq_private: bytes) -> bytes:
 
 
 def open_fields(dek: bytes, row: dict[str, Any]) -> dict[str, str]:
+    """Every PII field of a stored row, opened (see open_column)."""
+    return {name: open_column(dek, row, name) for name in PII_FIELDS}
+
+
+def open_column(dek: bytes, row: dict[str, Any], name: str) -> str:
     """Tenant, table, column and record come from the row being read; the format and key
     version the field was sealed under come from its (authenticated) header, and the version
-    may not exceed the row's current one."""
-    current = int(row["pii_key_version"])
-    opened = {}
-    for name in PII_FIELDS:
-        sealed = SealedField(bytes(row[f"{name}_ct"]), bytes(row[f"{name}_iv"]), bytes(row[f"{name}_aad"]))
-        header = parse_header(sealed.aad)
-        if header is None or header.key_version > current:
-            raise UserError(f"users.{name} of record {row['user_id']} has no valid envelope header")
-        opened[name] = open_field(dek, sealed, tenant=row["tenant_id"], table=TABLE, column=name,
-                                  record=row["user_id"], key_version=header.key_version, fmt=header.format)
-    return opened
+    may not exceed the row's current one. UserError if it does not open."""
+    sealed = SealedField(bytes(row[f"{name}_ct"]), bytes(row[f"{name}_iv"]), bytes(row[f"{name}_aad"]))
+    header = parse_header(sealed.aad)
+    if header is None or header.key_version > int(row["pii_key_version"]):
+        raise UserError(f"users.{name} of record {row['user_id']} has no valid envelope header")
+    return open_field(dek, sealed, tenant=row["tenant_id"], table=TABLE, column=name,
+                      record=row["user_id"], key_version=header.key_version, fmt=header.format)
 
 
 def api_json(doc: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from evidence import timestamp
 from evidence.bundle import json_bytes, write_bundle
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
 from evidence.results import TestResult, assign_folders, control_status
-from evidence.run_info import run_document, server_version, tool_versions
+from evidence.run_info import policy_in_force, policy_summary, run_document, server_version, tool_versions
 from evidence.scan import find_in, redact
 from evidence.schemas import validate_documents
 from evidence.sensitive import key_material, target_secrets
@@ -65,9 +65,13 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     results = list(writer.results.values())
     assign_folders(results)
     mappings = {cid: c.mappings for cid, c in writer.catalog.controls.items()}
+    severities = {cid: c.severity_json() for cid, c in writer.catalog.controls.items()}
     target = _target_info(writer)
     target_name = str(target.get("name") or "unknown target")
     tools = tool_versions()
+    from ztm.plugin import target_path
+
+    policy, no_policy = policy_in_force(target_path(writer.config))
 
     per_control: dict[str, list[TestResult]] = {}
     for r in results:
@@ -77,11 +81,12 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     documents: dict[str, Any] = {
         "run.json": run_document(target=target, started=started_s, finished=finished_s, exit_status=exit_status,
                                  argv=list(writer.config.invocation_params.args), suite_version=__version__,
-                                 tools=tools),
+                                 tools=tools, policy=policy_summary(policy, no_policy)),
         "results.json": {
             "schema_version": 1,
-            "tests": [r.to_json(mappings) for r in results],
-            "controls": [{"id": cid, "title": c.title, "status": control_status(per_control.get(cid, [])),
+            "tests": [r.to_json(mappings, severities) for r in results],
+            "controls": [{"id": cid, "title": c.title, **c.severity_json(),
+                          "status": control_status(per_control.get(cid, [])),
                           "tests": [r.nodeid for r in per_control.get(cid, [])]}
                          for cid, c in writer.catalog.controls.items()],
             "waivers": {"active": [w.to_json() for w in writer.waivers if not w.expired(today)],
@@ -89,11 +94,13 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
         },
         "catalog.json": writer.catalog.to_json(covered=writer.covered | set(per_control)),
         f"oscal/{AP_FILE}": assessment_plan(writer.catalog, list(writer.catalog.controls), target_name=target_name,
-                                            when=finished_s, version=__version__),
+                                            when=finished_s, version=__version__, policy=policy),
         "oscal/assessment-results.json": assessment_results(writer.catalog, results, target_name=target_name,
                                                             started=started_s, finished=finished_s,
                                                             version=__version__, tools=tools),
     }
+    if policy is not None:
+        documents["policy.json"] = policy.to_json()  # run.json carries its digest
     files: dict[str, bytes] = {}
     run_doc = documents.pop("run.json")
     for result in results:

@@ -12,6 +12,9 @@ from ztm.errors import UserError
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "controls" / "catalog.toml"
 FRAMEWORKS = ("nist", "stig", "cis")
+SEVERITIES = ("high", "medium", "low")
+# DISA's categories: CAT I is high, CAT II medium, CAT III low severity.
+STIG_CATEGORY = {"high": "CAT I", "medium": "CAT II", "low": "CAT III"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,18 @@ class Control:
     rationale: str
     mappings: dict[str, list[str]]
     optional: bool = False
+    severity: str = "medium"
+
+    @property
+    def stig_category(self) -> str | None:
+        """The STIG category of the severity, for a control mapped to STIG rules (else None)."""
+        return STIG_CATEGORY[self.severity] if self.mappings.get("stig") else None
+
+    def severity_text(self) -> str:
+        return self.severity + (f" ({self.stig_category})" if self.stig_category else "")
+
+    def severity_json(self) -> dict[str, str]:
+        return {"severity": self.severity, **({"stig_category": self.stig_category} if self.stig_category else {})}
 
     def mapping_text(self) -> str:
         return "; ".join(f"{fw.upper()} {', '.join(ids)}" for fw, ids in self.mappings.items() if ids)
@@ -41,7 +56,7 @@ class Catalog:
             "frameworks": self.frameworks,
             "controls": [
                 {"id": c.id, "title": c.title, "family": c.family, "rationale": c.rationale,
-                 "mappings": c.mappings, "optional": c.optional, "has_tests": c.id in covered}
+                 **c.severity_json(), "mappings": c.mappings, "optional": c.optional, "has_tests": c.id in covered}
                 for c in self.controls.values()
             ],
         }
@@ -57,6 +72,11 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
         raise UserError(f"the control catalog {path} is not valid TOML: {exc}") from None
     controls = {}
     for cid, entry in doc.get("controls", {}).items():
+        severity = entry.get("severity")
+        if severity not in SEVERITIES:
+            raise UserError(f"the control catalog {path}: {cid} has severity {severity!r}, not one of "
+                            f"{', '.join(SEVERITIES)}")
         controls[cid] = Control(cid, entry["title"], entry.get("family", ""), " ".join(entry["rationale"].split()),
-                                {fw: list(entry.get(fw, [])) for fw in FRAMEWORKS}, bool(entry.get("optional")))
+                                {fw: list(entry.get(fw, [])) for fw in FRAMEWORKS}, bool(entry.get("optional")),
+                                severity)
     return Catalog({k: dict(v) for k, v in doc.get("frameworks", {}).items()}, controls)

@@ -55,14 +55,35 @@ def _one_line(text: str) -> str:
 
 
 def assessment_plan(catalog: Catalog, controls: list[str], *, target_name: str, when: str,
-                    version: str) -> dict[str, Any]:
-    return {"assessment-plan": {
+                    version: str, policy: Any = None) -> dict[str, Any]:
+    plan: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "metadata": _metadata(f"Zero-Trust MySQL control suite against {target_name}", when, version),
         "import-ssp": {"href": f"urn:ztm:target:{quote(target_name, safe='')}",
                        "remarks": "The target file of the run (see run.json) stands in for a system security plan."},
-        "reviewed-controls": _reviewed_controls(catalog, controls),
-    }}
+    }
+    if policy is not None:
+        plan["terms-and-conditions"] = {"parts": [_policy_part(policy)]}
+    plan["reviewed-controls"] = _reviewed_controls(catalog, controls)
+    return {"assessment-plan": plan}
+
+
+def _policy_part(policy: Any) -> dict[str, Any]:
+    """The policy in force as the plan's methodology: one 'set-parameter' part per value
+    (param-id, values, source). OSCAL 1.1.2 assessment plans have no set-parameters of their
+    own (SSPs and component definitions do), so the values travel as parts with this shape."""
+    tailored = f"; overridden by the target: {', '.join(policy.overridden)}" if policy.overridden else ""
+    return {
+        "name": "methodology", "title": f"Policy in force: {policy.name}",
+        "props": [_prop("policy-profile", policy.name), _prop("policy-sha256", policy.digest)],
+        "prose": (f"Every control judged the target against the {policy.name} policy profile ({policy.title})"
+                  f"{tailored}. The resolved policy is policy.json in this bundle; run.json records its SHA-256."),
+        "parts": [{"name": "set-parameter", "ns": NS, "title": key,
+                   "props": [_prop("param-id", key), *(_prop("value", _one_line(str(v)) or "(empty)")
+                                                       for v in (value if isinstance(value, list) else [value]))],
+                   "prose": f"Source: {policy.source.get(key) or 'not cited'}"}
+                  for key, value in policy.parameters().items()],
+    }
 
 
 # Outcomes in which a test reached a verdict on its control; skipped and errored tests assessed nothing.
@@ -127,6 +148,7 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
             "title": f"{control}: {ctl.title if ctl else control}",
             "description": ctl.rationale if ctl else control,
             "props": [_prop("control-id", control),
+                      *(_prop(k, v) for k, v in (ctl.severity_json().items() if ctl else [])),
                       *(_prop(f"{fw}-mapping", m) for fw, ms in (ctl.mappings.items() if ctl else []) for m in ms),
                       _prop("assessment", "assessed" if any(r.outcome in ASSESSED for r, _ in entries)
                             else "not-assessed")],

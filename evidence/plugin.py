@@ -188,12 +188,15 @@ class CatalogGate:
         write = tr.write_line if tr else print
         for c in self.catalog.controls.values():
             state = "tests" if c.id in self.covered else "NO TESTS"
-            write(f"{c.id:<10} {state:<8} {c.title}{' (optional)' if c.optional else ''}")
+            write(f"{c.id:<10} {state:<8} {c.severity_text():<14} {c.title}{' (optional)' if c.optional else ''}")
             write(f"{'':<20}{c.mapping_text()}")
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         for cid in controls_of(item):
             item.user_properties.append(("control", cid))
+            control = self.catalog.get(cid)
+            if control is not None:  # JUnit properties: the catalog severity (and STIG category) of the control
+                item.user_properties.extend(control.severity_json().items())
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
@@ -233,7 +236,8 @@ class CatalogGate:
     # -- pytest-html columns (only called when pytest-html is active) --------------------
     def pytest_html_results_table_header(self, cells: list[str]) -> None:
         cells.insert(2, "<th>Controls</th>")
-        cells.insert(3, "<th>Mappings</th>")
+        cells.insert(3, "<th>Severity</th>")
+        cells.insert(4, "<th>Mappings</th>")
 
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
         from html import escape
@@ -241,8 +245,10 @@ class CatalogGate:
         ids = [v for k, v in getattr(report, "user_properties", ()) if k == "control"]  # CollectReports too
         waiver = getattr(report, "ztm_waiver", None)
         maps = "; ".join(c.mapping_text() for i in ids if (c := self.catalog.get(i)))
+        severity = ", ".join(c.severity_text() for i in ids if (c := self.catalog.get(i)))
         cells.insert(2, f"<td>{escape(', '.join(ids))}{'<br>WAIVED: ' + escape(waiver) if waiver else ''}</td>")
-        cells.insert(3, f"<td>{escape(maps)}</td>")
+        cells.insert(3, f"<td>{escape(severity)}</td>")
+        cells.insert(4, f"<td>{escape(maps)}</td>")
 
 
 class BundleWriter:

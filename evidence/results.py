@@ -57,10 +57,12 @@ class TestResult:
         self.outcome = "waived"
         self.message = f"waived: {reason}; failure: {self.message}"[:MAX_MESSAGE]
 
-    def to_json(self, mappings: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
+    def to_json(self, mappings: dict[str, dict[str, list[str]]],
+                severities: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+        severities = severities or {}
         return {
             "nodeid": self.nodeid, "name": self.name,
-            "controls": [{"id": c, "mappings": mappings.get(c, {})} for c in self.controls],
+            "controls": [{"id": c, **severities.get(c, {}), "mappings": mappings.get(c, {})} for c in self.controls],
             "outcome": self.outcome, "duration": round(self.duration, 4), "message": self.message,
             "waiver": self.waiver,
             "evidence": self.evidence_files,

@@ -135,8 +135,32 @@ def server_version(target_file: str) -> tuple[str | None, str | None]:
     return str(version), None
 
 
+def policy_in_force(target_file: Any) -> tuple[Any, str | None]:
+    """(the run's ztm.policy.Policy, None), or (None, why not): read from the target file the
+    run used, as the ``policy`` fixture read it."""
+    from ztm.errors import UserError
+    from ztm.policy import policy_for
+    from ztm.target import load_target
+
+    if not target_file:
+        return None, "no target file: no policy was in force"
+    try:
+        return policy_for(load_target(target_file)), None
+    except UserError as exc:
+        return None, f"policy not read: {exc}"
+
+
+def policy_summary(policy: Any, why_not: str | None) -> dict[str, Any]:
+    """What run.json says of the policy: profile, overridden values and the digest of policy.json."""
+    if policy is None:
+        return {"note": str(why_not)}
+    return {"profile": policy.name, "overridden": policy.overridden, "file": "policy.json",
+            "sha256": policy.digest}
+
+
 def run_document(*, target: dict[str, Any], started: str, finished: str, exit_status: int,
-                 argv: list[str], suite_version: str, tools: dict[str, str] | None = None) -> dict[str, Any]:
+                 argv: list[str], suite_version: str, tools: dict[str, str] | None = None,
+                 policy: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "suite": {"name": "zero-trust-mysql", "version": suite_version, **git_commit()},
@@ -147,4 +171,5 @@ def run_document(*, target: dict[str, Any], started: str, finished: str, exit_st
         "assessor_host": host_os(),
         "tools": tools if tools is not None else tool_versions(),
         "command": redact_argv([*_program(), *argv]),
+        **({"policy": policy} if policy is not None else {}),
     }

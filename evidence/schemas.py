@@ -26,6 +26,7 @@ BUNDLE_SCHEMAS = {
     "run.json": "run.schema.json",
     "results.json": "results.schema.json",
     "catalog.json": "catalog.schema.json",
+    "policy.json": "policy.schema.json",
     "oscal/assessment-results.json": OSCAL_AR_SCHEMA,
     "oscal/assessment-plan.json": OSCAL_AP_SCHEMA,
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-APPROVED_TLS13_SUITES = ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+from ztm.policy import Policy, load_policy
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,18 @@ class Dialect:
     option_groups: tuple[str, ...] = ("mysqld", "server")
     versioned_option_groups: tuple[str, ...] = ("mysqld",)
 
-    def server_settings(self, *, crl: str, secure_file_priv: str) -> dict[str, str]:
-        """The hardened variables (ZTM-CFG-1) as my.cnf [mysqld] options."""
-        return {
-            "require_secure_transport": "ON",
-            "tls_version": "TLSv1.3",
-            **self.cipher_options(APPROVED_TLS13_SUITES),
-            "ssl_crl": crl,
-            "local_infile": "0",
-            "skip_name_resolve": "ON",
-            "sql_mode": "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
-            "secure_file_priv": secure_file_priv,
-            "event_scheduler": "ON",
-        }
+    def tls_settings(self, policy: Policy) -> dict[str, str]:
+        """tls_version and the suites of the policy, as the server's variables/options name them."""
+        tls = policy.tls
+        return {"tls_version": ",".join(tls["versions"]),
+                **self.cipher_options(tls["tls13_suites"], tls["tls12_suites"])}
+
+    def server_settings(self, *, crl: str, secure_file_priv: str, policy: Policy | None = None) -> dict[str, str]:
+        """The hardened variables (ZTM-CFG-1) as my.cnf [mysqld] options (default: the zero-trust policy)."""
+        policy = policy or load_policy()
+        paths = {"ssl_crl": crl, "secure_file_priv": secure_file_priv}
+        return {**policy.variables["hardened"], **self.tls_settings(policy),
+                **{name: paths.get(name, "") for name in policy.variables["nonempty"]}}
 
     def cipher_options(self, tls13_suites: tuple[str, ...] | list[str],
                        tls12_ciphers: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
@@ -62,20 +61,12 @@ class Dialect:
             options["ssl_cipher"] = ":".join(tls12_ciphers)
         return options
 
-    def expected_live_variables(self, *, crl_basename: str | None) -> dict[str, str]:
-        """What SHOW GLOBAL VARIABLES must say on a hardened server.
+    def expected_live_variables(self, policy: Policy) -> dict[str, str]:
+        """What SHOW GLOBAL VARIABLES must say on a server hardened to ``policy``.
 
-        Values are normalised by ``normalise_variable`` before comparison.
+        Values are compared normalised (ztm.resources.variables.normalise_value).
         """
-        return {
-            "require_secure_transport": "ON",
-            "tls_version": "TLSv1.3",
-            self.tls13_suites_variable: ":".join(APPROVED_TLS13_SUITES),
-            "local_infile": "OFF",
-            "skip_name_resolve": "ON",
-            "sql_mode": "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
-            "event_scheduler": "ON",
-        }
+        return {**policy.variables["hardened"], **self.tls_settings(policy)}
 
     @property
     def accounts_query(self) -> str:

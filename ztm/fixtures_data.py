@@ -9,7 +9,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from ztm.checks.accounts import Account, list_accounts
+from ztm.resources.accounts import Account, list_accounts
 
 
 @pytest.fixture(scope="session")

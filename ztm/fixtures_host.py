@@ -43,10 +43,3 @@ def from_netns() -> Callable[..., Verdict]:
     (the intruder, the log host); None runs it here, on the assessor. Returns its Verdict:
     reachable, blocked, or could not run (see ztm.netprobe for what counts as which)."""
     return run_from
-
-
-@pytest.fixture(scope="session")
-def host_netns_argv(target) -> list[str]:
-    """argv prefix to run a command in the database host's network namespace (lab), or nothing."""
-    netns = target.section("host").get("netns")
-    return ["ip", "netns", "exec", netns] if netns else []

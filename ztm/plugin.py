@@ -1,7 +1,8 @@
 """The pytest plugin behind every control: --target and the shared fixtures.
 
 Fixtures: ``target`` (the loaded target file), ``connect(role, **overrides)`` (pymysql over
-mTLS with a verified server name, closed at session end), ``admin`` (the admin path, for
+mTLS with a verified server name, closed at session end), ``policy`` (the values controls judge
+against: the target's profile and overrides), ``admin`` (the admin path, for
 reading configuration), ``db_host`` (the testinfra host of the database server, ztm.fixtures_host) and
 ``tls_probe`` (the MySQL-protocol TLS scanner bound to the target).
 """
@@ -17,6 +18,7 @@ import pymysql
 import pytest
 
 from ztm.errors import UserError
+from ztm.policy import Policy, policy_for
 from ztm.target import Target, load_target
 
 # Fixture modules of the other control families, kept apart so each stays small.
@@ -53,11 +55,18 @@ def target(pytestconfig: pytest.Config) -> Target:
         pytest.exit("ztm: no target: pass --target FILE (or run 'ztm lab up' to create lab/target.toml)", returncode=4)
     try:
         loaded = load_target(path)
+        policy_for(loaded)  # a bad [policy] stops the run before any test, like a bad target
     except UserError as exc:
         pytest.exit(f"ztm: {exc}", returncode=4)
     pytestconfig.stash[TARGET_INFO] = {"name": loaded.name, "host": loaded.host, "port": loaded.port,
                                        "engine": loaded.engine, "target_file": str(loaded.path)}
     return loaded
+
+
+@pytest.fixture(scope="session")
+def policy(target: Target) -> Policy:
+    """The policy in force (ztm.policy): a built-in profile tailored by the target's [policy]."""
+    return policy_for(target)
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,16 @@ the engine comes from $ZTM_ENGINE (mariadb by default), so one tox env runs each
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from provision import lab as lab_mod
+from provision import netns
 from tests.control_runner import ControlRun, run_control
 
 
@@ -55,3 +59,20 @@ def admin_change(lab) -> Callable[..., object]:
                     cur.execute(statement)
 
     return change
+
+
+@pytest.fixture
+def stray_listener(lab) -> Iterator[int]:
+    """A TCP listener on port 5555 in the database host's namespace, for the test's duration."""
+    listener = subprocess.Popen(netns.in_netns(netns.DB.netns, [
+        sys.executable, "-c", "import socket, time; s = socket.create_server(('0.0.0.0', 5555)); time.sleep(600)"]))
+    try:
+        deadline = time.monotonic() + 60
+        while ":5555 " not in subprocess.run(netns.in_netns(netns.DB.netns, ["ss", "-H", "-ltn"]),
+                                             capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline and listener.poll() is None, "the stray listener did not start"
+            time.sleep(0.2)
+        yield 5555
+    finally:
+        listener.kill()
+        listener.wait()

@@ -8,9 +8,7 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
-import time
 import tomllib
 from pathlib import Path
 
@@ -108,19 +106,8 @@ def test_net1_fails_when_the_intruder_namespace_is_missing(lab, tmp_path):
                       "Cannot open network namespace")
 
 
-def test_net1_fails_when_an_unexpected_port_listens(lab, control):
-    listener = subprocess.Popen(netns.in_netns(netns.DB.netns, [
-        sys.executable, "-c", "import socket, time; s = socket.create_server(('0.0.0.0', 5555)); time.sleep(600)"]))
-    try:
-        deadline = time.monotonic() + 60
-        while ":5555 " not in subprocess.run(netns.in_netns(netns.DB.netns, ["ss", "-H", "-ltn"]),
-                                             capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline and listener.poll() is None, "the stray listener did not start"
-            time.sleep(0.2)
-        run = control("ZTM-NET-1")
-    finally:
-        listener.kill()
-        listener.wait()
+def test_net1_fails_when_an_unexpected_port_listens(control, stray_listener):
+    run = control("ZTM-NET-1")
     run.assert_failed("test_only_expected_ports_listen", "unexpected listening ports", "tcp/5555")
 
 

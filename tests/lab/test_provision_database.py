@@ -18,10 +18,10 @@ from provision import lab as lab_mod
 from provision.netns import ACCOUNT_HOST
 from tests.lab import admin_sql
 from ztm.audit_chain import verify_database
-from ztm.checks.accounts import grants_for, list_accounts
-from ztm.checks.grants import parse
 from ztm.cli import main as ztm_main
 from ztm.db import connect, try_login
+from ztm.resources.accounts import grants_for, list_accounts
+from ztm.resources.grants import parse
 from ztm.target import load_target
 
 pytestmark = pytest.mark.lab

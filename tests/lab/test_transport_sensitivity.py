@@ -7,10 +7,11 @@ import pytest
 
 from provision.netns import ACCOUNT_HOST
 from provision.server import mysql_ids
-from ztm.dialect import APPROVED_TLS13_SUITES
+from ztm.policy import load_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
 
+APPROVED_TLS13_SUITES = load_policy().tls["tls13_suites"]  # zero-trust, what the lab runs
 PROBE = f"'ztm_probe'@'{ACCOUNT_HOST}'"
 AUDITOR = f"'auditor'@'{ACCOUNT_HOST}'"
 
@@ -144,7 +145,7 @@ def test_tls1_fails_when_tls12_is_enabled(lab, lab_target, control):
     ciphers = lab_target.dialect.cipher_options(APPROVED_TLS13_SUITES, ["ECDHE-ECDSA-AES256-GCM-SHA384"])
     with lab.reconfigured({"tls_version": "TLSv1.2,TLSv1.3", **ciphers}):
         run = control("ZTM-TLS-1")
-    run.assert_failed("test_only_tls13_is_accepted", "TLSv1.2 accepted")
+    run.assert_failed("test_only_allowed_protocol_versions_are_accepted", "TLSv1.2 accepted")
     run.assert_failed("test_only_approved_suites_are_accepted", "ECDHE-ECDSA-AES256-GCM-SHA384")
 
 

@@ -32,6 +32,10 @@ for name in sys.argv[2:]:
     load_schema(name)
 from evidence.catalog import CATALOG_PATH
 assert CATALOG_PATH.is_file(), CATALOG_PATH
+from ztm.policy import builtin_profiles, load_policy
+assert {"zero-trust", "nist-800-52r2", "cnsa"} <= set(builtin_profiles()), builtin_profiles()
+for profile in builtin_profiles():
+    load_policy({"profile": profile})
 from provision.schema import SQL_DIR
 assert sorted(SQL_DIR.glob("*.sql")), SQL_DIR
 templates = Path(provision.__file__).parent / "templates"
@@ -75,7 +79,7 @@ def _data_files(folder: str, pattern: str = "*") -> list[str]:
 def test_wheel_contains_every_data_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = ["controls/catalog.toml", *_data_files("provision/sql"), *_data_files("provision/templates"),
-                "evidence/offline-verify.sh"]
+                *_data_files("ztm/profiles"), "evidence/offline-verify.sh"]
     expected += [f"ztm/{name}" for name in _data_files("schemas")]  # schemas/ ships inside ztm/
     missing = [name for name in expected if name not in names]
     assert not missing, f"not in {wheel.name}: {missing}"
@@ -95,6 +99,7 @@ def test_sdist_carries_what_the_wheel_is_built_from(sdist):
     """pip and tox build the wheel from the sdist: schemas/ must be in it, or the wheel has none."""
     with tarfile.open(sdist) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    expected = [*_data_files("schemas"), "controls/catalog.toml", *_data_files("provision/sql"), "setup.py"]
+    expected = [*_data_files("schemas"), "controls/catalog.toml", *_data_files("provision/sql"),
+                *_data_files("ztm/profiles"), "setup.py"]
     missing = [name for name in expected if name not in names]
     assert not missing, f"not in {sdist.name}: {missing}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from provision.schema import render, split_statements, sql_files
-from ztm.checks.grants import parse
 from ztm.errors import UserError
+from ztm.resources.grants import parse
 
 
 def test_delimiter_blocks_are_one_statement():
@@ -52,8 +52,8 @@ def test_grants_of_both_engines_are_parsed():
 
 
 def test_role_grant_lines_of_both_engines_name_their_roles():
-    from ztm.checks.grants import Grantee, parse_role_list, roles_granted
     from ztm.dialect import MARIADB, MYSQL
+    from ztm.resources.grants import Grantee, parse_role_list, roles_granted
 
     assert roles_granted(["GRANT `ztm_r` TO `app_user`@`10.77.0.%`",
                           "GRANT SELECT ON `securedb`.`v_users` TO `app_user`@`10.77.0.%`"], MARIADB) == [

@@ -18,9 +18,12 @@ from OpenSSL import SSL
 
 from provision.pki import PkiLayout, issue_all
 from ztm.checks.tls import protocol_problems, suite_problems
-from ztm.dialect import APPROVED_TLS13_SUITES
 from ztm.errors import UserError
+from ztm.policy import load_policy
 from ztm.tls_scan import CLIENT_SSL, client_certificate_verdict, handshake, parse_greeting, scan, ssl_request_packet
+
+TLS_POLICY = load_policy().tls  # zero-trust
+APPROVED_TLS13_SUITES = tuple(TLS_POLICY["tls13_suites"])
 
 SERVER_VERSION = b"8.4.0-fake"
 # Generous: only the silent-server tests rely on a wait running out, and there the server never answers.
@@ -179,7 +182,7 @@ def test_tls13_only_server_with_approved_suites_passes_the_tls1_judgement(pki, s
     assert result.tls13_suites["TLS_AES_128_GCM_SHA256"].reason == "alert: handshake failure"
     assert sorted(result.accepted_suites()) == sorted(APPROVED_TLS13_SUITES)
     assert result.inconclusive() == {}
-    assert protocol_problems(result) == [] and suite_problems(result, APPROVED_TLS13_SUITES) == []
+    assert protocol_problems(result, TLS_POLICY) == [] and suite_problems(result, TLS_POLICY) == []
     assert result.chain[0].san_dns == ["db.test"] and result.chain[0].san_ip == ["127.0.0.1"]
     assert result.verified is True and result.negotiated.group
     assert "OpenSSL" in result.client
@@ -192,8 +195,8 @@ def test_tls12_and_an_unapproved_suite_are_named(pki, serve):
     assert result.accepted_protocols() == ["TLSv1.2", "TLSv1.3"]
     assert result.tls12_suites["ECDHE-ECDSA-AES256-GCM-SHA384"].accepted
     assert result.tls12_suites["AES128-SHA"].reason == "alert: handshake failure"
-    assert any("TLSv1.2 accepted" in p for p in protocol_problems(result))
-    (unapproved,) = [p for p in suite_problems(result, APPROVED_TLS13_SUITES) if p.startswith("unapproved")]
+    assert any("TLSv1.2 accepted" in p for p in protocol_problems(result, TLS_POLICY))
+    (unapproved,) = [p for p in suite_problems(result, TLS_POLICY) if p.startswith("unapproved")]
     assert "TLS_AES_128_GCM_SHA256" in unapproved and "ECDHE-ECDSA-AES256-GCM-SHA384" in unapproved
 
 
@@ -210,7 +213,7 @@ def test_silence_is_inconclusive_and_fails_tls1_by_name(serve):
     result = scan("127.0.0.1", server.port, timeout=0.5, connect_timeout=SLOW, tls13_suites=(), tls12_suites=())
     assert {p.outcome for p in result.protocols.values()} == {"inconclusive"}
     assert result.protocols["TLSv1"].reason == "no answer within 0.5 s"
-    (problem,) = protocol_problems(result)
+    (problem,) = protocol_problems(result, TLS_POLICY)
     assert "inconclusive" in problem and "protocol TLSv1 (no answer within 0.5 s)" in problem
     assert "protocol TLSv1.2" in problem
 
@@ -227,8 +230,8 @@ def test_a_suite_this_client_cannot_offer_is_inconclusive_and_fails_tls1_by_name
     assert result.tls12_suites["AES128-SHA"].outcome == "refused"
     bogus = result.tls12_suites["NOT-A-REAL-SUITE"]
     assert bogus.outcome == "inconclusive" and "this client cannot offer it" in bogus.reason
-    assert protocol_problems(result) == []
-    (problem,) = suite_problems(result, APPROVED_TLS13_SUITES)
+    assert protocol_problems(result, TLS_POLICY) == []
+    (problem,) = suite_problems(result, TLS_POLICY)
     assert "TLS 1.2 suite NOT-A-REAL-SUITE" in problem and "inconclusive" in problem
 
 
@@ -243,7 +246,7 @@ def test_server_without_tls_is_reported_not_raised(serve):
     server = serve(None)
     result = scan("127.0.0.1", server.port, connect_timeout=SLOW)
     assert result.tls_supported is False and result.accepted_protocols() == []
-    assert protocol_problems(result) == [f"127.0.0.1:{server.port} does not offer TLS at all"]
+    assert protocol_problems(result, TLS_POLICY) == [f"127.0.0.1:{server.port} does not offer TLS at all"]
 
 
 def test_client_certificate_verdict_reads_the_servers_alert(pki, serve):

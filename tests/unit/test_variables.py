@@ -1,7 +1,7 @@
 """Comparing live and on-disk server variables."""
 
-from ztm.checks.variables import mismatches, normalise_value, parse_mycnf, parse_persisted
 from ztm.dialect import MARIADB, MYSQL, dialect_for
+from ztm.resources.variables import mismatches, normalise_value, parse_mycnf, parse_persisted
 
 
 def test_spellings_compare_equal():
@@ -57,7 +57,7 @@ def _write(folder, name, text):
 
 
 def test_includes_are_followed_where_they_appear(tmp_path):
-    from ztm.checks.variables import LocalFiles, read_config
+    from ztm.resources.variables import LocalFiles, read_config
 
     _write(tmp_path, "conf.d/10-tls.cnf", "[mysqld]\ntls_version = TLSv1.3\n")
     _write(tmp_path, "conf.d/99-local.cnf", "[mysqld]\nlocal_infile = 1  # an operator's 'temporary' change\n")
@@ -74,7 +74,7 @@ def test_includes_are_followed_where_they_appear(tmp_path):
 
 
 def test_a_line_after_an_include_overrides_it(tmp_path):
-    from ztm.checks.variables import LocalFiles, read_config
+    from ztm.resources.variables import LocalFiles, read_config
 
     _write(tmp_path, "lax.cnf", "[mysqld]\nlocal_infile = 1\n")
     main = _write(tmp_path, "my.cnf", "[mysqld]\n!include lax.cnf\n[mysqld]\nlocal_infile = 0\n")
@@ -82,7 +82,7 @@ def test_a_line_after_an_include_overrides_it(tmp_path):
 
 
 def test_include_loops_and_missing_includes_do_not_hang_or_hide(tmp_path):
-    from ztm.checks.variables import LocalFiles, read_config
+    from ztm.resources.variables import LocalFiles, read_config
 
     main = _write(tmp_path, "my.cnf", "!include my.cnf\n!include gone.cnf\n!includedir nodir\n[mysqld]\na = 1\n")
     read = read_config(LocalFiles(), main)
@@ -101,7 +101,7 @@ def test_enable_disable_skip_prefixes_and_quoted_comments():
 
 
 def test_option_groups_are_the_engines_own():
-    from ztm.checks.variables import server_sections
+    from ztm.resources.variables import server_sections
 
     assert "mariadb-10.11" in server_sections(MARIADB, "10.11")
     assert "mariadb" not in server_sections(MYSQL, "9.7") and "mysqld-9.7" in server_sections(MYSQL, "9.7")
@@ -109,7 +109,7 @@ def test_option_groups_are_the_engines_own():
 
 
 def test_another_engines_group_is_not_read(tmp_path):
-    from ztm.checks.variables import LocalFiles, read_config, server_sections
+    from ztm.resources.variables import LocalFiles, read_config, server_sections
 
     main = _write(tmp_path, "my.cnf", "[mysqld]\nlocal_infile = 0\n[mariadb]\nlocal_infile = 1\n")
     assert read_config(LocalFiles(), main, server_sections(MYSQL, "9.7")).options["local_infile"] == "0"

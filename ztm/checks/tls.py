@@ -1,10 +1,15 @@
-"""ZTM-TLS-1's judgement of a scan matrix: what was accepted, and what could not be proven."""
+"""ZTM-TLS-1's judgement of a scan matrix against the policy's tls section: what was
+accepted that the policy does not allow, what it requires that was refused, and what could
+not be proven either way."""
 
 from __future__ import annotations
 
-from ztm.tls_scan import ScanResult
+from typing import Any
 
-ALLOWED_PROTOCOL = "TLSv1.3"
+from ztm.tls_scan import CertificateInfo, ScanResult
+
+# NIST names of the curves, for messages an assessor reads next to SP 800-186 or RFC 9151.
+NIST_CURVE = {"secp256r1": "P-256", "prime256v1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 def _inconclusive(result: ScanResult, *kinds: str) -> list[str]:
@@ -16,37 +21,70 @@ def _inconclusive(result: ScanResult, *kinds: str) -> list[str]:
             f"close in answer to the ClientHello; rerun from a client that can offer it ({result.client})"]
 
 
-def protocol_problems(result: ScanResult) -> list[str]:
-    """Why the protocol versions do not show 'TLS 1.3 only' (empty: they do)."""
+def _refused(table: dict[str, Any], names: list[str]) -> list[str]:
+    return [f"{n} ({table[n].reason})" for n in names if n in table and table[n].outcome == "refused"]
+
+
+def protocol_problems(result: ScanResult, tls: dict[str, Any]) -> list[str]:
+    """Why the protocol versions do not match the policy (empty: they do)."""
     if not result.tls_supported:
         return [f"{result.address} does not offer TLS at all"]
     problems = []
-    older = [v for v in result.accepted_protocols() if v != ALLOWED_PROTOCOL]
-    if older:
-        problems.append(f"{', '.join(older)} accepted by {result.address}: "
-                        "protocol versions older than TLS 1.3 must be refused")
-    tls13 = result.protocols.get(ALLOWED_PROTOCOL)
-    if tls13 is not None and tls13.outcome == "refused":
-        problems.append(f"TLS 1.3 itself was refused: {tls13.reason}")
+    allowed = tls["versions"]
+    extra = [v for v in result.accepted_protocols() if v not in allowed]
+    if extra:
+        problems.append(f"{', '.join(extra)} accepted by {result.address}: the policy allows only "
+                        f"{', '.join(allowed)}")
+    refused = _refused(result.protocols, tls["required_versions"])
+    if refused:
+        problems.append(f"protocol versions the policy requires were refused: {'; '.join(refused)}")
     return problems + _inconclusive(result, "protocol")
 
 
-def suite_problems(result: ScanResult, approved: tuple[str, ...]) -> list[str]:
-    """Why the suites do not show 'only the approved TLS 1.3 suites' (empty: they do)."""
+def suite_problems(result: ScanResult, tls: dict[str, Any]) -> list[str]:
+    """Why the suites do not match the policy (empty: they do)."""
     if not result.tls_supported:
         return [f"{result.address} does not offer TLS at all"]
     problems = []
+    allowed = [*tls["tls13_suites"], *tls["tls12_suites"]]
     accepted = result.accepted_suites()
-    unapproved = [s for s in accepted if s not in approved]
+    unapproved = [s for s in accepted if s not in allowed]
     if unapproved:
         problems.append(f"unapproved cipher suites accepted: {', '.join(unapproved)}; "
-                        f"only {' and '.join(approved)} may be negotiated")
-    missing = [s for s in approved if s not in accepted]
-    refused = [s for s in missing if s in result.tls13_suites and result.tls13_suites[s].outcome == "refused"]
+                        f"only {', '.join(allowed)} may be negotiated")
+    required = [s for s in tls["required_tls13_suites"] if s not in accepted]
+    refused = _refused(result.tls13_suites, required)
     if refused:
-        problems.append(f"approved suites refused: {', '.join(refused)} "
-                        f"({'; '.join(result.tls13_suites[s].reason for s in refused)})")
-    unprobed = [s for s in missing if s not in result.tls13_suites]
+        problems.append(f"approved suites refused: {'; '.join(refused)}")
+    unprobed = [s for s in required if s not in result.tls13_suites]
     if unprobed:
         problems.append(f"approved suites not probed: {', '.join(unprobed)}")
     return problems + _inconclusive(result, "TLS 1.3 suite", "TLS 1.2 suite")
+
+
+def group_problems(result: ScanResult, tls: dict[str, Any]) -> list[str]:
+    """The key-exchange group of the default handshake, if the policy names the allowed ones."""
+    allowed = tls["groups"]
+    if not allowed:
+        return []
+    negotiated = result.negotiated
+    if negotiated is None or not negotiated.accepted:
+        return [f"no handshake completed to learn the key-exchange group ({negotiated and negotiated.reason})"]
+    if negotiated.group is None:
+        return [f"the key-exchange group of the handshake cannot be read with this client ({result.client})"]
+    if negotiated.group not in allowed:
+        return [f"key-exchange group {negotiated.group} negotiated: the policy allows only {', '.join(allowed)}"]
+    return []
+
+
+def key_problems(leaf: CertificateInfo, tls: dict[str, Any]) -> list[str]:
+    """Whether the server certificate's key is as strong as the policy asks."""
+    kind, _, size = leaf.key.partition(" ")
+    curves = tls["ec_curves"]
+    if kind == "RSA" and int(size) >= tls["min_rsa_bits"]:
+        return []
+    if kind == "EC" and size in curves:
+        return []
+    shown = f"EC {size} ({NIST_CURVE[size]})" if kind == "EC" and size in NIST_CURVE else leaf.key
+    return [f"the server certificate key {shown} is not allowed: the policy requires RSA of at least "
+            f"{tls['min_rsa_bits']} bits or EC over {', '.join(NIST_CURVE.get(c, c) for c in curves)}"]

@@ -46,6 +46,11 @@ def list_accounts(conn: pymysql.connections.Connection, dialect: Dialect) -> lis
                     x509_issuer=_text(i), locked=_text(locked).upper() == "Y") for u, h, t, s, i, locked in rows]
 
 
+def find_account(accounts: list[Account], user: str, host: str) -> Account | None:
+    """The account user@host, or None if the server has none."""
+    return next((a for a in accounts if (a.user, a.host) == (user, host)), None)
+
+
 _PASSWORD_HASH = re.compile(r"(IDENTIFIED (?:BY PASSWORD|VIA \w+ USING|WITH \w+ AS)) '[^']*'", re.IGNORECASE)
 
 

@@ -102,7 +102,7 @@ def parse_role_list(value: str, dialect: Dialect) -> list[Grantee]:
 
 def show_grants(conn: pymysql.connections.Connection, grantee: Grantee) -> list[str]:
     """SHOW GRANTS for any grantee, password hashes redacted. Raises pymysql errors."""
-    from ztm.checks.accounts import grants_for
+    from ztm.resources.accounts import grants_for
 
     if grantee.host is not None:
         return grants_for(conn, grantee.user, grantee.host)
