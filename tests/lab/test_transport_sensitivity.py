@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from provision.netns import ACCOUNT_HOST
-from provision.server import mysql_ids
+from provision.engines.base import mysql_ids
 from ztm.dialect import APPROVED_TLS13_SUITES
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
