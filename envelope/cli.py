@@ -15,7 +15,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pymysql
+
+from envelope.client import EnvelopeClient, api_json
+from envelope.rotate import RewrapCounts, rewrap_tenant
+from envelope.setup import client_for, pq_private_for
+from ztm.db import connect
 from ztm.errors import UserError
+from ztm.target import load_target
 
 PROGRESS_EVERY = 1000
 
@@ -73,16 +80,12 @@ def _pii(path: Path | None) -> dict[str, str]:
 
 
 def _target(args: argparse.Namespace):
-    from ztm.target import load_target
-
     args.tenant = _uuid(args.tenant, "tenant id")
     args.user_id = _uuid(getattr(args, "user_id", None), "user id")
     return load_target(args.target)
 
 
 def _client(args: argparse.Namespace, target):
-    from envelope.setup import client_for
-
     with_pq = None
     if getattr(args, "no_pq", False):
         if target.section("crypto").get("require_pq"):
@@ -107,10 +110,6 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 
 def _app_session(target, tenant: str):
-    import pymysql
-
-    from ztm.db import connect
-
     try:
         conn = connect(target, target.roles["app"], database=target.database)
         with conn.cursor() as cur:
@@ -121,10 +120,6 @@ def _app_session(target, tenant: str):
 
 
 def _create_user(args: argparse.Namespace) -> int:
-    import pymysql
-
-    from envelope.client import api_json
-
     target, doc = _encrypted(args)
     conn = _app_session(target, args.tenant)
     try:
@@ -141,10 +136,6 @@ def _create_user(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    import pymysql
-
-    from envelope.client import EnvelopeClient
-
     target = _target(args)
     conn = _app_session(target, args.tenant)
     try:
@@ -156,8 +147,6 @@ def _decrypt(args: argparse.Namespace) -> int:
     if row is None:
         raise UserError(f"no user {args.user_id} visible in tenant {args.tenant}")
     if args.via_pq:  # break-glass: only the PQ private key's own KEK is opened
-        from envelope.setup import pq_private_for
-
         pii = EnvelopeClient.recover_with_pq(row, pq_private_for(target))
     else:
         client = _client(args, target)
@@ -170,8 +159,6 @@ def _decrypt(args: argparse.Namespace) -> int:
 
 
 def _rewrap(args: argparse.Namespace) -> int:
-    from envelope.rotate import RewrapCounts, rewrap_tenant
-
     target = _target(args)
     if args.to_version < 1:
         raise UserError(f"--to-version must be 1 or more, not {args.to_version}")

@@ -7,7 +7,6 @@ let tests break one setting on purpose (a value, or None to drop the option).
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provision import procs
-from provision.engines.base import Engine
+from provision.engines.base import Engine, mysql_ids
 from provision.files import write_private
 from provision.schema import init_sql
 from ztm.errors import UserError
@@ -73,14 +72,6 @@ def render_config(engine: Engine, layout: ServerLayout, *, bind_address: str, po
     lines += [f"{k} = {v}" for k, v in options.items() if v is not None]
     lines += ["", "[client]", f"socket = {layout.socket}", "", f"!includedir {layout.conf_d}", ""]
     return "\n".join(lines)
-
-
-def mysql_ids() -> tuple[int, int]:
-    try:
-        entry = pwd.getpwnam("mysql")
-    except KeyError:
-        raise UserError("the 'mysql' system account does not exist (install mariadb-server first)") from None
-    return entry.pw_uid, entry.pw_gid
 
 
 def prepare_folders(layout: ServerLayout, pki_server_dir: Path, database: str) -> None:

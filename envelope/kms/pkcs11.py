@@ -15,6 +15,7 @@ from pkcs11.mechanisms import GCMParams
 
 from envelope.kms.base import Kms, WrappedKey, commit_context, open_committed
 from ztm.errors import UserError
+from ztm.target import SecretRef
 
 # Blob formats, told apart by their first byte, so a KMS configured for either mechanism
 # unwraps both (a switch of mechanism needs no re-wrap).
@@ -64,8 +65,6 @@ class Pkcs11Kms(Kms):
 
     @classmethod
     def from_section(cls, section: dict[str, Any], resolve) -> Pkcs11Kms:
-        from ztm.target import SecretRef
-
         pin_ref = section.get("pin") or {}
         if not (pin_ref.get("file") or pin_ref.get("env")):
             raise UserError("the target's [kms] section names no token PIN (pin = {file = ...} or {env = ...})")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import pwd
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ztm.dialect import Dialect
+from ztm.errors import UserError
 
 
 def default_cache_dir() -> Path:
@@ -54,3 +56,12 @@ class Engine(ABC):
     def extra_options(self) -> dict[str, str]:
         """Engine-specific [mysqld] options (logging for fail2ban, extra listeners off)."""
         return {}
+
+
+def mysql_ids() -> tuple[int, int]:
+    """uid and gid of the 'mysql' system account the servers of both engines run as."""
+    try:
+        entry = pwd.getpwnam("mysql")
+    except KeyError:
+        raise UserError("the 'mysql' system account does not exist (install mariadb-server first)") from None
+    return entry.pw_uid, entry.pw_gid

@@ -13,9 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from provision.engines.base import Engine, default_cache_dir
+from provision.engines.base import Engine, default_cache_dir, mysql_ids
 from provision.os_packages import ensure_packages
-from provision.server import mysql_ids
 from ztm.dialect import MYSQL
 from ztm.errors import UserError
 

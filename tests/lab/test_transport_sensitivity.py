@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from provision.netns import ACCOUNT_HOST
-from provision.server import mysql_ids
+from provision.engines.base import mysql_ids
 from ztm.policy import load_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]

@@ -46,6 +46,7 @@ def source_copy(tmp_path_factory) -> Path:
     ("provision/anchor_cli.py", "from evidence.sign import load_signing_key", "provision.anchor_cli -> evidence.sign"),
     ("evidence/plugin.py", "import envelope.record", "evidence.plugin -> envelope.record"),
     ("controls/test_aud_3_anchor.py", "from provision import anchor_cli", "controls.test_aud_3_anchor -> provision"),
+    ("ztm/dialect.py", "from ztm import target", "No cycles are allowed in ztm"),
 ])
 def test_a_forbidden_import_breaks_a_contract(source_copy, module, line, named):
     path = source_copy / module

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +101,6 @@ class S3Sink:
         self.note = f"Object Lock COMPLIANCE, {self.retain_days} days"
 
     def ship(self, record: dict[str, Any]) -> None:
-        from datetime import UTC, datetime, timedelta
-
         self.prepare()
         key = f"{self.prefix}{record['checkpoint']['anchor_seq']:012d}.json"
         from botocore.exceptions import ClientError
@@ -146,10 +147,6 @@ class SyslogSink:
         return f"syslog://{self.address}" + (f" (journal {self.journal})" if self.journal else "")
 
     def ship(self, record: dict[str, Any]) -> None:
-        import socket
-        import ssl
-        from datetime import UTC, datetime
-
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.load_verify_locations(str(self.ca))
