@@ -28,15 +28,14 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision import netns, schema
-from tests.lab import admin_sql
-from ztm.anchoring import public_key
-from ztm.anchoring.sinks import FileSink
 from provision.lab import COLLECTOR_NAME, anchor_down, anchor_up
 from provision.netns import ACCOUNT_HOST
 from provision.pki import issue_collector
-from tests.lab import admin_sql
 from tests.control_runner import run_control
+from tests.lab import admin_sql
 from ztm import anchoring
+from ztm.anchoring import public_key
+from ztm.anchoring.sinks import FileSink
 from ztm.audit_chain import link_hash
 from ztm.target import load_target
 

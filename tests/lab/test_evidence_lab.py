@@ -1,5 +1,6 @@
 """The evidence bundle of a real control-suite run against the lab, under xdist: it verifies
-against the lab's evidence CA, time-stamped by the lab TSA (with ztm and with the documented openssl/coreutils script), run.json
+against the lab's evidence CA, time-stamped by the lab TSA (with ztm and with the documented
+openssl/coreutils script), run.json
 names the target as the server reports itself, and it holds none of the lab's passwords,
 PINs, private key material or PII sentinels (acceptance items 2, 7, 8 and 11 of issue 4)."""
 

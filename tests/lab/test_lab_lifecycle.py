@@ -15,10 +15,9 @@ from pathlib import Path
 import pkcs11
 import pytest
 
-from provision import kms, netns, server
+from provision import kms, netns, procs, server
 from provision import lab as lab_mod
 from provision.engines import engine_for
-from provision import procs
 from ztm.schemas import validate
 from ztm.target import load_target
 

@@ -47,13 +47,14 @@ def account(lab_target, data_plane) -> tuple[str, object]:
     return rows[0][0], rows[0][1]
 
 
-def _silently(lab, run: admin_sql.Runner, *statements: str, args: tuple = ()) -> None:
-    """Run statements with every audit trigger of the data tables dropped, then put the triggers back."""
+def _silently(lab, run: admin_sql.Runner, statement: str, args: tuple = (), *, each: list[tuple] | None = None) -> None:
+    """Run a statement (once with ``args``, or once per tuple in ``each``) with every audit trigger
+    of the data tables dropped, then put the triggers back."""
     for table in ("tenants", "tenant_grants", "users", "accounts"):
         for op in ("insert", "update", "delete"):
             run(f"DROP TRIGGER IF EXISTS {table}_audit_{op}")
-    for statement in statements:
-        run(statement, args=args)
+    for values in each if each is not None else [args]:
+        run(statement, args=values)
     admin_sql.restore(lab)
 
 
@@ -72,7 +73,7 @@ def test_aud4_fails_when_a_balance_changes_behind_a_dropped_trigger(lab, data_pl
 
 
 def test_aud4_fails_on_a_row_inserted_and_a_row_deleted_without_events(lab, data_plane, control):
-    tenant, name = data_plane("SELECT tenant_id, name FROM tenants ORDER BY tenant_id LIMIT 1")[0]
+    tenant, _ = data_plane("SELECT tenant_id, name FROM tenants ORDER BY tenant_id LIMIT 1")[0]
     ghost = "00000000-0000-4000-8000-00000000a0d4"
     _silently(lab, data_plane, "INSERT INTO tenants (tenant_id, name) VALUES (%s, 'ghost')", args=(ghost,))
     grants = data_plane("SELECT user_name FROM tenant_grants WHERE tenant_id = %s", args=(tenant,))
@@ -81,9 +82,8 @@ def test_aud4_fails_on_a_row_inserted_and_a_row_deleted_without_events(lab, data
         run = control("ZTM-AUD-4")
     finally:
         _silently(lab, data_plane, "DELETE FROM tenants WHERE tenant_id = %s", args=(ghost,))
-        for (user,) in grants:
-            _silently(lab, data_plane, "INSERT INTO tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
-                      args=(user, tenant))
+        _silently(lab, data_plane, "INSERT INTO tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
+                  each=[(user, tenant) for (user,) in grants])
     message = run.assert_failed(TEST, "differs from its audit trail")
     assert f"tenants[{ghost}]" in message and "no INSERT event" in message, message
     assert f"tenant_grants[{grants[0][0]}/{tenant}]" in message and "deleted without an event" in message, message
@@ -119,8 +119,8 @@ def test_aud4_and_acc1_fail_when_migration_is_given_alter_and_rewrites_a_column(
             data_plane("ALTER TABLE accounts MODIFY COLUMN balance DECIMAL(19,4) NOT NULL AFTER currency")
         checks = data_plane("SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS WHERE "
                             "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'accounts' AND CONSTRAINT_TYPE = 'CHECK'")
-        for account_id, balance in saved:
-            _silently(lab, data_plane, "UPDATE accounts SET balance = %s WHERE account_id = %s", args=(balance, account_id))
+        _silently(lab, data_plane, "UPDATE accounts SET balance = %s WHERE account_id = %s",
+                  each=[(balance, account_id) for account_id, balance in saved])
         if not any(c[0] == "ck_accounts_balance" for c in checks):
             data_plane("ALTER TABLE accounts ADD CONSTRAINT ck_accounts_balance CHECK (balance >= 0)")
     run.assert_failed(TEST, "accounts", key, "balance", "differ from the last after-image")

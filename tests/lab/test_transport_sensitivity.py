@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from provision.netns import ACCOUNT_HOST
 from provision.engines.base import mysql_ids
+from provision.netns import ACCOUNT_HOST
 from ztm.policy import load_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
