@@ -306,8 +306,6 @@ def test_older_lab_pq_key_under_the_dek_kek_is_moved_to_its_own_kek(softhsm):
 def test_break_glass_recovers_with_the_dek_kek_destroyed(softhsm):
     """A DEK KEK under its own label (the shared one stays for the other tests) encrypts a
     record; the HSM then destroys it: the KMS path is gone, the PQ path still recovers."""
-    import pkcs11
-
     from envelope.kms.pkcs11 import Pkcs11Kms
     from provision import kms as lab_kms
 
@@ -319,8 +317,9 @@ def test_break_glass_recovers_with_the_dek_kek_destroyed(softhsm):
         client = EnvelopeClient(doomed, pq.PqPublicKey.load(layout.pq_public))
         row = stored_row(client.encrypt_user("t-1", PII), "t-1")
         assert client.decrypt_user(row) == PII
-        token = pkcs11.lib(lab_kms.MODULE).get_token(token_label=lab_kms.TOKEN_LABEL)
-        with token.open(rw=True) as session:  # the process is logged in already (PKCS#11 login is per token)
+        # Through the process's one handle on the module: a second pkcs11.lib would finalise
+        # the module for every client when collected.
+        with doomed._token.session(rw=True) as session:
             session.get_key(label="ztm-doomed-kek-v1").destroy()
         assert not doomed.has_kek(1)
         with pytest.raises(UserError, match="no key-encryption key ztm-doomed-kek-v1"):
@@ -348,6 +347,7 @@ def test_kms_configuration_mistakes_are_one_clear_line(tmp_path, softhsm):
         "lacks the field 'key_id'": {"provider": "aws"},
         "no known provider": {"provider": "vault"},
         "has a bad value": {**base, "pin": {"file": str(pin)}, "key_version": "one"},
+        "already open in this process with another PIN": {**base, "pin": {"file": str(pin)}},
         "already loaded in this process": {**base, "pin": {"file": str(pin)},
                                            "env": {"SOFTHSM2_CONF": str(tmp_path / "other.conf")}},
     }
