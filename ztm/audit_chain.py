@@ -176,20 +176,31 @@ def export_rows(conn: pymysql.connections.Connection, out: Path) -> int:
     return count
 
 
+def _numbered_lines(handle, path: Path) -> Iterator[tuple[int, str]]:
+    number = 0
+    try:
+        for number, line in enumerate(handle, 1):
+            yield number, line
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (after line {number})", EXIT_UNUSABLE) from None
+
+
 def dump_rows(path: Path, start_seq: int = 0) -> Iterator[tuple[int, str, str, str]]:
     try:
         handle = open(path, encoding="utf-8")  # noqa: SIM115  (closed when the generator ends)
     except OSError as exc:
         raise UserError(f"cannot read audit dump {path}: {exc.strerror}", EXIT_UNUSABLE) from None
     with handle:
-        for number, line in enumerate(handle, 1):
+        for number, line in _numbered_lines(handle, path):
             try:
                 row = json.loads(line)
                 if "head" in row and "seq" not in row:
                     continue  # the head trailer of 'ztm audit export'
-                seq = int(row["seq"])
+                seq = row["seq"]
+                if not isinstance(seq, int) or isinstance(seq, bool):  # 1e400, "7", true: not a seq
+                    raise TypeError
                 item = (seq, row["payload"], row["prev_hash"], row["curr_hash"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise UserError(f"{path}: line {number} is not an audit row (JSON with seq, payload, "
                                 "prev_hash, curr_hash)", EXIT_UNUSABLE) from None
             if seq > start_seq:

@@ -10,7 +10,7 @@ from typing import Any
 import pymysql
 
 from ztm.errors import UserError
-from ztm.target import Identity, Target
+from ztm.target import Identity, SecretRef, Target
 
 CONNECT_TIMEOUT = 5
 
@@ -24,19 +24,53 @@ class _NamePinnedContext(ssl.SSLContext):
         return super().wrap_socket(sock, *args, server_hostname=self.server_name, **kwargs)
 
 
+class _PassphraseNeeded(Exception):
+    """Raised from OpenSSL's passphrase callback: the key is encrypted and none was given."""
+
+
+def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
+    if ca.is_dir():
+        raise UserError(f"tls.ca {ca} is a directory, not a CA certificate file")
+    if not ca.exists():
+        raise UserError(f"tls.ca {ca} does not exist")
+    try:
+        ctx.load_verify_locations(cafile=str(ca))
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        raise UserError(f"tls.ca {ca} holds no usable CA certificate: {reason}") from None
+
+
+def _load_pair(ctx: ssl.SSLContext, cert: Path, key: Path, passphrase: SecretRef | None) -> None:
+    for kind, path in (("client certificate", cert), ("client key", key)):
+        if path.is_dir() or not path.exists():
+            raise UserError(f"{kind} {path} {'is a directory' if path.is_dir() else 'does not exist'}")
+
+    def ask() -> bytes:  # never OpenSSL's own prompt on the terminal
+        if passphrase is None:
+            raise _PassphraseNeeded
+        return passphrase.reveal().encode()
+
+    try:
+        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key), password=ask)
+    except _PassphraseNeeded:
+        raise UserError(f"client key {key} is encrypted and the target gives no passphrase for it "
+                        "(key_passphrase = {file = ...} or {env = ...})") from None
+    except OSError as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        raise UserError(f"unusable client certificate or key ({cert}, {key}): {reason}") from None
+
+
 def client_context(target: Target, cert: Path | None, key: Path | None, *,
-                   minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> ssl.SSLContext:
+                   minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+                   passphrase: SecretRef | None = None) -> ssl.SSLContext:
+    """The CA, and the client pair when given, each checked on its own so an error names the
+    file at fault; an encrypted key opens only with ``passphrase`` (never a terminal prompt)."""
     ctx = _NamePinnedContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.server_name = target.server_name
     ctx.minimum_version = minimum
-    try:
-        ctx.load_verify_locations(cafile=str(target.ca))
-        if cert is not None and key is not None:
-            ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    except FileNotFoundError as exc:
-        raise UserError(f"certificate file missing: {exc.filename}") from None
-    except ssl.SSLError as exc:
-        raise UserError(f"unusable certificate or key ({cert}, {key}): {exc.reason or exc}") from None
+    _load_ca(ctx, target.ca)
+    if cert is not None and key is not None:
+        _load_pair(ctx, cert, key, passphrase)
     return ctx
 
 
@@ -54,7 +88,9 @@ def connect(target: Target, identity: Identity, *, tls: bool = True, present_cer
         return pymysql.connect(unix_socket=str(identity.socket), **common)
     ssl_ctx = None
     if tls:
-        ssl_ctx = (client_context(target, cert or identity.cert, key or identity.key) if present_cert
+        own_key = key is None or key == identity.key
+        ssl_ctx = (client_context(target, cert or identity.cert, key or identity.key,
+                                  passphrase=identity.key_passphrase if own_key else None) if present_cert
                    else client_context(target, None, None))
     if ssl_ctx is None:  # pymysql >= 1.2 otherwise "prefers" TLS on its own
         return pymysql.connect(host=target.host, port=target.port, ssl_disabled=True, **common)

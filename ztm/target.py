@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from ztm.errors import UserError
 from ztm.schemas import validate
 
 ROLES = ("app", "auditor", "migration", "probe", "admin")
+MAX_SECRET_FILE = 1 << 16  # a secret is one short line; never read a whole large file for it
 
 
 @dataclass(frozen=True)
@@ -23,15 +25,24 @@ class SecretRef:
     env: str | None = None
 
     def reveal(self) -> str:
+        """The secret: the file's first line, or the variable's value. An empty secret is
+        refused (an empty file is a mistake, not an empty password)."""
         if self.file is not None:
             try:
-                return self.file.read_text().splitlines()[0] if self.file.stat().st_size else ""
+                lines = self.file.read_bytes()[:MAX_SECRET_FILE].decode().splitlines()
             except OSError as exc:
                 raise UserError(f"cannot read secret file {self.file}: {exc.strerror}") from None
-        assert self.env is not None
-        value = os.environ.get(self.env)
-        if value is None:
-            raise UserError(f"environment variable {self.env} (a secret named by the target) is not set")
+            except UnicodeDecodeError:
+                raise UserError(f"secret file {self.file} is not UTF-8 text") from None
+            value = lines[0] if lines else ""
+        else:
+            assert self.env is not None
+            found = os.environ.get(self.env)
+            if found is None:
+                raise UserError(f"environment variable {self.env} (a secret named by the target) is not set")
+            value = found
+        if not value:
+            raise UserError(f"the secret ({self.describe()}) is empty")
         return value
 
     def describe(self) -> str:
@@ -47,6 +58,7 @@ class Identity:
     key: Path | None = None
     password: SecretRef | None = None
     socket: Path | None = None
+    key_passphrase: SecretRef | None = None
 
 
 @dataclass(frozen=True)
@@ -99,18 +111,35 @@ def _secret(base: Path, ref: dict[str, str] | None) -> SecretRef | None:
     return SecretRef(file=_resolve(base, ref["file"]) if "file" in ref else None, env=ref.get("env"))
 
 
+def check_host_name(host: str, where: str = "") -> None:
+    """An IP address or a name a resolver can be asked for (the idna codec refuses empty
+    labels, labels over 63 characters and characters no host name may carry)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise UserError(f"{where}{host!r} is not a valid host name ({exc})") from None
+
+
 def load_target(path: str | os.PathLike[str]) -> Target:
     """Read, validate and resolve a target file; UserError on anything wrong."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"target file {p} does not exist (run 'ztm lab up' to create the lab's)") from None
     except OSError as exc:
         raise UserError(f"cannot read target file {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"target file {p} is not UTF-8 text (TOML files are UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"target file {p} is not valid TOML: {exc}") from None
     validate(raw, "target.schema.json", f"target file {p}")
+    check_host_name(raw["target"]["host"], f"target file {p}: [target].host ")
     base = p.resolve().parent
     t, tls = raw["target"], raw["tls"]
     roles = {
@@ -121,6 +150,7 @@ def load_target(path: str | os.PathLike[str]) -> Target:
             key=_resolve(base, spec["key"]) if "key" in spec else None,
             password=_secret(base, spec.get("password")),
             socket=_resolve(base, spec["socket"]) if "socket" in spec else None,
+            key_passphrase=_secret(base, spec.get("key_passphrase")),
         )
         for role, spec in raw["roles"].items()
     }

@@ -143,9 +143,7 @@ class Pkcs11Kms(Kms):
         if not (pin_ref.get("file") or pin_ref.get("env")):
             raise UserError("the target's [kms] section names no token PIN (pin = {file = ...} or {env = ...})")
         ref = SecretRef(file=resolve(pin_ref["file"]) if "file" in pin_ref else None, env=pin_ref.get("env"))
-        pin = ref.reveal()
-        if not pin:
-            raise UserError(f"the token PIN ({ref.describe()}) is empty")
+        pin = ref.reveal()  # an empty PIN file is refused there
         env = {k: str(resolve(v)) if k.endswith("_CONF") else v for k, v in section.get("env", {}).items()}
         return cls(section["module"], section["token_label"], section.get("key_label_prefix", "ztm-kek-v"), pin,
                    int(section.get("key_version", 1)), env, section.get("wrap_mechanism", "aes-gcm"))

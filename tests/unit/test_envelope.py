@@ -341,7 +341,7 @@ def test_kms_configuration_mistakes_are_one_clear_line(tmp_path, softhsm):
     empty.write_text("")
     cases = {
         "names no token PIN": base,
-        r"token PIN \(file:.*\) is empty": {**base, "pin": {"file": str(empty)}},
+        r"secret \(file:.*\) is empty": {**base, "pin": {"file": str(empty)}},
         "ZTM_TEST_NO_SUCH_PIN": {**base, "pin": {"env": "ZTM_TEST_NO_SUCH_PIN"}},
         "lacks the field 'module'": {k: v for k, v in base.items() if k != "module"} | {"pin": {"file": str(pin)}},
         "lacks the field 'key_id'": {"provider": "aws"},
