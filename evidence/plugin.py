@@ -78,8 +78,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "no"  # list in this process: xdist (configured after us) starts no workers
     gate = CatalogGate(config, catalog, waivers)
     config.pluginmanager.register(gate, "ztm-catalog-gate")
-    if not config.option.evidence_out:
+    if config.option.evidence_out is None:
         return
+    if not config.option.evidence_out.strip():  # '' is a mistake, not "no bundle"
+        raise pytest.UsageError("--evidence-out is empty: name the bundle file, e.g. --evidence-out bundle.tar.gz")
     config.pluginmanager.register(FailureScrubber(config), "ztm-failure-scrubber")
     if hasattr(config, "workerinput"):  # an xdist worker: the controller writes the bundle
         config.pluginmanager.register(WorkerRelay(config), "ztm-worker-relay")

@@ -40,6 +40,18 @@ def target_path(config: pytest.Config) -> Path | None:
     return lab if lab.exists() else None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A target named on the command line (or $ZTM_TARGET) is checked once, here, before
+    xdist starts any worker: a bad file is one usage line (exit 4), not every worker crashing."""
+    value = config.getoption("target") or os.environ.get("ZTM_TARGET")
+    if not value or hasattr(config, "workerinput") or getattr(config.option, "controls_list", False):
+        return
+    try:
+        load_target(value)
+    except UserError as exc:
+        raise pytest.UsageError(f"ztm: {exc}") from None
+
+
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> Target:
     path = target_path(pytestconfig)
