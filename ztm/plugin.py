@@ -47,7 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not value or hasattr(config, "workerinput") or getattr(config.option, "controls_list", False):
         return
     try:
-        load_target(value)
+        load_target(value).check_secret_files()
     except UserError as exc:
         raise pytest.UsageError(f"ztm: {exc}") from None
 

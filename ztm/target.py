@@ -94,6 +94,14 @@ class Target:
     def resolve(self, value: str) -> Path:
         return _resolve(self.path.parent, value)
 
+    def check_secret_files(self) -> None:
+        """UserError unless every secret file the roles name is readable, UTF-8 and not empty
+        (checked once before a run; variables are read when used)."""
+        for identity in self.roles.values():
+            for ref in (identity.password, identity.key_passphrase):
+                if ref is not None and ref.file is not None:
+                    ref.reveal()
+
     @property
     def lab_dir(self) -> Path | None:
         lab = self.raw.get("lab")

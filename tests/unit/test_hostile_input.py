@@ -223,6 +223,10 @@ CASES = [
              key=w.encrypted_key(),
              passphrase=f'key_passphrase = {{file = "{w.file("pass", PASSPHRASE)}"}}'))],
          2, "cannot connect to hostile as auditor"),
+    Case("client certificate missing",
+         lambda w: ["audit", "verify", "--target", w.target(auditor=w.auditor().replace(
+             str(w.pki.client("app", "pem")), str(w.root / "gone.pem")))],
+         2, "client certificate " + "{root}/gone.pem does not exist"),
     Case("tls.ca is a directory", lambda w: ["audit", "verify", "--target", w.target(ca=str(w.root),
                                                                                    auditor=w.auditor())],
          2, "is a directory, not a CA certificate file"),
@@ -235,6 +239,11 @@ CASES = [
     # -- pytest options -----------------------------------------------------------------------------
     Case("pytest --target BAD.toml -n 2", lambda w: ["--target", w.file("bad.toml", "[target\n"), "-n", "2"],
          4, "is not valid TOML", tool="pytest"),
+    Case("pytest: password file not UTF-8",
+         lambda w: ["--target", w.target(auditor=w.auditor(password=b"\xff\xfe\n")), "-n", "2"],
+         4, "is not UTF-8 text", tool="pytest"),
+    Case("pytest: empty password file", lambda w: ["--target", w.target(auditor=w.auditor(password=b"\n"))],
+         4, "is empty", tool="pytest"),
     Case("pytest --evidence-out ''", lambda w: ["--evidence-out", ""], 4, "--evidence-out is empty", tool="pytest"),
     # -- KMS ----------------------------------------------------------------------------------------
     Case("KMIP server unreachable (no library logging)",
@@ -276,7 +285,8 @@ def test_hostile_input(case: Case, world: World):
     output = done.stdout + done.stderr
     assert "Traceback" not in output and "INTERNALERROR" not in output, output[-3000:]
     assert done.returncode == case.code, f"exit {done.returncode}, expected {case.code}: {output[-2000:]}"
-    assert case.fragment in output, f"{case.fragment!r} not in: {output[-2000:]}"
+    fragment = case.fragment.replace("{root}", str(world.root))
+    assert fragment in output, f"{fragment!r} not in: {output[-2000:]}"
     assert elapsed <= case.seconds, f"took {elapsed:.1f} s (bound {case.seconds} s)"
     if case.code != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
