@@ -393,3 +393,24 @@ def test_target_sets_the_dek_cache_limits_and_the_flag_turns_it_off(softhsm, tmp
     assert wraps(limited, cache=False)[0] == 5
     assert wraps(target({"enabled": False}))[0] == 5
     assert wraps(target({"max_bytes": 2 * len("".join(PII.values()).encode())}))[0] == 3
+
+
+def test_pkcs11_one_module_load_per_process_and_read_only_sessions_for_wrapping(softhsm):
+    """Clients share the process's one module load and login; wrap and unwrap run in
+    read-only sessions; closing one client does not log the others out."""
+    from envelope.kms import pkcs11 as provider
+    from envelope.kms.pkcs11 import Pkcs11Kms
+    from provision import kms as lab_kms
+
+    default_kms, _, layout = softhsm
+    env = {"SOFTHSM2_CONF": str(layout.conf)}
+    first = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1, env)
+    second = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1, env)
+    assert first._token is second._token is default_kms._token
+    assert list(provider._modules) == [lab_kms.MODULE]
+    context = wrap_context(tenant="t-1", table="users", key_version=1)
+    wrapped = first.wrap(b"k" * 32, context)
+    first.close()
+    assert second.unwrap(wrapped, context) == b"k" * 32, "closing one client logged the others out"
+    idle = second._token._idle
+    assert idle and not any(session.rw for session in idle), "a wrap or unwrap session is read-write"
