@@ -13,6 +13,7 @@ from ztm.errors import UserError
 from ztm.target import Identity, SecretRef, Target
 
 CONNECT_TIMEOUT = 5
+LOGIN_TIMEOUT = 30  # seconds per read while greeting and logging in
 
 
 class _NamePinnedContext(ssl.SSLContext):
@@ -82,10 +83,12 @@ def connect(target: Target, identity: Identity, *, tls: bool = True, present_cer
     sends the login in plaintext (transport probes only).
     Raises pymysql errors: callers decide whether a refusal is expected."""
     secret = password if password is not None else (identity.password.reveal() if identity.password else "")
+    read_timeout = kwargs.pop("read_timeout", None)
     common: dict[str, Any] = dict(user=identity.user, password=secret, database=database,
-                                  connect_timeout=CONNECT_TIMEOUT, autocommit=True, charset="utf8mb4", **kwargs)
+                                  connect_timeout=CONNECT_TIMEOUT, read_timeout=LOGIN_TIMEOUT, autocommit=True,
+                                  charset="utf8mb4", **kwargs)
     if identity.socket is not None:
-        return pymysql.connect(unix_socket=str(identity.socket), **common)
+        return _after_login(pymysql.connect(unix_socket=str(identity.socket), **common), read_timeout)
     ssl_ctx = None
     if tls:
         own_key = key is None or key == identity.key
@@ -93,8 +96,18 @@ def connect(target: Target, identity: Identity, *, tls: bool = True, present_cer
                                   passphrase=identity.key_passphrase if own_key else None) if present_cert
                    else client_context(target, None, None))
     if ssl_ctx is None:  # pymysql >= 1.2 otherwise "prefers" TLS on its own
-        return pymysql.connect(host=target.host, port=target.port, ssl_disabled=True, **common)
-    return pymysql.connect(host=target.host, port=target.port, ssl=ssl_ctx, **common)
+        return _after_login(pymysql.connect(host=target.host, port=target.port, ssl_disabled=True, **common),
+                            read_timeout)
+    return _after_login(pymysql.connect(host=target.host, port=target.port, ssl=ssl_ctx, **common), read_timeout)
+
+
+def _after_login(conn: pymysql.connections.Connection, read_timeout: float | None) -> pymysql.connections.Connection:
+    """pymysql's connect_timeout covers only the TCP connect: the greeting and login are read
+    under LOGIN_TIMEOUT (a server that accepts and stays silent is an error, not a hang), and
+    queries then get the caller's read timeout (none by default: a lock wait may be long).
+    pymysql applies a changed _read_timeout before its next read."""
+    conn._read_timeout = read_timeout
+    return conn
 
 
 @dataclass(frozen=True)

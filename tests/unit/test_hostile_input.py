@@ -64,6 +64,17 @@ class _Trickler(FakeMySQL):
         conn.close()
 
 
+class _SilentListener(FakeMySQL):
+    """Accepts the connection and never sends a byte (no greeting)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, greeting_bytes=b"")
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.stopped.wait()
+        conn.close()
+
+
 class World:
     """The files and loopback servers the cases point at, made on demand in ``root``."""
 
@@ -78,14 +89,14 @@ class World:
         return str(path)
 
     def target(self, name: str = "t.toml", *, host: str = "127.0.0.1", ca: str | None = None,
-               auditor: str = "", extra: str = "") -> str:
+               auditor: str = "", extra: str = "", port: int | None = None) -> str:
         ca = ca or str(self.pki.ca_cert)
         return self.file(name, f'''
 [target]
 name = "hostile"
 engine = "mariadb"
 host = "{host}"
-port = {self.port}
+port = {port or self.port}
 server_name = "db.test"
 database = "securedb"
 [tls]
@@ -119,6 +130,10 @@ socket = "/nonexistent/mysqld.sock"
 
     def serve(self, answer, **kw) -> int:
         self.servers.append(FakeMySQL(answer, **kw))
+        return self.servers[-1].port
+
+    def silent_listener(self) -> int:
+        self.servers.append(_SilentListener())
         return self.servers[-1].port
 
     def trickle(self, first: bytes) -> int:
@@ -214,6 +229,9 @@ CASES = [
     Case("tls-scan: completes TLS, then silent",
          lambda w: ["tls-scan", f"127.0.0.1:{w.serve(tls_server(w.pki))}", "--timeout", "1", "--deadline", "20"],
          0, "TLSv1.3", seconds=25),
+    Case("database server accepts and never greets (login deadline)",
+         lambda w: ["audit", "verify", "--target", w.target(auditor=w.auditor(), port=w.silent_listener())],
+         2, "cannot connect to hostile as auditor", seconds=45),
     # -- TLS material -------------------------------------------------------------------------------
     Case("encrypted client key, no passphrase reference",
          lambda w: ["audit", "verify", "--target", w.target(auditor=w.auditor(key=w.encrypted_key()))],
