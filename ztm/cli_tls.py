@@ -15,7 +15,7 @@ from cryptography import x509
 
 from ztm.errors import UserError
 from ztm.target import check_host_name
-from ztm.tls_scan import Probe, ScanResult, scan
+from ztm.tls_scan import SCAN_DEADLINE, Probe, ScanResult, scan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca", type=Path, help="CA file: also verify the server's chain (and --server-name)")
     p.add_argument("--server-name", help="the name the certificate must carry (SNI and SAN check)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
-    p.add_argument("--deadline", type=float, default=300.0,
+    p.add_argument("--deadline", type=float, default=SCAN_DEADLINE,
                    help="seconds for the whole scan (default 300); probes left are inconclusive")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=_tls_scan)

@@ -120,6 +120,7 @@ def tls_probe(target: Target):
     from ztm import tls_scan
 
     def scan(**kwargs: Any):
+        kwargs.setdefault("deadline", tls_scan.SCAN_DEADLINE)  # a stalling server makes probes inconclusive
         return tls_scan.scan(target.host, target.port, ca=target.ca, server_name=target.server_name, **kwargs)
 
     return scan

@@ -100,6 +100,7 @@ def ssl_request_packet() -> bytes:
     return struct.pack("<I", len(payload))[:3] + b"\x01" + payload
 
 
+SCAN_DEADLINE = 300.0  # seconds for a whole scan unless the caller says otherwise
 MAX_GREETING = 1 << 16  # a MySQL greeting is a few hundred bytes; a huge length is not one
 
 
