@@ -68,10 +68,19 @@ def _uuid(value: str | None, what: str) -> str | None:
         raise UserError(f"{what} {value!r} is not a UUID") from None
 
 
+MAX_PII_JSON = 1 << 20  # three short fields: a larger document is a mistake, not a record
+
+
 def _pii(path: Path | None) -> dict[str, str]:
     try:
-        text = path.read_text() if path else sys.stdin.read()
-        doc = json.loads(text)
+        data = path.read_bytes()[:MAX_PII_JSON + 1] if path else sys.stdin.buffer.read(MAX_PII_JSON + 1)
+        if len(data) > MAX_PII_JSON:
+            raise UserError(f"the PII JSON is larger than {MAX_PII_JSON} bytes")
+        doc = json.loads(data.decode())
+    except UnicodeDecodeError:
+        raise UserError("the PII JSON is not UTF-8 text") from None
+    except RecursionError:  # e.g. 100k nested brackets
+        raise UserError("the PII JSON is nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the PII JSON ({exc})") from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("name", "email", "phone")):

@@ -16,6 +16,7 @@ from pathlib import Path
 from envelope.context import PQ_PRIVATE_KEY_CONTEXT
 from envelope.kms.base import Kms, WrappedKey
 from ztm.errors import UserError
+from ztm.files import write_private
 
 PQ_ALG = "HPKE-MLKEM768-X25519-HKDF-SHA256-AES-256-GCM"
 SEED_BYTES, X25519_BYTES, MLKEM768_PUBLIC_BYTES = 64, 32, 1184
@@ -96,14 +97,7 @@ def save_private_wrapped(material: bytes, kms: Kms, path: Path) -> None:
     wrapped = kms.wrap(material, PQ_PRIVATE_KEY_CONTEXT)
     text = json.dumps({"alg": PQ_ALG, "key_id": wrapped.key_id, "key_version": wrapped.key_version,
                        "blob": base64.b64encode(wrapped.blob).decode()}) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private(path, text)
 
 
 def read_private_wrapped(path: Path) -> WrappedKey:

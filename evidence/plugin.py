@@ -52,7 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run only the tests of this control (repeatable), e.g. --control ZTM-TLS-1")
     group.addoption("--controls-list", action="store_true", help="list the catalog and which controls have tests")
     group.addoption("--waivers", metavar="FILE", default=None,
-                    help="waiver file (TOML or JSON): control, justification, approver, expires")
+                    help="waiver file (TOML or JSON): control, test and/or finding, justification, approver, "
+                         "expires")
 
 
 def controls_of(item: pytest.Item) -> list[str]:
@@ -80,8 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "no"  # list in this process: xdist (configured after us) starts no workers
     gate = CatalogGate(config, catalog, waivers)
     config.pluginmanager.register(gate, "ztm-catalog-gate")
-    if not config.option.evidence_out:
+    if config.option.evidence_out is None:
         return
+    if not config.option.evidence_out.strip():  # '' is a mistake, not "no bundle"
+        raise pytest.UsageError("--evidence-out is empty: name the bundle file, e.g. --evidence-out bundle.tar.gz")
     config.pluginmanager.register(FailureScrubber(config), "ztm-failure-scrubber")
     if hasattr(config, "workerinput"):  # an xdist worker: the controller writes the bundle
         config.pluginmanager.register(WorkerRelay(config), "ztm-worker-relay")
@@ -144,7 +147,7 @@ class CatalogGate:
         self.config = config
         self.catalog = catalog
         today = date.today()
-        self.active = {w.control: w for w in waivers if not w.expired(today)}
+        self.active = [w for w in waivers if not w.expired(today)]
         self.expired = [w for w in waivers if w.expired(today)]
         self.waivers = waivers
         self.covered: set[str] = set()  # controls with a collected test (here, or on xdist workers)
@@ -202,7 +205,8 @@ class CatalogGate:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
         report: pytest.TestReport = yield
         if report.when == "call" and report.failed:
-            waiver = next((self.active[c] for c in controls_of(item) if c in self.active), None)
+            message = call.excinfo.exconly() if call.excinfo is not None else report.longreprtext
+            waiver = next((w for w in self.active if w.covers(controls_of(item), item.nodeid, message)), None)
             if waiver is not None:
                 reason = f"{waiver.control} waived: {waiver.describe()}"
                 item.user_properties.append(("waiver", reason))

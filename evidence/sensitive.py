@@ -73,7 +73,10 @@ def _private_values(key: Any) -> list[bytes]:
         return [key.private_numbers().private_value.to_bytes((key.curve.key_size + 7) // 8, "big")]
     if isinstance(key, rsa.RSAPrivateKey):
         numbers = key.private_numbers()
-        return [n.to_bytes((n.bit_length() + 7) // 8, "big") for n in (numbers.d, numbers.p, numbers.q)]
+        # Every private component: d, the primes, and the CRT values (any of p, q, dp or
+        # dq alone gives the key away; qinv with the public key narrows it).
+        private = (numbers.d, numbers.p, numbers.q, numbers.dmp1, numbers.dmq1, numbers.iqmp)
+        return [n.to_bytes((n.bit_length() + 7) // 8, "big") for n in private]
     return []
 
 

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
+from ztm.files import read_private, write_private
 
-def write_private(path: Path, data: bytes | str, mode: int = 0o600) -> None:
-    """Create or replace ``path`` atomically with ``mode`` set before any byte is written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    payload = data.encode() if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # umask must not widen or narrow it
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+__all__ = ["ensure_secret", "write_private", "write_public"]
 
 
 def write_public(path: Path, data: bytes | str) -> None:
@@ -29,7 +17,7 @@ def write_public(path: Path, data: bytes | str) -> None:
 def ensure_secret(path: Path, nbytes: int = 24) -> str:
     """Return the secret stored at ``path``, generating it (0600) on first use."""
     if path.exists():
-        return path.read_text().strip()
+        return read_private(path).decode().strip()
     value = secrets.token_urlsafe(nbytes)
     write_private(path, value + "\n")
     return value

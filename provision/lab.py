@@ -130,7 +130,17 @@ class Lab:
     def start_server(self) -> None:
         engine = self.engine()
         engine.attach(self.server.root)
-        server.start(engine, self.server, netns.in_netns(netns.DB.netns, []))
+        try:
+            server.start(engine, self.server, netns.in_netns(netns.DB.netns, []))
+        except UserError as exc:
+            holder = _other_server_in_netns(netns.DB.netns, self.server.defaults_file)
+            if holder is None:
+                raise
+            pid, defaults = holder
+            raise UserError(f"lab instance {netns.INSTANCE} is held by another lab: its server (pid {pid}, "
+                            f"{defaults}) already runs in namespace {netns.DB.netns} on {netns.DB.address}:{PORT}; "
+                            f"run 'ztm lab down' with ZTM_LAB_INSTANCE={netns.INSTANCE} in that checkout, or pick "
+                            f"another ZTM_LAB_INSTANCE (the server said: {exc})") from None
 
     def restart(self, overrides: server.Overrides | None = None) -> None:
         server.stop(self.server)
@@ -145,6 +155,29 @@ class Lab:
             yield
         finally:
             self.restart()
+
+
+def _other_server_in_netns(name: str, own_defaults: Path) -> tuple[int, str] | None:
+    """A database server of another lab (another --defaults-file) running in netns ``name``:
+    (pid, its defaults file), or None. Namespaces compare by their nsfs inode."""
+    try:
+        wanted = os.stat(f"/run/netns/{name}")
+    except OSError:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ns = os.stat(entry / "ns" / "net")
+            if (ns.st_dev, ns.st_ino) != (wanted.st_dev, wanted.st_ino):
+                continue
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        defaults = next((a.removeprefix("--defaults-file=") for a in argv if a.startswith("--defaults-file=")), None)
+        if defaults is not None and Path(defaults) != own_defaults:
+            return int(entry.name), defaults
+    return None
 
 
 def require_root(what: str) -> None:

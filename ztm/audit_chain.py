@@ -242,7 +242,7 @@ def _lines(handle, path: Path) -> Iterator[str]:
     try:
         yield from handle
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text: not an audit dump", EXIT_UNUSABLE) from None
+        raise UserError(f"{path} is not UTF-8 text: not an audit dump", EXIT_UNUSABLE) from None
 
 
 def _parse_line(line: str, number: int, path: Path) -> dict[str, Any]:

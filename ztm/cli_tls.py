@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import sys
 from pathlib import Path
 
 from cryptography import x509
 
 from ztm.errors import UserError
-from ztm.tls_scan import Probe, ScanResult, scan
+from ztm.target import check_host_name
+from ztm.tls_scan import SCAN_DEADLINE, Probe, ScanResult, scan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca", type=Path, help="CA file: also verify the server's chain (and --server-name)")
     p.add_argument("--server-name", help="the name the certificate must carry (SNI and SAN check)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
+    p.add_argument("--deadline", type=float, default=SCAN_DEADLINE,
+                   help="seconds for the whole scan (default 300); probes left are inconclusive")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=_tls_scan)
 
@@ -37,9 +41,12 @@ def parse_address(text: str) -> tuple[str, int]:
             raise UserError(f"not an IPv6 address in brackets: {text!r}", exit_code=2) from None
     elif ":" in host:
         raise UserError(f"an IPv6 address needs brackets: [ADDRESS]:PORT, got {text!r}", exit_code=2)
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # isdigit() alone also takes '²' and other digits int() refuses.
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise UserError(f"expected HOST:PORT with a port 1-65535, got {text!r}", exit_code=2)
+    check_host_name(host)  # UserError, exit code 2
     return host, int(port)
+
 
 
 def _check_ca(path: Path) -> None:
@@ -62,9 +69,22 @@ def _tls_scan(args: argparse.Namespace) -> int:
         raise UserError("--server-name is checked against the certificate only with --ca", exit_code=2)
     if not 0 < args.timeout <= 600:
         raise UserError(f"--timeout must be between 0 and 600 seconds, got {args.timeout:g}", exit_code=2)
-    result = scan(host, port, ca=args.ca, server_name=args.server_name, timeout=args.timeout)
+    if not 0 < args.deadline <= 3600:
+        raise UserError(f"--deadline must be between 0 and 3600 seconds, got {args.deadline:g}", exit_code=2)
+    progress = _progress if sys.stderr.isatty() else None
+    try:
+        result = scan(host, port, ca=args.ca, server_name=args.server_name, timeout=args.timeout,
+                      deadline=args.deadline, progress=progress)
+    finally:
+        if progress is not None:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
     return 0
+
+
+def _progress(done: int, total: int, name: str) -> None:
+    """One self-overwriting line on the terminal (stderr), so a slow server shows it is slow."""
+    print(f"\r\033[K  probe {done + 1}/{total}: {name}", end="", file=sys.stderr, flush=True)
 
 
 def _row(name: str, probe: Probe) -> str:

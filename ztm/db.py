@@ -10,9 +10,10 @@ from typing import Any
 import pymysql
 
 from ztm.errors import UserError
-from ztm.target import Identity, Target
+from ztm.target import Identity, SecretRef, Target
 
 CONNECT_TIMEOUT = 5
+LOGIN_TIMEOUT = 30  # seconds per read while greeting and logging in
 
 
 class _NamePinnedContext(ssl.SSLContext):
@@ -24,19 +25,53 @@ class _NamePinnedContext(ssl.SSLContext):
         return super().wrap_socket(sock, *args, server_hostname=self.server_name, **kwargs)
 
 
+class _PassphraseNeeded(Exception):
+    """Raised from OpenSSL's passphrase callback: the key is encrypted and none was given."""
+
+
+def _load_ca(ctx: ssl.SSLContext, ca: Path) -> None:
+    if ca.is_dir():
+        raise UserError(f"tls.ca {ca} is a directory, not a CA certificate file")
+    if not ca.exists():
+        raise UserError(f"tls.ca {ca} does not exist")
+    try:
+        ctx.load_verify_locations(cafile=str(ca))
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        raise UserError(f"tls.ca {ca} holds no usable CA certificate: {reason}") from None
+
+
+def _load_pair(ctx: ssl.SSLContext, cert: Path, key: Path, passphrase: SecretRef | None) -> None:
+    for kind, path in (("client certificate", cert), ("client key", key)):
+        if path.is_dir() or not path.exists():
+            raise UserError(f"{kind} {path} {'is a directory' if path.is_dir() else 'does not exist'}")
+
+    def ask() -> bytes:  # never OpenSSL's own prompt on the terminal
+        if passphrase is None:
+            raise _PassphraseNeeded
+        return passphrase.reveal().encode()
+
+    try:
+        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key), password=ask)
+    except _PassphraseNeeded:
+        raise UserError(f"client key {key} is encrypted and the target gives no passphrase for it "
+                        "(key_passphrase = {file = ...} or {env = ...})") from None
+    except OSError as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        raise UserError(f"unusable client certificate or key ({cert}, {key}): {reason}") from None
+
+
 def client_context(target: Target, cert: Path | None, key: Path | None, *,
-                   minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> ssl.SSLContext:
+                   minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+                   passphrase: SecretRef | None = None) -> ssl.SSLContext:
+    """The CA, and the client pair when given, each checked on its own so an error names the
+    file at fault; an encrypted key opens only with ``passphrase`` (never a terminal prompt)."""
     ctx = _NamePinnedContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.server_name = target.server_name
     ctx.minimum_version = minimum
-    try:
-        ctx.load_verify_locations(cafile=str(target.ca))
-        if cert is not None and key is not None:
-            ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
-    except FileNotFoundError as exc:
-        raise UserError(f"certificate file missing: {exc.filename}") from None
-    except ssl.SSLError as exc:
-        raise UserError(f"unusable certificate or key ({cert}, {key}): {exc.reason or exc}") from None
+    _load_ca(ctx, target.ca)
+    if cert is not None and key is not None:
+        _load_pair(ctx, cert, key, passphrase)
     return ctx
 
 
@@ -48,17 +83,31 @@ def connect(target: Target, identity: Identity, *, tls: bool = True, present_cer
     sends the login in plaintext (transport probes only).
     Raises pymysql errors: callers decide whether a refusal is expected."""
     secret = password if password is not None else (identity.password.reveal() if identity.password else "")
+    read_timeout = kwargs.pop("read_timeout", None)
     common: dict[str, Any] = dict(user=identity.user, password=secret, database=database,
-                                  connect_timeout=CONNECT_TIMEOUT, autocommit=True, charset="utf8mb4", **kwargs)
+                                  connect_timeout=CONNECT_TIMEOUT, read_timeout=LOGIN_TIMEOUT, autocommit=True,
+                                  charset="utf8mb4", **kwargs)
     if identity.socket is not None:
-        return pymysql.connect(unix_socket=str(identity.socket), **common)
+        return _after_login(pymysql.connect(unix_socket=str(identity.socket), **common), read_timeout)
     ssl_ctx = None
     if tls:
-        ssl_ctx = (client_context(target, cert or identity.cert, key or identity.key) if present_cert
+        own_key = key is None or key == identity.key
+        ssl_ctx = (client_context(target, cert or identity.cert, key or identity.key,
+                                  passphrase=identity.key_passphrase if own_key else None) if present_cert
                    else client_context(target, None, None))
     if ssl_ctx is None:  # pymysql >= 1.2 otherwise "prefers" TLS on its own
-        return pymysql.connect(host=target.host, port=target.port, ssl_disabled=True, **common)
-    return pymysql.connect(host=target.host, port=target.port, ssl=ssl_ctx, **common)
+        return _after_login(pymysql.connect(host=target.host, port=target.port, ssl_disabled=True, **common),
+                            read_timeout)
+    return _after_login(pymysql.connect(host=target.host, port=target.port, ssl=ssl_ctx, **common), read_timeout)
+
+
+def _after_login(conn: pymysql.connections.Connection, read_timeout: float | None) -> pymysql.connections.Connection:
+    """pymysql's connect_timeout covers only the TCP connect: the greeting and login are read
+    under LOGIN_TIMEOUT (a server that accepts and stays silent is an error, not a hang), and
+    queries then get the caller's read timeout (none by default: a lock wait may be long).
+    pymysql applies a changed _read_timeout before its next read."""
+    conn._read_timeout = read_timeout
+    return conn
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,18 @@ def target_info(config: pytest.Config) -> dict[str, Any]:
     return dict(config.stash.get(TARGET_INFO, {}))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A target named on the command line (or $ZTM_TARGET) is checked once, here, before
+    xdist starts any worker: a bad file is one usage line (exit 4), not every worker crashing."""
+    value = config.getoption("target") or os.environ.get("ZTM_TARGET")
+    if not value or hasattr(config, "workerinput") or getattr(config.option, "controls_list", False):
+        return
+    try:
+        load_target(value).check_secret_files()
+    except UserError as exc:
+        raise pytest.UsageError(f"ztm: {exc}") from None
+
+
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> Target:
     path = target_path(pytestconfig)
@@ -112,6 +124,7 @@ def tls_probe(target: Target):
     from ztm import tls_scan
 
     def scan(**kwargs: Any):
+        kwargs.setdefault("deadline", tls_scan.SCAN_DEADLINE)  # a stalling server makes probes inconclusive
         return tls_scan.scan(target.host, target.port, ca=target.ca, server_name=target.server_name, **kwargs)
 
     return scan

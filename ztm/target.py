@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from ztm.errors import UserError
 from ztm.schemas import validate
 
 ROLES = ("app", "auditor", "migration", "probe", "admin")
+MAX_SECRET_FILE = 1 << 16  # a secret is one short line; never read a whole large file for it
 
 
 @dataclass(frozen=True)
@@ -23,15 +25,24 @@ class SecretRef:
     env: str | None = None
 
     def reveal(self) -> str:
+        """The secret: the file's first line, or the variable's value. An empty secret is
+        refused (an empty file is a mistake, not an empty password)."""
         if self.file is not None:
             try:
-                return self.file.read_text().splitlines()[0] if self.file.stat().st_size else ""
+                lines = self.file.read_bytes()[:MAX_SECRET_FILE].decode().splitlines()
             except OSError as exc:
                 raise UserError(f"cannot read secret file {self.file}: {exc.strerror}") from None
-        assert self.env is not None
-        value = os.environ.get(self.env)
-        if value is None:
-            raise UserError(f"environment variable {self.env} (a secret named by the target) is not set")
+            except UnicodeDecodeError:
+                raise UserError(f"secret file {self.file} is not UTF-8 text") from None
+            value = lines[0] if lines else ""
+        else:
+            assert self.env is not None
+            found = os.environ.get(self.env)
+            if found is None:
+                raise UserError(f"environment variable {self.env} (a secret named by the target) is not set")
+            value = found
+        if not value:
+            raise UserError(f"the secret ({self.describe()}) is empty")
         return value
 
     def describe(self) -> str:
@@ -47,6 +58,7 @@ class Identity:
     key: Path | None = None
     password: SecretRef | None = None
     socket: Path | None = None
+    key_passphrase: SecretRef | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,14 @@ class Target:
     def resolve(self, value: str) -> Path:
         return resolve_path(self.path.parent, value)
 
+    def check_secret_files(self) -> None:
+        """UserError unless every secret file the roles name is readable, UTF-8 and not empty
+        (checked once before a run; variables are read when used)."""
+        for identity in self.roles.values():
+            for ref in (identity.password, identity.key_passphrase):
+                if ref is not None and ref.file is not None:
+                    ref.reveal()
+
     @property
     def lab_dir(self) -> Path | None:
         lab = self.raw.get("lab")
@@ -106,13 +126,29 @@ def read_target_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     UserError when it is missing, unreadable or not TOML."""
     p = Path(path)
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"target file {p} does not exist (run 'ztm lab up' to create the lab's)") from None
     except OSError as exc:
         raise UserError(f"cannot read target file {p}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise UserError(f"target file {p} is not UTF-8 text (TOML files are UTF-8)") from None
+    except tomllib.TOMLDecodeError as exc:
         raise UserError(f"target file {p} is not valid TOML: {exc}") from None
+
+
+def check_host_name(host: str, where: str = "") -> None:
+    """An IP address or a name a resolver can be asked for (the idna codec refuses empty
+    labels, labels over 63 characters and characters no host name may carry)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise UserError(f"{where}{host!r} is not a valid host name ({exc})") from None
 
 
 def load_target(path: str | os.PathLike[str]) -> Target:
@@ -120,6 +156,7 @@ def load_target(path: str | os.PathLike[str]) -> Target:
     p = Path(path)
     raw = read_target_file(p)
     validate(raw, "target.schema.json", f"target file {p}")
+    check_host_name(raw["target"]["host"], f"target file {p}: [target].host ")
     base = p.resolve().parent
     t, tls = raw["target"], raw["tls"]
     roles = {
@@ -130,6 +167,7 @@ def load_target(path: str | os.PathLike[str]) -> Target:
             key=resolve_path(base, spec["key"]) if "key" in spec else None,
             password=secret_ref(base, spec.get("password")),
             socket=resolve_path(base, spec["socket"]) if "socket" in spec else None,
+            key_passphrase=secret_ref(base, spec.get("key_passphrase")),
         )
         for role, spec in raw["roles"].items()
     }

@@ -101,29 +101,46 @@ def ssl_request_packet() -> bytes:
     return struct.pack("<I", len(payload))[:3] + b"\x01" + payload
 
 
-def _read_packet(sock: socket.socket) -> bytes:
-    header = _read_exact(sock, 4)
+SCAN_DEADLINE = 300.0  # seconds for a whole scan unless the caller says otherwise
+MAX_GREETING = 1 << 16  # a MySQL greeting is a few hundred bytes; a huge length is not one
+
+
+def _read_packet(sock: socket.socket, deadline: float | None = None, limit: int | None = None) -> bytes:
+    header = _read_exact(sock, 4, deadline)
     length = int.from_bytes(header[:3], "little")
-    return _read_exact(sock, length)
+    if limit is not None and length > limit:
+        raise ValueError(f"its first packet announces {length} bytes, no greeting is that long")
+    return _read_exact(sock, length, deadline)
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
+def _read_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """``n`` bytes; TimeoutError once ``deadline`` (time.monotonic) passes, however the
+    server trickles them (a timeout per recv alone would let one byte a second go on forever)."""
+    data = bytearray()
     while len(data) < n:
-        chunk = sock.recv(n - len(data))
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+        chunk = sock.recv(min(n - len(data), 65536))
         if not chunk:
             raise ConnectionError("the server closed the connection")
         data += chunk
-    return data
+    return bytes(data)
 
 
 def _open(host: str, port: int, timeout: float) -> tuple[socket.socket, Greeting]:
+    """Connect and read the greeting, both within ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
+    except UnicodeError as exc:  # the idna codec: empty or over-long labels, bad characters
+        raise UserError(f"{host!r} is not a valid host name ({exc})") from None
     except OSError as exc:
         raise UserError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
     try:
-        greeting = parse_greeting(_read_packet(sock))
+        greeting = parse_greeting(_read_packet(sock, deadline, MAX_GREETING))
     except ConnectionRefusedError as exc:
         sock.close()
         raise UserError(f"{host}:{port} refused the connection: {exc}") from None
@@ -489,36 +506,48 @@ class ScanResult:
 def scan(host: str, port: int, *, ca: Path | None = None, server_name: str | None = None,
          cert: Path | None = None, key: Path | None = None, timeout: float = 10.0,
          connect_timeout: float | None = None, tls13_suites: tuple[str, ...] = TLS13_SUITES,
-         tls12_suites: tuple[str, ...] = TLS12_SUITES) -> ScanResult:
+         tls12_suites: tuple[str, ...] = TLS12_SUITES, deadline: float | None = None,
+         progress: Callable[[int, int, str], None] | None = None) -> ScanResult:
     """Probe every protocol version and suite alone; one verified handshake for the chain.
 
-    Raises UserError when the server cannot be reached or does not speak MySQL at all; a
-    later probe that cannot connect is recorded as inconclusive instead."""
+    ``deadline`` bounds the whole scan in seconds: a probe it leaves no time for is
+    inconclusive ("not probed"), never refused. ``progress(done, total, name)`` is called
+    before each probe. Raises UserError when the server cannot be reached or does not speak
+    MySQL at all; a later probe that cannot connect is recorded as inconclusive instead."""
     connect_timeout = timeout if connect_timeout is None else connect_timeout
-    sock, greeting = _open(host, port, connect_timeout)
+    end = None if deadline is None else time.monotonic() + deadline
+    sock, greeting = _open(host, port, connect_timeout if end is None else min(connect_timeout, deadline))
     sock.close()
     result = ScanResult(f"{host}:{port}", greeting.server_version, greeting.tls_supported)
     if not greeting.tls_supported:
         return result
-    common = dict(cert=cert, key=key, timeout=timeout, connect_timeout=connect_timeout)
-
-    def probe(**kwargs: Any) -> Handshake:
-        try:
-            return handshake(host, port, **common, **kwargs)
-        except UserError as exc:
-            return Handshake(Probe(INCONCLUSIVE, str(exc)))
-
-    for name, version in PROTOCOLS.items():
-        result.protocols[name] = probe(version=version).probe
-    for suite in tls13_suites:
-        result.tls13_suites[suite] = probe(version=SSL.TLS1_3_VERSION, tls13_suite=suite).probe
-    for suite in tls12_suites:
-        result.tls12_suites[suite] = probe(version=SSL.TLS1_2_VERSION, tls12_suite=suite).probe
-    default = probe()
-    result.negotiated = default.probe
-    result.chain = [CertificateInfo.of(c) for c in default.chain]
-    if ca is not None:
-        checked = probe(ca=ca, server_name=server_name)
-        result.verified = checked.probe.accepted
-        result.verify_error = None if checked.probe.accepted else checked.probe.reason
+    plan: list[tuple[dict[str, Probe] | None, str, dict[str, Any]]] = [
+        *((result.protocols, name, {"version": version}) for name, version in PROTOCOLS.items()),
+        *((result.tls13_suites, suite, {"version": SSL.TLS1_3_VERSION, "tls13_suite": suite})
+          for suite in tls13_suites),
+        *((result.tls12_suites, suite, {"version": SSL.TLS1_2_VERSION, "tls12_suite": suite})
+          for suite in tls12_suites),
+        (None, "default handshake", {}),
+        *([(None, "chain and name", {"ca": ca, "server_name": server_name})] if ca is not None else []),
+    ]
+    for done, (table, name, kwargs) in enumerate(plan):
+        if progress is not None:
+            progress(done, len(plan), name)
+        left = None if end is None else end - time.monotonic()
+        if left is not None and left <= 0:
+            shake = Handshake(Probe(INCONCLUSIVE, f"not probed: the scan's deadline of {deadline:g} s passed"))
+        else:
+            try:
+                shake = handshake(host, port, cert=cert, key=key, timeout=min(timeout, left or timeout),
+                                  connect_timeout=min(connect_timeout, left or connect_timeout), **kwargs)
+            except UserError as exc:
+                shake = Handshake(Probe(INCONCLUSIVE, str(exc)))
+        if table is not None:
+            table[name] = shake.probe
+        elif "ca" in kwargs:
+            result.verified = shake.probe.accepted
+            result.verify_error = None if shake.probe.accepted else shake.probe.reason
+        else:
+            result.negotiated = shake.probe
+            result.chain = [CertificateInfo.of(c) for c in shake.chain]
     return result

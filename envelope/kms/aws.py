@@ -15,7 +15,9 @@ class AwsKms(Kms):
                  client: Any = None) -> None:
         import boto3
 
-        self._client = client or boto3.client("kms", region_name=region, endpoint_url=endpoint_url)
+        # A boto3 client is thread-safe once made, but making one through boto3's shared default
+        # session is not: each client gets its own session.
+        self._client = client or boto3.session.Session().client("kms", region_name=region, endpoint_url=endpoint_url)
         self.key_id, self._version, self.calls = key_id, version, 0
 
     @classmethod
@@ -35,7 +37,7 @@ class AwsKms(Kms):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.calls += 1
+            self._count()
             blob = self._client.encrypt(KeyId=self.key_id, Plaintext=dek,
                                         EncryptionContext=self._context(context))["CiphertextBlob"]
         except (BotoCoreError, ClientError) as exc:
@@ -46,7 +48,7 @@ class AwsKms(Kms):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.calls += 1
+            self._count()
             return self._client.decrypt(CiphertextBlob=wrapped.blob, KeyId=self.key_id,
                                         EncryptionContext=self._context(context))["Plaintext"]
         except (BotoCoreError, ClientError) as exc:

@@ -31,7 +31,7 @@ class AzureKms(Kms):
         from azure.core.exceptions import AzureError
 
         try:
-            self.calls += 1
+            self._count()
             result = self._client.wrap_key(self.algorithm, commit_context(dek, context))
         except AzureError as exc:
             raise UserError(f"Azure Key Vault refused to wrap the data key: {exc}") from None
@@ -41,7 +41,7 @@ class AzureKms(Kms):
         from azure.core.exceptions import AzureError
 
         try:
-            self.calls += 1
+            self._count()
             plain = bytes(self._client.unwrap_key(self.algorithm, wrapped.blob).key)
         except AzureError as exc:
             raise UserError(f"Azure Key Vault refused to unwrap the data key: {exc}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -17,8 +18,17 @@ class WrappedKey:
     key_version: int
 
 
+_CALLS_LOCK = threading.Lock()
+
+
 class Kms(ABC):
+    """A KMS client may be shared by threads: providers keep their connections thread-safe."""
+
     calls: int = 0  # wrap and unwrap operations sent to the KMS (benchmarks count them)
+
+    def _count(self) -> None:
+        with _CALLS_LOCK:
+            self.calls += 1
 
     @abstractmethod
     def wrap(self, dek: bytes, context: bytes, key_version: int | None = None) -> WrappedKey:

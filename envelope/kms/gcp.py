@@ -31,7 +31,7 @@ class GcpKms(Kms):
         from google.api_core import exceptions
 
         try:
-            self.calls += 1
+            self._count()
             response = self._client.encrypt(request={"name": self.key_name, "plaintext": dek,
                                                      "additional_authenticated_data": context})
         except exceptions.GoogleAPIError as exc:
@@ -42,7 +42,7 @@ class GcpKms(Kms):
         from google.api_core import exceptions
 
         try:
-            self.calls += 1
+            self._count()
             response = self._client.decrypt(request={"name": self.key_name, "ciphertext": wrapped.blob,
                                                      "additional_authenticated_data": context})
         except exceptions.GoogleAPIError as exc:

@@ -6,12 +6,17 @@ no usable DEK (fields are AES-GCM under it and do not authenticate)."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from envelope.kms.base import Kms, WrappedKey, commit_context, open_committed
 from ztm.errors import UserError
 
 IV_BYTES = 16
+# PyKMIP logs a failed connection at ERROR before raising; with no handler of its own Python
+# prints that to stderr, ahead of the one-line error the user gets. The error says it all.
+logging.getLogger("kmip").addHandler(logging.NullHandler())
 
 
 class KmipKms(Kms):
@@ -24,6 +29,7 @@ class KmipKms(Kms):
         except Exception as exc:  # PyKMIP raises plain exceptions for TLS and socket failures
             raise UserError(f"cannot reach the KMIP server {host}:{port}: {exc}") from None
         self.key_uid, self._version, self.calls = key_uid, version, 0
+        self._lock = threading.Lock()  # one TLS connection: one request at a time
 
     @classmethod
     def from_section(cls, section: dict[str, Any], resolve) -> KmipKms:
@@ -44,9 +50,10 @@ class KmipKms(Kms):
 
     def wrap(self, dek: bytes, context: bytes, key_version: int | None = None) -> WrappedKey:
         try:
-            self.calls += 1
-            sealed, iv = self._client.encrypt(commit_context(dek, context), uid=self.key_uid,
-                                              cryptographic_parameters=self._params())
+            self._count()
+            with self._lock:
+                sealed, iv = self._client.encrypt(commit_context(dek, context), uid=self.key_uid,
+                                                  cryptographic_parameters=self._params())
         except Exception as exc:
             raise UserError(f"the KMIP server refused to wrap the data key: {exc}") from None
         return WrappedKey(b"\x01" + iv + sealed, f"kmip:{self.key_uid}", key_version or self._version)
@@ -56,13 +63,15 @@ class KmipKms(Kms):
         if blob[:1] != b"\x01" or len(blob) < 1 + IV_BYTES + 48:
             raise UserError("wrapped key: unknown format")
         try:
-            self.calls += 1
-            plain = self._client.decrypt(blob[1 + IV_BYTES:], uid=self.key_uid,
-                                         cryptographic_parameters=self._params(),
-                                         iv_counter_nonce=blob[1:1 + IV_BYTES])
+            self._count()
+            with self._lock:
+                plain = self._client.decrypt(blob[1 + IV_BYTES:], uid=self.key_uid,
+                                             cryptographic_parameters=self._params(),
+                                             iv_counter_nonce=blob[1:1 + IV_BYTES])
         except Exception:
             raise UserError("the KMIP server refused to unwrap the data key") from None
         return open_committed(bytes(plain), context, "KMIP")
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            self._client.close()

@@ -306,8 +306,6 @@ def test_older_lab_pq_key_under_the_dek_kek_is_moved_to_its_own_kek(softhsm):
 def test_break_glass_recovers_with_the_dek_kek_destroyed(softhsm):
     """A DEK KEK under its own label (the shared one stays for the other tests) encrypts a
     record; the HSM then destroys it: the KMS path is gone, the PQ path still recovers."""
-    import pkcs11
-
     from envelope.kms.pkcs11 import Pkcs11Kms
     from provision import kms as lab_kms
 
@@ -319,8 +317,9 @@ def test_break_glass_recovers_with_the_dek_kek_destroyed(softhsm):
         client = EnvelopeClient(doomed, pq.PqPublicKey.load(layout.pq_public))
         row = stored_row(client.encrypt_user("t-1", PII), "t-1")
         assert client.decrypt_user(row) == PII
-        token = pkcs11.lib(lab_kms.MODULE).get_token(token_label=lab_kms.TOKEN_LABEL)
-        with token.open(rw=True) as session:  # the process is logged in already (PKCS#11 login is per token)
+        # Through the process's one handle on the module: a second pkcs11.lib would finalise
+        # the module for every client when collected.
+        with doomed._token.session(rw=True) as session:
             session.get_key(label="ztm-doomed-kek-v1").destroy()
         assert not doomed.has_kek(1)
         with pytest.raises(UserError, match="no key-encryption key ztm-doomed-kek-v1"):
@@ -342,12 +341,13 @@ def test_kms_configuration_mistakes_are_one_clear_line(tmp_path, softhsm):
     empty.write_text("")
     cases = {
         "names no token PIN": base,
-        r"token PIN \(file:.*\) is empty": {**base, "pin": {"file": str(empty)}},
+        r"secret \(file:.*\) is empty": {**base, "pin": {"file": str(empty)}},
         "ZTM_TEST_NO_SUCH_PIN": {**base, "pin": {"env": "ZTM_TEST_NO_SUCH_PIN"}},
         "lacks the field 'module'": {k: v for k, v in base.items() if k != "module"} | {"pin": {"file": str(pin)}},
         "lacks the field 'key_id'": {"provider": "aws"},
         "no known provider": {"provider": "vault"},
         "has a bad value": {**base, "pin": {"file": str(pin)}, "key_version": "one"},
+        "already open in this process with another PIN": {**base, "pin": {"file": str(pin)}},
         "already loaded in this process": {**base, "pin": {"file": str(pin)},
                                            "env": {"SOFTHSM2_CONF": str(tmp_path / "other.conf")}},
     }
@@ -393,3 +393,24 @@ def test_target_sets_the_dek_cache_limits_and_the_flag_turns_it_off(softhsm, tmp
     assert wraps(limited, cache=False)[0] == 5
     assert wraps(target({"enabled": False}))[0] == 5
     assert wraps(target({"max_bytes": 2 * len("".join(PII.values()).encode())}))[0] == 3
+
+
+def test_pkcs11_one_module_load_per_process_and_read_only_sessions_for_wrapping(softhsm):
+    """Clients share the process's one module load and login; wrap and unwrap run in
+    read-only sessions; closing one client does not log the others out."""
+    from envelope.kms import pkcs11 as provider
+    from envelope.kms.pkcs11 import Pkcs11Kms
+    from provision import kms as lab_kms
+
+    default_kms, _, layout = softhsm
+    env = {"SOFTHSM2_CONF": str(layout.conf)}
+    first = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1, env)
+    second = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "user-pin-for-tests", 1, env)
+    assert first._token is second._token is default_kms._token
+    assert list(provider._modules) == [lab_kms.MODULE]
+    context = wrap_context(tenant="t-1", table="users", key_version=1)
+    wrapped = first.wrap(b"k" * 32, context)
+    first.close()
+    assert second.unwrap(wrapped, context) == b"k" * 32, "closing one client logged the others out"
+    idle = second._token._idle
+    assert idle and not any(session.rw for session in idle), "a wrap or unwrap session is read-write"

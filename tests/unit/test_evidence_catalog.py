@@ -78,10 +78,11 @@ def test_controls_list_shows_which_controls_have_tests(suite, xdist):
     assert "INTERNALERROR" not in result.stdout.str()
 
 
-def write_waivers(path, expires):
+def write_waivers(path, expires, scope='test = "test_net"'):
     path.write_text(f'''
 [[waiver]]
 control = "ZTM-NET-1"
+{scope}
 justification = "Firewall change window CHG-1234 pending"
 approver = "CISO office"
 expires = {expires.isoformat()}
@@ -148,11 +149,60 @@ def test_xdist_builds_the_bundle_once_with_worker_evidence(suite, tmp_path):
 def test_json_waiver_file_is_accepted(suite, tmp_path):
     waivers = tmp_path / "waivers.json"
     waivers.write_text(json.dumps({"waivers": [{
-        "control": "ZTM-NET-1", "justification": "Firewall change window CHG-1234 pending",
-        "approver": "CISO office", "expires": (date.today() + timedelta(days=3)).isoformat()}]}))
+        "control": "ZTM-NET-1", "finding": "input policy is accept",
+        "justification": "Firewall change window CHG-1234 pending", "approver": "CISO office",
+        "expires": (date.today() + timedelta(days=3)).isoformat()}]}))
     result = suite.runpytest_subprocess("--waivers", str(waivers))
     assert result.ret == 0
     result.stdout.fnmatch_lines(["WAIVED *test_controls.py::test_net: *"])
+
+
+WAIVED_CONTROL_SUITE = '''
+import pytest
+
+@pytest.mark.control("ZTM-NET-1")
+def test_net():
+    assert False, "input policy is accept"
+
+@pytest.mark.control("ZTM-NET-1")
+def test_intruder():
+    assert False, "the intruder reached 3306"
+
+@pytest.mark.control("ZTM-NET-1")
+@pytest.mark.parametrize("family", ["v4", "v6"])
+def test_family(family):
+    assert False, f"{family}: port 22 open to the world" if family == "v4" else f"{family}: port 3306 open"
+'''
+
+
+@pytest.mark.parametrize(("scope", "waived", "failed"), [
+    ('test = "test_net"', {"test_net"}, {"test_intruder", "test_family[v4]", "test_family[v6]"}),
+    ('finding = "port 22 open"', {"test_family[v4]"}, {"test_net", "test_intruder", "test_family[v6]"}),
+    ('test = "test_family[v6]"', {"test_family[v6]"}, {"test_net", "test_intruder", "test_family[v4]"}),
+    ('test = "test_net"\nfinding = "policy is drop"', set(), {"test_net", "test_intruder", "test_family[v4]",
+                                                             "test_family[v6]"}),
+], ids=["test", "finding", "one-parameter", "test-with-another-finding"])
+def test_a_waiver_covers_exactly_its_test_or_finding(pytester, tmp_path, scope, waived, failed):
+    """A new failure of a waived control (another test, another parameter, another finding) still fails."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_net_suite=WAIVED_CONTROL_SUITE)
+    waivers = write_waivers(tmp_path / "waivers.toml", date.today() + timedelta(days=3), scope)
+    result = pytester.runpytest_subprocess("--waivers", str(waivers), "-rxf")
+    assert result.ret == (pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK)
+    out = result.stdout.str()
+    for name in waived:
+        assert f"test_net_suite.py::{name}: ZTM-NET-1 waived" in out
+    for name in failed:
+        assert f"FAILED test_net_suite.py::{name}" in out
+    result.assert_outcomes(failed=len(failed), xfailed=len(waived))
+
+
+def test_a_waiver_without_test_or_finding_is_refused(suite, tmp_path):
+    waivers = write_waivers(tmp_path / "waivers.toml", date.today() + timedelta(days=3), "")
+    result = suite.runpytest_subprocess("--waivers", str(waivers))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*waiver file*waivers/0*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
 def test_waiver_for_an_unknown_control_is_refused(suite, tmp_path):

@@ -34,6 +34,8 @@ def _bundle(work: Path, policy: str) -> dict[str, bytes]:
     (work / "test_controls.py").write_text(SUITE)
     target = work / "target.toml"
     target.write_text(MINIMAL + "\n[policy]\n" + policy)
+    (work / "secrets").mkdir()
+    (work / "secrets" / "probe").write_text("unused\n")  # the target's secret files are checked at start
     key = make_key(work / "signer.key")
     out = work / "bundle.tar.gz"
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",

@@ -113,10 +113,26 @@ def test_failure_reports_of_a_bundle_run_carry_no_fixture_values_or_locals(pytes
 TARGET = '''
 [target]
 name = "unit-target"
+engine = "mariadb"
+host = "192.0.2.10"
+port = 3306
+server_name = "db.example"
+database = "securedb"
+[tls]
+ca = "ca.pem"
 [roles.app]
 user = "app"
 password = {file = "app.password"}
+[roles.auditor]
+user = "auditor"
+[roles.migration]
+user = "migration"
+[roles.probe]
+user = "probe"
+[roles.admin]
+user = "root"
 [kms]
+provider = "pkcs11"
 pin = {env = "ZTM_UNIT_KMS_PIN"}
 '''
 APP_PASSWORD = "Unit-App-Pw-5c1d9e0a"

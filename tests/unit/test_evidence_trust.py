@@ -19,6 +19,7 @@ from evidence.sign import check_signer
 from evidence.verify import verify_bundle
 from provision import pki
 from tests.unit.evidence_forge import Lab, content, evidence_issuer, make_pki, pem, sign, start_tsa
+from tests.unit.test_target import MINIMAL
 from ztm.errors import UserError
 from ztm.text import printable
 from ztm.tls_scan import parse_greeting
@@ -166,8 +167,9 @@ def _plugin_run(pytester, lab: Lab, tsa_url: str) -> tuple[subprocess.CompletedP
     key.chmod(0o600)
     shutil.copy(lab.layout.signer("pem"), cert)
     target = pytester.path / "target.toml"
-    target.write_text('[target]\nengine = "mariadb"\nhost = "127.0.0.1"\nport = 3306\ndatabase = "x"\n'
-                      f'[evidence]\nsigning_key = "{key}"\nsigning_cert = "{cert}"\ntsa_url = "{tsa_url}"\n')
+    (pytester.path / "secrets").mkdir(exist_ok=True)
+    (pytester.path / "secrets" / "probe").write_text("unused\n")  # the target's secret files are checked at start
+    target.write_text(MINIMAL + f'[evidence]\nsigning_key = "{key}"\nsigning_cert = "{cert}"\ntsa_url = "{tsa_url}"\n')
     out = pytester.path / "b.tar.gz"
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--target", str(target),
                            "--evidence-out", str(out)], cwd=pytester.path, capture_output=True, text=True, timeout=300)

@@ -90,6 +90,8 @@ def test_a_bad_policy_in_a_target_stops_the_run_before_any_test(tmp_path):
     from tests.unit.test_target import MINIMAL, write  # a minimal valid target file
 
     target = write(tmp_path, MINIMAL + '[policy]\nprofile = "fips-9000"\n')
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "probe").write_text("unused\n")  # the target's secret files are checked at start
     done = subprocess.run([sys.executable, "-m", "pytest", "controls/test_tls_1_protocols_and_suites.py",
                            "--target", str(target), "-q",
                            "-p", "no:randomly", "-p", "no:cacheprovider"], capture_output=True, text=True, timeout=120)
