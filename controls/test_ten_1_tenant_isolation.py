@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from ztm.data_plane import API_PROCEDURES
+from ztm.db import query, reset_connection
 from ztm.fixtures_data import sql_error
 from ztm.resources.accounts import list_accounts
 from ztm.resources.tenancy import balances, current_tenant, granted_user_names, key_state, visible
@@ -214,3 +215,22 @@ def test_without_a_tenant_views_are_empty_and_procedures_refuse(target, session,
     accepted = [p for p, r in refused.items() if r is None or "no tenant context" not in r[1]]
     assert not accepted, "write procedures that did not refuse for want of a tenant: " + "; ".join(
         f"{p} ({refused[p]})" for p in accepted)
+
+
+def test_a_reset_connection_has_no_tenant(session, probe_data, evidence):
+    """What a connection pool does between requests (COM_RESET_CONNECTION) must end the tenant
+    context: the next request on the same connection acts for no tenant until it sets one.
+    Differential: the same connection, before the reset, acts for tenant A and sees its rows."""
+    conn = session("app", tenant=probe_data["A"]["tenant"])
+    before = current_tenant(conn), probe_data["A"]["user"] in visible(conn, "v_users", "user_id")
+    connection_id = query(conn, "SELECT CONNECTION_ID()")[0][0]
+    reset_connection(conn)
+    same_connection = query(conn, "SELECT CONNECTION_ID()")[0][0] == connection_id
+    after = current_tenant(conn), len(visible(conn, "v_users", "user_id"))
+    evidence.json("reset-connection", {"before": {"get_tenant": before[0], "sees_own_rows": before[1]},
+                                       "same_connection": same_connection,
+                                       "after": {"get_tenant": after[0], "visible_users": after[1]}})
+    assert before == (probe_data["A"]["tenant"], True), f"the probe could not act for tenant A first: {before}"
+    assert same_connection, "the reset opened another connection: the probe proves nothing"
+    assert after == (None, 0), (f"after COM_RESET_CONNECTION the connection still acts for tenant {after[0]} and "
+                                f"sees {after[1]} users: a pooled connection inherits the previous request's tenant")

@@ -71,6 +71,20 @@ def test_ten1_fails_when_set_tenant_skips_its_grant_check(data_plane, control):
     run.assert_failed("test_ungranted_tenant_is_refused", "accepted a tenant never granted")
 
 
+def test_ten1_fails_when_the_context_outlives_a_connection_reset(data_plane, control):
+    """get_tenant() as it was before session keys: bound to CONNECTION_ID() only, so a pooled
+    connection reset between requests keeps the previous request's tenant."""
+    data_plane("DROP FUNCTION get_tenant",
+               f"CREATE {DEFINER} FUNCTION get_tenant() RETURNS CHAR(36) CHARACTER SET ascii READS SQL DATA "
+               "SQL SECURITY DEFINER RETURN (SELECT c.tenant_id FROM tenant_context c JOIN tenant_grants g "
+               "ON g.tenant_id = c.tenant_id AND g.user_name = SUBSTRING_INDEX(USER(), '@', 1) "
+               "WHERE c.connection_id = CONNECTION_ID() AND c.login_user = USER())",
+               f"GRANT EXECUTE ON FUNCTION get_tenant TO {APP}")
+    run = control("ZTM-TEN-1")
+    run.assert_failed("test_a_reset_connection_has_no_tenant", "after COM_RESET_CONNECTION",
+                      "inherits the previous request's tenant")
+
+
 def test_ten1_fails_when_a_view_loses_its_tenant_filter(data_plane, control):
     data_plane(f"CREATE OR REPLACE {DEFINER} SQL SECURITY DEFINER VIEW v_users AS SELECT * FROM users")
     run = control("ZTM-TEN-1")
