@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import pytest
 
+from ztm.resources.host import server_command_lines
 from ztm.resources.variables import (
     ConfigRead,
     HostFiles,
+    command_line_options,
     live_variables,
     mismatches,
     parse_persisted,
@@ -79,3 +81,25 @@ def test_persisted_variables_hardened(target, policy, db_host, evidence):
     relevant = {k: v for k, v in target.dialect.expected_live_variables(policy).items() if k in persisted}
     problems = mismatches(relevant, persisted)
     assert not problems, "SET PERSIST overrides hardened settings at the next restart: " + "; ".join(problems)
+
+
+def test_forbidden_options_are_off(target, policy, db_host, evidence):
+    """Options the policy forbids (zero-trust: sysdate_is_now, which would let a client's SET
+    timestamp move the trail's event times) are on neither the configuration files nor the
+    running server's command line."""
+    forbidden = policy.variables["forbidden_options"]
+    files = [str(target.resolve(p)) for p in target.section("host").get("config_files", [])]
+    read = ConfigRead()
+    for path in files:
+        read_config(HostFiles(db_host), path, server_sections(target.dialect, target.version), into=read)
+    commands = server_command_lines(db_host, files)
+    on_command_line = [command_line_options(line) for line in commands]
+    evidence.json("forbidden-options", {"forbidden": forbidden, "files_read": read.files,
+                                        "server_command_lines": commands})
+    assert commands, ("no database server process (mysqld, mariadbd) is visible on the database host: its "
+                      "command line cannot be checked")
+    problems = [f"{name} is on in the configuration ({read.origin.get(name)})" for name in forbidden
+                if name in read.options and read.options[name].upper() not in ("0", "OFF", "FALSE")]
+    problems += [f"{name} is on the server's command line" for name in forbidden for options in on_command_line
+                 if name in options and options[name].upper() not in ("0", "OFF", "FALSE")]
+    assert not problems, f"options the policy {policy.name} forbids are set: " + "; ".join(problems)

@@ -108,6 +108,19 @@ def test_cfg1_fails_when_sql_mode_lax_on_disk(lab, control):
     run.assert_failed("test_on_disk_configuration_hardened", "sql_mode = NO_ENGINE_SUBSTITUTION")
 
 
+def test_cfg1_fails_when_the_server_lets_clients_set_sysdate(lab, control):
+    """--sysdate-is-now makes SYSDATE() follow a client's SET timestamp: the trail's event times
+    would be client-settable. The server is shown to honour it, and CFG-1 names it."""
+    with lab.reconfigured({"sysdate-is-now": "1"}):
+        with lab.admin() as conn, conn.cursor() as cur:
+            cur.execute("SET timestamp = 1000000000")
+            cur.execute("SELECT YEAR(SYSDATE())")
+            (year,) = cur.fetchone()
+        run = control("ZTM-CFG-1")
+    assert year == 2001, "the server ignored sysdate-is-now: the breakage did not take effect"
+    run.assert_failed("test_forbidden_options_are_off", "sysdate_is_now is on in the configuration")
+
+
 def test_cfg1_fails_when_crl_missing_from_config(lab, control):
     with lab.reconfigured({"ssl_crl": None}):
         run = control("ZTM-CFG-1")

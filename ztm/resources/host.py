@@ -59,6 +59,17 @@ def path_facts(host: Any, path: str) -> PathFacts:
                          if denied else "does not exist")
 
 
+SERVER_COMMANDS = ("mysqld", "mariadbd")
+
+
+def server_command_lines(host: Any, config_files: list[str]) -> list[str]:
+    """Command lines of the database server processes on the host (testinfra's process
+    module); those naming one of ``config_files`` when any does (other servers may share the host)."""
+    lines = [p.args for name in SERVER_COMMANDS for p in host.process.filter(comm=name)]
+    ours = [line for line in lines if any(f in line for f in config_files)]
+    return ours or lines
+
+
 def listening_ports(host: Any) -> list[str]:
     """Every listening TCP/UDP port as 'tcp/3306' (testinfra's socket module; addresses dropped)."""
     return sorted({spec.split("://")[0] + "/" + spec.rsplit(":", 1)[1]

@@ -72,6 +72,17 @@ def _option(line: str) -> tuple[str, str]:
     return name, value
 
 
+def command_line_options(args: str) -> dict[str, str]:
+    """The ``--name[=value]`` options of a server command line, named and valued as in a
+    configuration file (``--loose-`` dropped, prefixes such as ``--skip-`` resolved)."""
+    options = {}
+    for word in args.split():
+        if word.startswith("--") and len(word) > 2:
+            name, value = _option(word[2:].removeprefix("loose-").removeprefix("loose_"))
+            options[name] = value
+    return options
+
+
 def _strip_comment(line: str) -> str:
     """What the servers do: '#' starts a comment anywhere outside quotes."""
     quote = ""
