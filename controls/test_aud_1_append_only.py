@@ -18,8 +18,12 @@ refuse even a privileged writer; every data table logs INSERT, UPDATE and DELETE
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
+from envelope.probe import assessment_record
+from ztm.audit_chain import new_events, read_head, verify_database
 from ztm.data_plane import (
     AUDIT_APPEND,
     AUDIT_GUARDS,
@@ -213,3 +217,50 @@ def test_guards_refuse_even_a_privileged_writer(target, admin, evidence):
     unguarded = [op for op, refusal in results.items() if refusal is None or "append-only" not in refusal[1]]
     assert not unguarded, ("no trigger refused " + " and ".join(unguarded) + f" of audit row {head} by a "
                            f"privileged account: {results}")
+
+
+def test_every_write_procedure_appends_exactly_its_events(target, connect, tenants, evidence):
+    """Coverage by behaviour, not by reading trigger text: as the app, in assessment tenant A,
+    each write procedure is called with probe data and the trail must gain exactly the events
+    it implies (table, op, key, before and after images, tenant, actor), chained from the head
+    before the calls; refused calls add none. app_rewrap_user_key is probed with a version that
+    must be refused (a real rewrap needs a newer KEK than the target's key holds)."""
+    app, auditor = connect("app", database=target.database), connect("auditor")
+    head_before = read_head(auditor, target.database)
+    assert head_before is not None, "the audit chain head row is missing: nothing can be appended to it"
+    user_id = str(uuid.uuid4())
+    with app.cursor() as cur:
+        cur.execute("CALL security_set_tenant(%s)", (tenants["A"],))
+        cur.execute("CALL app_create_user_encrypted(%s)", (assessment_record(target, tenants["A"], user_id),))
+        cur.fetchall()
+        opened = []
+        for _ in range(2):
+            cur.execute("CALL app_open_account(%s, 'EUR', 10)", (user_id,))
+            opened.append(cur.fetchall()[0][0])
+        cur.execute("CALL app_transfer(%s, %s, 1)", tuple(opened))
+        cur.execute("SELECT pii_key_version FROM v_users WHERE user_id = %s", (user_id,))
+        (version,) = cur.fetchone()
+    refused = {"app_transfer overdraft": sql_error(app, "CALL app_transfer(%s, %s, 1000)", tuple(opened)),
+               "app_rewrap_user_key same version": sql_error(
+                   app, "CALL app_rewrap_user_key(%s, 'AAAA', 'probe', %s)", (user_id, version))}
+    report = verify_database(auditor, start_seq=head_before[0], start_hash=head_before[1], database=target.database)
+    keys = {user_id, *opened}
+    events = [e for e in new_events(auditor, target.database, head_before[0]) if e.get("key") in keys]
+    seen = [(e["table"], e["op"], e["key"], _balance(e.get("before")), _balance(e.get("after"))) for e in events]
+    expected = [("users", "INSERT", user_id, None, None),
+                ("accounts", "INSERT", opened[0], None, 10), ("accounts", "INSERT", opened[1], None, 10),
+                ("accounts", "UPDATE", opened[0], 10, 9), ("accounts", "UPDATE", opened[1], 10, 11)]
+    evidence.json("behaviour", {"head_before": head_before, "events": seen, "expected": expected,
+                                "refused": refused, "chain": report.to_dict()})
+    assert all(r is not None for r in refused.values()), f"a call that must be refused was accepted: {refused}"
+    assert report.intact, f"the events the probes appended do not chain from the head: {report.describe()}"
+    assert seen == expected, (f"the write procedures did not append exactly their events: expected {expected}, "
+                              f"the trail holds {seen}")
+    wrong = [e["seq"] for e in events if e.get("tenant") != tenants["A"] or not str(e.get("actor", "")).startswith(
+        target.roles["app"].user + "@")]
+    assert not wrong, f"events {wrong} do not name tenant A and the app account as tenant and actor"
+
+
+def _balance(image: dict | None) -> int | None:
+    """The balance an accounts image records (whole units), or None for images without one."""
+    return int(float(image["balance"])) if image and "balance" in image else None

@@ -10,12 +10,11 @@ follows the identity, not the tenant. Every write procedure is probed across ten
 from __future__ import annotations
 
 import base64
-import json
-import os
 import uuid
 
 import pytest
 
+from envelope.probe import assessment_record
 from ztm.data_plane import API_PROCEDURES
 from ztm.db import query, reset_connection
 from ztm.fixtures_data import sql_error
@@ -25,30 +24,6 @@ from ztm.resources.tenancy import balances, current_tenant, granted_user_names, 
 pytestmark = pytest.mark.control("ZTM-TEN-1")
 
 FORGED_VARIABLES = ("tenant", "tenant_id", "current_tenant", "ztm_tenant", "app_tenant")
-
-
-def _record(target, tenant: str, user_id: str) -> str:
-    """A record as the application writes it: through the envelope client when the target has
-    a KMS; otherwise random bytes stand in for ciphertext (tenant isolation does not read them)."""
-    if target.section("kms"):
-        from envelope.client import api_json
-        from envelope.setup import client_for
-
-        client = client_for(target)
-        try:
-            return api_json(client.encrypt_user(tenant, {"name": "tenant probe", "email": "probe@example.invalid",
-                                                         "phone": "+15550000001"}, "ztm-assessment", user_id))
-        finally:
-            client.kms.close()
-
-    def b64(n: int) -> str:
-        return base64.b64encode(os.urandom(n)).decode()
-
-    doc = {"user_id": user_id, "tenant_id": tenant, "role": "ztm-assessment", "pii_wrapped_key": b64(48),
-           "pii_kms_key_id": "assessment-probe"}
-    for field in ("name", "email", "phone"):
-        doc[field] = {"ct": b64(32), "iv": b64(12), "aad": b64(24)}
-    return json.dumps(doc)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +38,7 @@ def probe_data(target, tenants):
             for name in ("A", "B"):
                 cur.execute("CALL security_set_tenant(%s)", (tenants[name],))
                 user_id = str(uuid.uuid4())
-                cur.execute("CALL app_create_user_encrypted(%s)", (_record(target, tenants[name], user_id),))
+                cur.execute("CALL app_create_user_encrypted(%s)", (assessment_record(target, tenants[name], user_id),))
                 cur.fetchall()
                 account_ids = []
                 for _ in range(2):
@@ -99,8 +74,8 @@ def _write_probes(target, own: dict, other: dict, conn) -> dict[str, tuple[str, 
                          (own["accounts"][0], other["accounts"][0])),
         "app_open_account": ("CALL app_open_account(%s, 'EUR', 0)", (own["user"],), (other["user"],)),
         "app_create_user_encrypted": ("CALL app_create_user_encrypted(%s)",
-                                      (_record(target, own["tenant"], str(uuid.uuid4())),),
-                                      (_record(target, other["tenant"], str(uuid.uuid4())),)),
+                                      (assessment_record(target, own["tenant"], str(uuid.uuid4())),),
+                                      (assessment_record(target, other["tenant"], str(uuid.uuid4())),)),
         "app_rewrap_user_key": ("CALL app_rewrap_user_key(%s, %s, %s, %s)",
                                 (own["user"], base64.b64encode(wrapped).decode(), key_id, version),
                                 (other["user"], base64.b64encode(wrapped).decode(), key_id, version)),

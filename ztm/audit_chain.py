@@ -127,6 +127,14 @@ def read_head(conn: pymysql.connections.Connection, database: str = DATABASE) ->
     return (int(row[0]), row[1]) if row else None
 
 
+def new_events(conn: pymysql.connections.Connection, database: str, after_seq: int) -> list[dict[str, Any]]:
+    """The events after ``after_seq`` as recorded (the stored payload, parsed), in seq order;
+    for a probe's own few events (AUD-1), not for whole chains (use stream_rows)."""
+    with conn.cursor() as cur:
+        cur.execute(row_query(database), (after_seq,))
+        return [json.loads(payload) for _, payload, _, _ in cur.fetchall()]
+
+
 def check_head(report: ChainReport, head: tuple[int, str] | None) -> ChainReport:
     """An intact chain must end where the head row says it does."""
     report.head_row = {"seq": head[0], "head_hash": head[1]} if head else None

@@ -149,6 +149,17 @@ def test_aud1_fails_when_the_delete_guard_is_dropped(data_plane, control):
     run.assert_failed("test_guards_refuse_even_a_privileged_writer", "no trigger refused DELETE")
 
 
+def test_aud1_fails_when_a_data_trigger_stops_recording_updates(data_plane, control):
+    """The trigger still exists, is owned by the definer and even mentions audit_append: only
+    behaviour shows it no longer records what a transfer changes."""
+    data_plane("DROP TRIGGER accounts_audit_update",
+               f"CREATE {DEFINER} TRIGGER accounts_audit_update AFTER UPDATE ON accounts FOR EACH ROW "
+               "SET @ztm_not_recorded = 'audit_append(' ")
+    run = control("ZTM-AUD-1")
+    run.assert_failed("test_every_write_procedure_appends_exactly_its_events",
+                      "did not append exactly their events", "UPDATE")
+
+
 def test_aud1_fails_when_migration_may_delete_audit_rows(data_plane, control):
     data_plane(f"GRANT DELETE ON securedb.audit_events TO {MIGRATION}")
     run = control("ZTM-AUD-1")
