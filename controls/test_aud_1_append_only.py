@@ -19,6 +19,7 @@ refuse even a privileged writer; every data table logs INSERT, UPDATE and DELETE
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import pytest
 
@@ -261,6 +262,6 @@ def test_every_write_procedure_appends_exactly_its_events(target, connect, tenan
     assert not wrong, f"events {wrong} do not name tenant A and the app account as tenant and actor"
 
 
-def _balance(image: dict | None) -> int | None:
-    """The balance an accounts image records (whole units), or None for images without one."""
-    return int(float(image["balance"])) if image and "balance" in image else None
+def _balance(image: dict | None) -> Decimal | None:
+    """The balance an accounts image records, or None for images without one."""
+    return Decimal(str(image["balance"])) if image and "balance" in image else None
