@@ -76,3 +76,13 @@ def stray_listener(lab) -> Iterator[int]:
     finally:
         listener.kill()
         listener.wait()
+
+
+@pytest.fixture
+def envelope(lab_target):
+    """The lab's envelope client (its KMS session closed after the test)."""
+    from envelope.setup import client_for
+
+    client = client_for(lab_target)
+    yield client
+    client.kms.close()

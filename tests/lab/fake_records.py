@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from envelope.client import EnvelopeClient, api_json
+from ztm.db import connect
 
 PII = {"name": "Lab Test User", "email": "lab-test@example.invalid", "phone": "+15550000002"}
 
@@ -24,3 +25,11 @@ def writer_accounts(cur, client: EnvelopeClient, tenant: str, opening: int = 100
         cur.execute("CALL app_open_account(%s, 'EUR', %s)", (user_id, opening))
         accounts.append(cur.fetchall()[0][0])
     return accounts
+
+
+def app_in_tenant(target, tenant: str):
+    """A new app connection to the data plane with ``tenant`` set."""
+    conn = connect(target, target.roles["app"], database=target.database)
+    with conn.cursor() as cur:
+        cur.execute("CALL security_set_tenant(%s)", (tenant,))
+    return conn

@@ -19,25 +19,12 @@ from decimal import Decimal
 import pymysql
 import pytest
 
-from envelope.setup import client_for
-from tests.lab.fake_records import lab_record, writer_accounts
+from tests.lab.fake_records import app_in_tenant, lab_record, writer_accounts
 from ztm.db import connect
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture
-def envelope(lab_target):
-    client = client_for(lab_target)
-    yield client
-    client.kms.close()
-
-
-def _app(lab_target, tenant: str) -> pymysql.connections.Connection:
-    conn = connect(lab_target, lab_target.roles["app"], database=lab_target.database)
-    with conn.cursor() as cur:
-        cur.execute("CALL security_set_tenant(%s)", (tenant,))
-    return conn
 
 
 def _balances(conn, accounts: list[str]) -> list[Decimal]:
@@ -49,7 +36,7 @@ def _balances(conn, accounts: list[str]) -> list[Decimal]:
 
 def test_transfer_keeps_the_callers_transaction_whole(lab_target, envelope):
     tenant = lab_target.raw["tenants"]["granted"][0]
-    conn, observer = _app(lab_target, tenant), _app(lab_target, tenant)
+    conn, observer = app_in_tenant(lab_target, tenant), app_in_tenant(lab_target, tenant)
     try:
         with conn.cursor() as cur:
             source, dest = writer_accounts(cur, envelope, tenant, opening=100)
@@ -80,7 +67,7 @@ def test_eight_concurrent_rewraps_only_ever_raise_the_version(lab, lab_target, e
     """A throwaway record (the wraps are random bytes: only the version logic is under test),
     deleted afterwards by the admin (an audited DELETE), so no later control samples it."""
     tenant, user_id = lab_target.raw["tenants"]["granted"][0], str(uuid.uuid4())
-    with _app(lab_target, tenant) as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
+    with app_in_tenant(lab_target, tenant) as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute("CALL app_create_user_encrypted(%s)", (lab_record(envelope, tenant, user_id),))
         cur.fetchall()
         cur.execute("SELECT * FROM v_users WHERE user_id = %s", (user_id,))
@@ -89,7 +76,7 @@ def test_eight_concurrent_rewraps_only_ever_raise_the_version(lab, lab_target, e
     barrier, accepted, refused, lock = threading.Barrier(len(wraps)), [], [], threading.Lock()
 
     def rewrap(to_version: int) -> None:
-        with _app(lab_target, tenant) as conn, conn.cursor() as cur:
+        with app_in_tenant(lab_target, tenant) as conn, conn.cursor() as cur:
             barrier.wait(timeout=30)
             try:
                 cur.execute("CALL app_rewrap_user_key(%s, %s, %s, %s)",
@@ -107,7 +94,7 @@ def test_eight_concurrent_rewraps_only_ever_raise_the_version(lab, lab_target, e
             t.start()
         for t in threads:
             t.join(timeout=60)
-        with _app(lab_target, tenant) as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
+        with app_in_tenant(lab_target, tenant) as conn, conn.cursor(pymysql.cursors.DictCursor) as cur:
             cur.execute("SELECT pii_key_version FROM v_users WHERE user_id = %s", (user_id,))
             final = int(cur.fetchone()["pii_key_version"])
     finally:

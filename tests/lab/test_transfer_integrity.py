@@ -14,8 +14,7 @@ from decimal import Decimal
 import pymysql
 import pytest
 
-from envelope.setup import client_for
-from tests.lab.fake_records import writer_accounts
+from tests.lab.fake_records import app_in_tenant, writer_accounts
 from ztm.db import connect
 
 pytestmark = pytest.mark.lab
@@ -23,19 +22,6 @@ pytestmark = pytest.mark.lab
 THREADS, TRIES, AMOUNT, OPENING = 16, 3, Decimal(7), Decimal(100)
 RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock: rolled back whole, tried again
 
-
-@pytest.fixture
-def envelope(lab_target):
-    client = client_for(lab_target)
-    yield client
-    client.kms.close()
-
-
-def _app(lab_target, tenant: str) -> pymysql.connections.Connection:
-    conn = connect(lab_target, lab_target.roles["app"], database="securedb")
-    with conn.cursor() as cur:
-        cur.execute("CALL security_set_tenant(%s)", (tenant,))
-    return conn
 
 
 def _state(lab_target, conn, accounts: list[str]) -> tuple[list[Decimal], int]:
@@ -46,7 +32,7 @@ def _state(lab_target, conn, accounts: list[str]) -> tuple[list[Decimal], int]:
             cur.execute("SELECT balance FROM v_accounts WHERE account_id = %s", (account,))
             balances.append(cur.fetchone()[0])
     with connect(lab_target, lab_target.roles["auditor"]) as auditor, auditor.cursor() as cur:
-        cur.execute("SELECT seq FROM securedb.audit_chain_head")
+        cur.execute(f"SELECT seq FROM `{lab_target.database}`.audit_chain_head")
         (head,) = cur.fetchone()
     return balances, int(head)
 
@@ -62,7 +48,7 @@ def _transfer(conn, source: str, dest: str, amount: Decimal) -> tuple[int, str] 
 
 def test_refused_transfers_change_nothing(lab_target, envelope):
     tenant = lab_target.raw["tenants"]["granted"][0]
-    conn = _app(lab_target, tenant)
+    conn = app_in_tenant(lab_target, tenant)
     try:
         with conn.cursor() as cur:
             accounts = writer_accounts(cur, envelope, tenant, opening=10)
@@ -90,7 +76,7 @@ def test_refused_transfers_change_nothing(lab_target, envelope):
 
 def test_concurrent_overdrafts_never_make_a_balance_negative(lab_target, envelope):
     tenant = lab_target.raw["tenants"]["granted"][1]
-    owner = _app(lab_target, tenant)
+    owner = app_in_tenant(lab_target, tenant)
     with owner.cursor() as cur:
         source, dest = writer_accounts(cur, envelope, tenant, opening=int(OPENING))
     # Generous timeouts: a thread that cannot connect aborts the barrier instead of leaving
@@ -102,7 +88,7 @@ def test_concurrent_overdrafts_never_make_a_balance_negative(lab_target, envelop
 
     def drain() -> None:
         try:
-            conn = _app(lab_target, tenant)
+            conn = app_in_tenant(lab_target, tenant)
         except Exception as exc:  # reported below, and the barrier released
             failures.append(f"connect: {exc!r}")
             start.abort()
@@ -150,7 +136,7 @@ def test_a_transfer_locks_only_its_two_accounts(lab, lab_target, envelope):
     and lock every row, and wait here until the lock wait timed out (1205).
     """
     tenant = lab_target.raw["tenants"]["granted"][0]
-    conn = _app(lab_target, tenant)
+    conn = app_in_tenant(lab_target, tenant)
     try:
         with conn.cursor() as cur:
             source, dest = writer_accounts(cur, envelope, tenant, opening=10)
@@ -158,7 +144,8 @@ def test_a_transfer_locks_only_its_two_accounts(lab, lab_target, envelope):
             cur.execute("SET SESSION innodb_lock_wait_timeout = 5")
         with lab.admin() as admin, admin.cursor() as held:
             held.execute("START TRANSACTION")
-            held.execute("SELECT balance FROM securedb.accounts WHERE account_id = %s FOR UPDATE", (bystander,))
+            held.execute(f"SELECT balance FROM `{lab_target.database}`.accounts WHERE account_id = %s FOR UPDATE",
+                         (bystander,))
             refused = _transfer(conn, source, dest, Decimal(1))
             held.execute("ROLLBACK")
     finally:
