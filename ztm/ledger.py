@@ -154,7 +154,7 @@ class ReplayIndex:
     written and read only by this process in its private temporary folder.
     """
 
-    def __init__(self, folder: Path, cache_keys: int = 50_000) -> None:
+    def __init__(self, folder: Path, cache_keys: int = 10_000) -> None:
         self.db = sqlite3.connect(folder / "replay.sqlite", isolation_level=None)
         self.db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;"
                               "CREATE TABLE state (tbl TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, "
