@@ -33,6 +33,7 @@ from provision.anchor_cli import declare_schema_change
 from ztm.data_plane import DATABASE
 from ztm.db import connect, quote_name
 from ztm.errors import UserError
+from ztm.files import write_private
 from ztm.target import Target, load_target
 
 # A host pattern for CREATE USER: an address, a name, a netmask or a '%' wildcard; no quotes.
@@ -136,6 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     db.add_argument("--target", type=Path, required=True, help="target file: admin path, role certificates")
     db.add_argument("--account-host", required=True, metavar="PATTERN",
                     help="host part of the login accounts, e.g. 10.0.0.%% (the clients' network)")
+    db.add_argument("--init-file", type=Path, metavar="PATH",
+                    help="also write the SQL the server must run at every start (empties stale tenant contexts, "
+                         "as the lab's server does) to PATH, for its init_file option")
     db.set_defaults(func=_main)
 
 
@@ -158,6 +162,13 @@ def _main(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     report = provision(target, args.account_host)
     print(f"provisioned {args.target}: {report.describe()}")
+    if args.init_file is not None:
+        try:
+            write_private(args.init_file, schema.init_sql(target.database), mode=0o640)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.init_file}: {exc.strerror}") from None
+        print(f"wrote {args.init_file}: set 'init_file = {args.init_file.resolve()}' in the server's [mysqld] section "
+              "(readable by the server's account) so every start empties stale tenant contexts")
     if target.section("anchor"):
         print(declare_to_anchor(target))
     return 0

@@ -140,3 +140,29 @@ def test_bad_input_is_one_line_and_exit_2(lab, args, said, capsys):
     code = ztm_main(["provision", "database", "--target", str(lab.target_file), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and said in err[0], err
+
+
+def test_reprovisioning_leaves_live_sessions_their_tenant(lab, lab_target, tmp_path, capsys):
+    """The installer never empties tenant_context (only the server's start does, through the
+    init file it can write): a live, pooled session keeps acting for its tenant across a
+    re-run of 'ztm provision database'."""
+    tenant = lab_target.raw["tenants"]["granted"][0]
+    live = connect(lab_target, lab_target.roles["app"], database=lab_target.database)
+    init_file = tmp_path / "ztm-init.sql"
+    try:
+        with live.cursor() as cur:
+            cur.execute("CALL security_set_tenant(%s)", (tenant,))
+        try:
+            assert ztm_main(["provision", "database", "--target", str(lab.target_file), "--account-host",
+                             ACCOUNT_HOST, "--init-file", str(init_file)]) == 0
+        finally:
+            admin_sql.restore(lab)
+        with live.cursor() as cur:
+            cur.execute("SELECT get_tenant()")
+            (kept,) = cur.fetchone()
+    finally:
+        live.close()
+    said = capsys.readouterr().out
+    assert kept == tenant, f"re-provisioning took the live session's tenant away (now {kept})"
+    assert f"DELETE FROM {lab_target.database}.tenant_context" in init_file.read_text()
+    assert oct(init_file.stat().st_mode & 0o777) == "0o640" and "init_file = " in said, said
