@@ -71,3 +71,26 @@ def test_an_anchor_without_a_timestamp_is_bounded_by_the_next_one(tsa_url):
     records[2]["tst"] = records[0]["tst"]  # a token over another checkpoint
     problems, _ = anchoring.check_timestamps(records, ca)
     assert problems and problems[0].startswith("anchor 3: the timestamp does not verify")
+
+
+def test_a_token_whose_gentime_is_far_from_the_anchors_time_is_refused(tsa_url):
+    """The TSA's genTime (now) against an anchor dated an hour ago: the token verifies over the
+    checkpoint, but the anchor's time is not what the TSA saw."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ztm import anchoring
+
+    url, ca = tsa_url
+    key, state = Ed25519PrivateKey.generate(), {"seq": 1, "head_hash": "a" * 64, "row_count": 1, "ddl_digest": "d" * 64}
+    stale = anchoring.make_anchor(state, None, key, "t", now=datetime.now(UTC) - timedelta(hours=1))
+    token = rfc3161.timestamp(anchoring.canonical(stale["checkpoint"]), url)
+    assert abs((rfc3161.gen_time(token) - datetime.now(UTC)).total_seconds()) < 120
+    with pytest.raises(UserError, match=r"genTime .* s after the anchor's time"):
+        anchoring.check_token(stale, token, ca)
+    stale["tst"] = base64.b64encode(token).decode()
+    problems, _ = anchoring.check_timestamps([stale], ca)
+    assert len(problems) == 1 and "anchor 1: the timestamp does not verify" in problems[0] and "genTime" in problems[0]
+    fresh = anchoring.make_anchor(state, None, key, "t")
+    anchoring.check_token(fresh, rfc3161.timestamp(anchoring.canonical(fresh["checkpoint"]), url), ca)
