@@ -221,6 +221,12 @@ class SyslogSink:
         with socket.create_connection((host, int(port)), timeout=self.timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=self.server_name) as tls:
             tls.sendall(str(len(message)).encode() + b" " + message)
+            # Syslog has no acknowledgement: end our side and wait for the collector to close
+            # its own, which it does only after it has read (and journalled) every frame.
+            # Closing at once could reset the connection over data the collector had not read.
+            tls.shutdown(socket.SHUT_WR)
+            while tls.recv(4096):
+                pass
 
     def write_once(self) -> tuple[bool | None, str]:
         if self.journal is None:
