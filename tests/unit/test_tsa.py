@@ -94,3 +94,25 @@ def test_a_token_whose_gentime_is_far_from_the_anchors_time_is_refused(tsa_url):
     assert len(problems) == 1 and "anchor 1: the timestamp does not verify" in problems[0] and "genTime" in problems[0]
     fresh = anchoring.make_anchor(state, None, key, "t")
     anchoring.check_token(fresh, rfc3161.timestamp(anchoring.canonical(fresh["checkpoint"]), url), ca)
+
+
+def test_a_token_that_does_not_verify_on_arrival_is_asked_for_again_and_never_stored(tsa_url, tmp_path):
+    """The shipper checks each token as it arrives; against a CA the TSA does not chain to,
+    every attempt fails, and the anchor gets no token (it is flagged, not stored with a bad one)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from provision import anchor_cli
+    from provision.pki import PkiLayout, ensure_ca
+    from ztm import anchoring
+
+    url, ca = tsa_url
+    other = PkiLayout(tmp_path / "other")
+    ensure_ca(other)
+    record = anchoring.make_anchor({"seq": 1, "head_hash": "a" * 64, "row_count": 1, "ddl_digest": "d" * 64}, None,
+                                   Ed25519PrivateKey.generate(), "t")
+    assert anchor_cli._verified_token(record, url, ca)  # the right CA: accepted at once
+    serial = ca.parent.parent / "tsa-state" / "serial"  # the TSA counts the tokens it issued
+    before = int(serial.read_text(), 16)
+    with pytest.raises(UserError, match=f"answered {anchor_cli.TSA_ATTEMPTS} times with a token that does not verify"):
+        anchor_cli._verified_token(record, url, other.evidence_ca_cert)
+    assert int(serial.read_text(), 16) - before == anchor_cli.TSA_ATTEMPTS
