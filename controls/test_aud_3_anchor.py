@@ -9,9 +9,12 @@ younger than the policy's number of anchor intervals (anchor.freshness_intervals
 zero-trust); and the database must agree with every anchor: the chain recomputes from
 genesis through each anchored (seq, hash), no row behind the newest anchor was added or
 removed, the head has not gone back, and the audit DDL and guard triggers are unchanged
-since the newest anchor. Every sink's storage must be write-once as the sink claims (a file
-sink or syslog journal append-only, an S3 bucket with Object Lock), and every RFC 3161 token
-must verify, its genTime close to the anchor's own time.
+since the newest anchor. Every anchor must name this target (another target's anchors signed
+with the same key are refused), none may be dated before the one it follows nor more than a
+bounded clock skew in the future, and an exact repeat (a re-delivery) counts once. Every
+sink's storage must be write-once as the sink claims (a file sink or syslog journal
+append-only, an S3 bucket with Object Lock), and every RFC 3161 token must verify, its
+genTime close to the anchor's own time.
 """
 
 from __future__ import annotations
