@@ -14,7 +14,6 @@ import base64
 import contextlib
 import fcntl
 import json
-import os
 import signal
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any
 import pymysql
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provision.anchor_shipper import Shipper, load_records
+from provision.anchor_shipper import Shipper, load_records, save_records
 from ztm import anchoring
 from ztm.anchoring import rfc3161
 from ztm.anchoring.sinks import FileSink, read_sinks
@@ -35,6 +34,7 @@ from ztm.keys import load_signing_key
 from ztm.target import Target, load_target
 
 TSA_TIMEOUT = 30.0
+TSA_ATTEMPTS = 3  # a token that does not verify is asked for again this many times in all
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -126,18 +126,35 @@ def _anchor_locked(target, section, sinks, key, conn, buffer: Path, ddl_change: 
     record = anchoring.make_anchor(state, previous, key, target.name, ddl_change)
     shipment = Shipment(record)
     if section.get("tsa_url"):  # RFC 3161: a third party's time on the checkpoint
+        tsa_ca = target.resolve(section["tsa_ca"]) if section.get("tsa_ca") else None
         try:
-            token = rfc3161.timestamp(anchoring.canonical(record["checkpoint"]), section["tsa_url"], TSA_TIMEOUT)
-            record["tst"] = base64.b64encode(token).decode()
+            record["tst"] = base64.b64encode(_verified_token(record, section["tsa_url"], tsa_ca)).decode()
         except UserError as exc:  # the anchor still goes out, flagged: its time is then bounded by the next one
             shipment.tsa_error = str(exc)
             record["tst_missing"] = str(exc)
-    tmp = last_file.with_name(last_file.name + ".tmp")
-    tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, last_file)
+    save_records(last_file, [record])  # atomic and durable: the next anchor links to it whatever happens next
     shipper.ship(record)
     shipment.failures = shipper.failures
     return shipment
+
+
+def _verified_token(record: dict[str, Any], url: str, tsa_ca: Path | None) -> bytes:
+    """A token over the checkpoint, verified on arrival (signature, CA, data, genTime close to
+    the anchor's time): a bad one is asked for again, never stored."""
+    data, error = anchoring.canonical(record["checkpoint"]), ""
+    for attempt in range(TSA_ATTEMPTS):
+        if attempt:
+            time.sleep(attempt)
+        token = rfc3161.timestamp(data, url, TSA_TIMEOUT)  # not answering: UserError, no retry
+        if tsa_ca is None:
+            return token
+        try:
+            anchoring.check_token(record, token, tsa_ca)
+            return token
+        except UserError as exc:
+            error = str(exc)
+    raise UserError(f"the time-stamping authority {url} answered {TSA_ATTEMPTS} times with a token that does not "
+                    f"verify: {error}")
 
 
 def declare_schema_change(target_file: Path, reason: str) -> dict[str, Any] | None:
@@ -233,7 +250,7 @@ def _verify(args: argparse.Namespace) -> int:
     public = anchoring.public_key(target, section)
     interval = anchoring.interval(section)
     named, problems = read_sinks(sinks)
-    report = anchoring.verify_sinks(named, public, grace_seconds=interval)
+    report = anchoring.verify_sinks(named, public, grace_seconds=interval, target_name=target.name)
     problems += report.problems
     notes = list(report.notes)
     stale = anchoring.check_freshness(report.latest, 2 * interval)

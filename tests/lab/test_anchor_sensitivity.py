@@ -326,7 +326,8 @@ def test_aud3_fails_for_an_anchor_signed_with_another_key(lab, tmp_path):
     shutil.copyfile(lab.log_host / "anchors.jsonl", forged_sink)
     records = FileSink(forged_sink).read()  # complete lines only: the lab anchor may be appending
     state = {k: records[-1]["checkpoint"][k] for k in ("seq", "head_hash", "row_count", "ddl_digest")}
-    forged = anchoring.make_anchor(state, records[-1], Ed25519PrivateKey.generate(), "forger")
+    forged = anchoring.make_anchor(state, records[-1], Ed25519PrivateKey.generate(),
+                                   records[-1]["checkpoint"]["target"])
     with open(forged_sink, "a") as handle:
         handle.write(json.dumps(forged) + "\n")
     run = run_control(target_copy(lab, tmp_path), "ZTM-AUD-3")

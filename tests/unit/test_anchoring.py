@@ -81,7 +81,7 @@ def test_altered_anchor_fails_its_signature(key):
 def test_an_anchor_signed_with_another_key_fails(key):
     r = rows(9)
     records = anchors(key, [state(r, 3)])
-    records.append(anchoring.make_anchor(state(r, 9), records[-1], Ed25519PrivateKey.generate(), "forger"))
+    records.append(anchoring.make_anchor(state(r, 9), records[-1], Ed25519PrivateKey.generate(), "t"))
     problems = anchoring.verify_anchor_chain(records, key.public_key()).problems
     assert problems and "anchor 2" in problems[0] and "signature does not verify" in problems[0]
 
@@ -250,10 +250,11 @@ def test_missing_timestamps_on_the_newest_anchors_are_a_problem(key):
 
 def test_file_sink_is_append_only_where_the_filesystem_allows(tmp_path):
     sink = FileSink(tmp_path / "anchors.jsonl")
-    sink.ship({"a": 1})
-    sink.ship({"a": 2})
+    sink.ship({"a": 1, "checkpoint": {"anchor_seq": 1}})
+    sink.ship({"a": 2, "checkpoint": {"anchor_seq": 2}})
     try:
         assert [r["a"] for r in sink.read()] == [1, 2]
+        assert sink.write_once()[0] is sink.append_only
         assert sink.note  # says whether chattr +a worked here
         if sink.append_only:
             assert subprocess.run(["sh", "-c", f": > {sink.path}"], capture_output=True).returncode != 0
@@ -262,6 +263,10 @@ def test_file_sink_is_append_only_where_the_filesystem_allows(tmp_path):
             assert "not supported here" in sink.note
     finally:
         subprocess.run(["chattr", "-a", str(sink.path)], capture_output=True)
+
+
+def _numbered(n: int) -> dict:
+    return {"checkpoint": {"anchor_seq": n}, "n": n}
 
 
 class BrokenSink:
@@ -281,16 +286,16 @@ def test_a_sink_that_is_down_gets_the_anchors_later_and_the_others_once(tmp_path
     shipper = Shipper([healthy, late, BrokenSink()], tmp_path / "buffer.jsonl", clock=lambda: clock[0])
     down_dir.write_text("not a folder: this sink cannot be written")
     try:
-        shipper.ship({"n": 1})
+        shipper.ship(_numbered(1))
         assert len(shipper.failures) == 2 and str(late.path) in shipper.failures[0]
         assert "RuntimeError: service answered 500" in shipper.failures[1]
-        shipper.ship({"n": 2})  # still inside the backoff: buffered without trying
+        shipper.ship(_numbered(2))  # still inside the backoff: buffered without trying
         assert "in backoff" in shipper.failures[0] and "2 anchor(s) buffered" in shipper.failures[0]
         down_dir.unlink()
         clock[0] += 1.5  # past the first backoff (1 s)
-        shipper.ship({"n": 3})
-        assert [r["n"] for r in late.read()] == [1, 2, 3]  # nothing dropped, in order
-        assert [r["n"] for r in healthy.read()] == [1, 2, 3]  # nothing twice
+        shipper.ship(_numbered(3))
+        assert [r["checkpoint"]["anchor_seq"] for r in late.read()] == [1, 2, 3]  # nothing dropped, in order
+        assert [r["checkpoint"]["anchor_seq"] for r in healthy.read()] == [1, 2, 3]  # nothing twice
         assert len(shipper.failures) == 1 and "3 anchor(s) buffered" in shipper.failures[0]
         assert shipper.pending() == 3  # the broken sink's anchors wait in its buffer
     finally:

@@ -71,3 +71,48 @@ def test_an_anchor_without_a_timestamp_is_bounded_by_the_next_one(tsa_url):
     records[2]["tst"] = records[0]["tst"]  # a token over another checkpoint
     problems, _ = anchoring.check_timestamps(records, ca)
     assert problems and problems[0].startswith("anchor 3: the timestamp does not verify")
+
+
+def test_a_token_whose_gentime_is_far_from_the_anchors_time_is_refused(tsa_url):
+    """The TSA's genTime (now) against an anchor dated an hour ago: the token verifies over the
+    checkpoint, but the anchor's time is not what the TSA saw."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ztm import anchoring
+
+    url, ca = tsa_url
+    key, state = Ed25519PrivateKey.generate(), {"seq": 1, "head_hash": "a" * 64, "row_count": 1, "ddl_digest": "d" * 64}
+    stale = anchoring.make_anchor(state, None, key, "t", now=datetime.now(UTC) - timedelta(hours=1))
+    token = rfc3161.timestamp(anchoring.canonical(stale["checkpoint"]), url)
+    assert abs((rfc3161.gen_time(token) - datetime.now(UTC)).total_seconds()) < 120
+    with pytest.raises(UserError, match=r"genTime .* s after the anchor's time"):
+        anchoring.check_token(stale, token, ca)
+    stale["tst"] = base64.b64encode(token).decode()
+    problems, _ = anchoring.check_timestamps([stale], ca)
+    assert len(problems) == 1 and "anchor 1: the timestamp does not verify" in problems[0] and "genTime" in problems[0]
+    fresh = anchoring.make_anchor(state, None, key, "t")
+    anchoring.check_token(fresh, rfc3161.timestamp(anchoring.canonical(fresh["checkpoint"]), url), ca)
+
+
+def test_a_token_that_does_not_verify_on_arrival_is_asked_for_again_and_never_stored(tsa_url, tmp_path):
+    """The shipper checks each token as it arrives; against a CA the TSA does not chain to,
+    every attempt fails, and the anchor gets no token (it is flagged, not stored with a bad one)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from provision import anchor_cli
+    from provision.pki import PkiLayout, ensure_ca
+    from ztm import anchoring
+
+    url, ca = tsa_url
+    other = PkiLayout(tmp_path / "other")
+    ensure_ca(other)
+    record = anchoring.make_anchor({"seq": 1, "head_hash": "a" * 64, "row_count": 1, "ddl_digest": "d" * 64}, None,
+                                   Ed25519PrivateKey.generate(), "t")
+    assert anchor_cli._verified_token(record, url, ca)  # the right CA: accepted at once
+    serial = ca.parent.parent / "tsa-state" / "serial"  # the TSA counts the tokens it issued
+    before = int(serial.read_text(), 16)
+    with pytest.raises(UserError, match=f"answered {anchor_cli.TSA_ATTEMPTS} times with a token that does not verify"):
+        anchor_cli._verified_token(record, url, other.evidence_ca_cert)
+    assert int(serial.read_text(), 16) - before == anchor_cli.TSA_ATTEMPTS

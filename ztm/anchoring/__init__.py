@@ -44,6 +44,8 @@ from ztm.target import Target
 
 FORMAT = 1
 DEFAULT_INTERVAL = 60  # seconds between anchors, unless [anchor].interval_seconds says otherwise
+MAX_SKEW = 300  # seconds an anchor's time may be ahead of the verifier's clock (clocks differ a little)
+TSA_SKEW = 300  # seconds the TSA's genTime may differ from the anchor's own time
 Row = tuple[int, str, str, str]
 
 
@@ -135,11 +137,20 @@ def read_state(conn: pymysql.connections.Connection, database: str = DATABASE) -
 
 
 def make_anchor(state: dict[str, Any], previous: dict[str, Any] | None, key: Ed25519PrivateKey,
-                target_name: str, ddl_change: str | None = None) -> dict[str, Any]:
+                target_name: str, ddl_change: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The next signed anchor. Never signs a time earlier than ``previous``'s (a clock set
+    back): UserError instead, and the anchor host retries when its clock has caught up."""
+    at = (now or datetime.now(UTC)).replace(microsecond=0)
+    if previous and at < _at(previous):
+        raise UserError(f"the clock ({_iso(at)}) is behind the previous anchor's time "
+                        f"({previous['checkpoint']['at']}, anchor {previous['checkpoint']['anchor_seq']}): "
+                        "not signing an earlier time", 1)
+    if previous and previous["checkpoint"].get("target") != target_name:
+        raise UserError(f"the newest anchor in the sinks belongs to target {previous['checkpoint'].get('target')!r}, "
+                        f"not {target_name!r}: refusing to link to another target's chain")
     checkpoint = {
         "v": FORMAT, "target": target_name, "anchor_seq": (previous["checkpoint"]["anchor_seq"] + 1) if previous else 1,
-        "prev_anchor": record_hash(previous) if previous else GENESIS,
-        "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), **state,
+        "prev_anchor": record_hash(previous) if previous else GENESIS, "at": _iso(at), **state,
     }
     if ddl_change:  # signed with the rest: who reviewed what is part of the write-once record
         checkpoint["ddl_change"] = ddl_change
@@ -161,7 +172,32 @@ class AnchorReport:
 
 
 def _at(record: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(record["checkpoint"]["at"].replace("Z", "+00:00"))
+    at = datetime.fromisoformat(record["checkpoint"]["at"].replace("Z", "+00:00"))
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def without_repeats(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Exact repeats of an anchor (delivered again after the shipper died between shipping
+    it and saving its buffer) counted once, with a note; a different anchor under an
+    anchor_seq already seen is kept (the chain checks then name it)."""
+    seen: dict[Any, str] = {}
+    kept, repeats = [], []
+    for record in records:
+        checkpoint = record.get("checkpoint") if isinstance(record, dict) else None
+        seq = checkpoint.get("anchor_seq") if isinstance(checkpoint, dict) else None
+        digest = record_hash(record) if isinstance(record, dict) else ""
+        if seq is not None and seen.get(seq) == digest:
+            repeats.append(seq)
+            continue
+        seen.setdefault(seq, digest)
+        kept.append(record)
+    notes = [f"anchor(s) {', '.join(map(str, sorted(set(repeats))))} delivered more than once (a re-delivery "
+             "after an interrupted shipment): counted once"] if repeats else []
+    return kept, notes
 
 
 def compare_consecutive(previous: dict[str, Any], record: dict[str, Any]) -> list[str]:
@@ -170,6 +206,9 @@ def compare_consecutive(previous: dict[str, Any], record: dict[str, Any]) -> lis
     a, b = previous["checkpoint"], record["checkpoint"]
     between = f"between anchor {a['anchor_seq']} ({a['at']}) and anchor {b['anchor_seq']} ({b['at']})"
     problems = []
+    if _at(record) < _at(previous):
+        problems.append(f"anchor time went backwards {between}: anchor {b['anchor_seq']} is dated before anchor "
+                        f"{a['anchor_seq']} (a clock set back or an anchor back-dated)")
     if b["seq"] < a["seq"]:
         problems.append(f"audit seq went backwards {between} ({a['seq']} -> {b['seq']}): newest audit rows deleted "
                         "or the database rolled back")
@@ -188,17 +227,42 @@ def compare_consecutive(previous: dict[str, Any], record: dict[str, Any]) -> lis
 
 
 def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey, *,
-                        allow_late_start: bool = False) -> AnchorReport:
+                        allow_late_start: bool = False, target_name: str | None = None,
+                        now: datetime | None = None, max_skew: float = MAX_SKEW) -> AnchorReport:
     """``allow_late_start``: a sink added after the first anchor holds a suffix of the chain
-    (its first anchor is then checked against the primary sink, see ``verify_sinks``)."""
-    report, previous = AnchorReport(anchors=len(records)), None
+    (its first anchor is then checked against the primary sink, see ``verify_sinks``).
+    ``target_name``: every anchor must name it (another target's anchors signed with the
+    same key are refused). An anchor dated more than ``max_skew`` seconds after ``now`` is
+    refused (a future-dated anchor would stay "fresh"); exact repeats count once."""
+    records, repeat_notes = without_repeats(records)
+    now = now or datetime.now(UTC)
+    report, previous = AnchorReport(anchors=len(records), notes=repeat_notes), None
     for index, record in enumerate(records, 1):
         checkpoint = record.get("checkpoint", {})
         try:
             public.verify(base64.b64decode(record["sig"]), canonical(checkpoint))
-        except (InvalidSignature, KeyError, ValueError):
+        except (InvalidSignature, KeyError, ValueError, TypeError):
             report.problems.append(f"anchor {index} (anchor_seq {checkpoint.get('anchor_seq')}): signature does not "
                                    "verify with the anchor public key")
+            return report
+        if target_name is not None and checkpoint.get("target") != target_name:
+            report.problems.append(f"anchor {checkpoint.get('anchor_seq')} belongs to target "
+                                   f"{checkpoint.get('target')!r}, not {target_name!r}: another target's anchor "
+                                   "signed with the same key")
+            return report
+        try:
+            ahead = (_at(record) - now).total_seconds()
+        except (KeyError, ValueError, TypeError, AttributeError):
+            report.problems.append(f"anchor {checkpoint.get('anchor_seq')}: its time {checkpoint.get('at')!r} is not "
+                                   "an ISO 8601 time")
+            return report
+        if ahead > max_skew:
+            report.problems.append(f"anchor {checkpoint['anchor_seq']} is dated {checkpoint['at']}, {ahead:.0f} s in "
+                                   f"the future (allowed clock skew {max_skew:.0f} s): a future-dated anchor would "
+                                   "look fresh")
+        if previous and checkpoint.get("anchor_seq") == previous["checkpoint"]["anchor_seq"]:
+            report.problems.append(f"anchor_seq {checkpoint['anchor_seq']} appears twice with different content: the "
+                                   "chain was forked (two anchors signed under one number)")
             return report
         expected_prev = record_hash(previous) if previous else GENESIS
         late_first = previous is None and allow_late_start
@@ -240,18 +304,26 @@ class SinksReport:
 
 
 def verify_sinks(sinks: list[tuple[str, list[dict[str, Any]]]], public: Ed25519PublicKey, *,
-                 grace_seconds: float, now: datetime | None = None) -> SinksReport:
+                 grace_seconds: float, now: datetime | None = None, target_name: str | None = None,
+                 max_skew: float = MAX_SKEW) -> SinksReport:
     """Each sink's chain, their agreement, the whole chain they hold together, and gaps: a
     sink that lacks anchors older than ``grace_seconds`` is down or cannot be written (its
-    anchors wait in the anchor host's buffer)."""
+    anchors wait in the anchor host's buffer). Exact repeats in a sink count once."""
     now = now or datetime.now(UTC)
+    checks = {"target_name": target_name, "now": now, "max_skew": max_skew}
     problems: list[str] = []
     notes: list[str] = []
+    unique = []
+    for name, records in sinks:
+        kept, repeats = without_repeats(records)
+        unique.append((name, kept))
+        notes += [f"{name}: {n}" for n in repeats]
+    sinks = unique
     per_sink = []
     union: dict[int, dict[str, Any]] = {}
     primary = sinks[0][1] if sinks else []
     for index, (name, records) in enumerate(sinks):
-        report = verify_anchor_chain(records, public, allow_late_start=index > 0)
+        report = verify_anchor_chain(records, public, allow_late_start=index > 0, **checks)
         # A later sink repeats the primary's consecutive findings: report them once.
         own = report.problems if index == 0 else [p for p in report.problems if "between anchor" not in p]
         problems += [f"{name}: {p}" for p in own]
@@ -263,7 +335,7 @@ def verify_sinks(sinks: list[tuple[str, list[dict[str, Any]]]], public: Ed25519P
                          "newest": report.latest and report.latest["checkpoint"]["anchor_seq"]})
         notes += [] if index else report.notes
     reference = [union[s] for s in sorted(union)]
-    whole = verify_anchor_chain(reference, public)
+    whole = verify_anchor_chain(reference, public, **checks)
     if whole.problems and not problems:
         problems += [f"the anchors of all sinks together: {p}" for p in whole.problems]
     newest = reference[-1]["checkpoint"]["anchor_seq"] if reference else 0
@@ -393,9 +465,21 @@ def check_export(path: Path, records: list[dict[str, Any]]) -> tuple[list[str], 
     return problems, notes
 
 
+def check_token(record: dict[str, Any], token: bytes, tsa_ca, max_skew: float = TSA_SKEW) -> None:
+    """UserError unless ``token`` verifies over the anchor's checkpoint with the TSA's CA and
+    its genTime is within ``max_skew`` seconds of the anchor's own time."""
+    rfc3161.verify(canonical(record["checkpoint"]), token, tsa_ca)
+    stamped = rfc3161.gen_time(token)
+    apart = (stamped - _at(record)).total_seconds()
+    if abs(apart) > max_skew:
+        raise UserError(f"the TSA's genTime {_iso(stamped)} is {abs(apart):.0f} s "
+                        f"{'after' if apart > 0 else 'before'} the anchor's time {record['checkpoint']['at']} "
+                        f"(allowed {max_skew:.0f} s): the anchor's clock or time is wrong")
+
+
 def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> tuple[list[str], list[str]]:
-    """Every anchor's RFC 3161 token must verify over its checkpoint with the TSA's CA.
-    Returns (problems, notes).
+    """Every anchor's RFC 3161 token must verify over its checkpoint with the TSA's CA, its
+    genTime within ``TSA_SKEW`` of the anchor's time. Returns (problems, notes).
 
     An anchor shipped while the TSA was down carries none (and says why, ``tst_missing``).
     The next anchor links to it by hash, so that anchor's token bounds its time: a note.
@@ -410,8 +494,8 @@ def check_timestamps(records: list[dict[str, Any]], tsa_ca) -> tuple[list[str], 
             untimed.append(f"anchor {seq} carries no RFC 3161 timestamp{why}")
             continue
         try:
-            rfc3161.verify(canonical(record["checkpoint"]), base64.b64decode(record["tst"]), tsa_ca)
-        except UserError as exc:
+            check_token(record, base64.b64decode(record["tst"]), tsa_ca)
+        except (UserError, ValueError, TypeError) as exc:
             problems.append(f"anchor {seq}: the timestamp does not verify ({exc})")
             continue
         notes += [f"{u}; its time is bounded by anchor {seq}'s timestamp" for u in untimed]

@@ -1,11 +1,13 @@
 """The RFC 3161 client the anchor and its verifiers use: ask a time-stamping authority for a
-token over some data, and verify a token against the TSA's CA (``openssl ts``)."""
+token over some data, verify a token against the TSA's CA and read its genTime (``openssl ts``)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ztm.errors import UserError
@@ -40,3 +42,19 @@ def verify(data: bytes, token: bytes, ca: Path) -> None:
         (Path(tmp) / "reply.tsr").write_bytes(token)
         openssl_ts("-verify", "-data", str(Path(tmp) / "data"), "-in", str(Path(tmp) / "reply.tsr"),
                    "-CAfile", str(ca))
+
+
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                                       "Dec"), 1)}
+
+
+def gen_time(token: bytes) -> datetime:
+    """The TSA's genTime in ``token`` (``openssl ts -reply -text``); UserError when it has none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "reply.tsr").write_bytes(token)
+        text = openssl_ts("-reply", "-in", str(Path(tmp) / "reply.tsr"), "-text").decode(errors="replace")
+    match = re.search(r"^Time stamp: (\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.\d+)? (\d{4}) GMT$", text, re.M)
+    if not match or match.group(1) not in _MONTHS:
+        raise UserError("the timestamp token carries no readable genTime")
+    month, day, hour, minute, second, year = match.groups()
+    return datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC)

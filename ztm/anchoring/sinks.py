@@ -1,10 +1,15 @@
 """Write-once sinks for anchors: each ships one anchor and reads back all it holds.
 
-``file``: append-only JSON lines; the file gets the filesystem's append-only attribute
-(chattr +a) where the filesystem supports it, and says so where it cannot. ``s3`` writes
-with If-None-Match: an anchor object is never overwritten. ``syslog``: RFC 5424 over TLS to
-a collector whose journal is read back. (The anchor host's retrying shipper is
-provision.anchor_shipper.)
+``file``: append-only JSON lines. The append-only attribute (chattr +a) needs
+CAP_LINUX_IMMUTABLE, which the anchor service (User=, NoNewPrivileges) lacks: a privileged
+step sets it once (the lab's set-up as root; on a VM, root runs ``chattr +a FILE``); the sink
+tries too and says when it cannot. ``s3`` writes with
+If-None-Match: an anchor object is never overwritten. ``syslog``: RFC 5424 over TLS to a
+collector whose journal is read back. ``write_once()`` reports whether the storage really is
+write-once (ZTM-AUD-3 checks it). Delivery is idempotent: an anchor delivered again (the
+shipper died between shipping it and saving its buffer) is recognised by the file and s3
+sinks and never written twice; the syslog journal may hold it twice, and the verifiers
+count an exact repeat once. (The anchor host's retrying shipper is provision.anchor_shipper.)
 """
 
 from __future__ import annotations
@@ -20,6 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from ztm.errors import UserError
+
+TAIL_BYTES = 1 << 20  # how much of a file sink's end is read to recognise a re-delivered anchor
+
+
+def append_only(path: Path) -> tuple[bool | None, str]:
+    """Whether ``path`` carries the append-only attribute (lsattr): (True/False, detail), or
+    (None, why) when it cannot be told (no such file, a filesystem without attributes)."""
+    done = subprocess.run(["lsattr", "-d", str(path)], capture_output=True, text=True)
+    if done.returncode != 0 or not done.stdout.strip():
+        return None, f"cannot read the attributes of {path}: {(done.stderr or 'lsattr failed').strip()[-200:]}"
+    flags = done.stdout.split()[0]
+    if "a" in flags:
+        return True, f"{path} is append-only (chattr +a)"
+    return False, f"{path} is not append-only (attributes {flags}): anyone who may write it may rewrite it"
 
 
 @dataclass
@@ -41,8 +60,44 @@ class FileSink:
             self.note = ("append-only attribute set" if self.append_only else
                          f"append-only attribute not supported here: {(done.stderr or 'chattr failed').strip()}")
 
+    def holds(self, record: dict[str, Any]) -> bool:
+        """True when the sink already ends with this anchor (re-delivery); UserError when it
+        holds a different anchor with the same anchor_seq (never written over)."""
+        seq = record["checkpoint"]["anchor_seq"]
+        for held in reversed(self._tail()):
+            checkpoint = held.get("checkpoint") if isinstance(held, dict) else None
+            if not isinstance(checkpoint, dict) or checkpoint.get("anchor_seq") != seq:
+                continue
+            if json.dumps(held, sort_keys=True) == json.dumps(record, sort_keys=True):
+                return True
+            raise UserError(f"{self.path} already holds a different anchor {seq}: not appended")
+        return False
+
+    def _tail(self) -> list[Any]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(0, 2)
+                start = max(0, handle.tell() - TAIL_BYTES)
+                handle.seek(start)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        lines = data.split(b"\n")[(1 if start else 0):-1]  # a cut first line, an unfinished last one
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # judged by the verifier (read), not here
+        return out
+
+    def write_once(self) -> tuple[bool | None, str]:
+        return append_only(self.path)
+
     def ship(self, record: dict[str, Any]) -> None:
         self.prepare()
+        if self.holds(record):
+            return  # delivered before the shipper could record it: not appended twice
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         # One unbuffered write per record: a buffered text file may split a long line (an
         # anchor with its RFC 3161 token) into several writes that a reader could see half done.
@@ -99,6 +154,13 @@ class S3Sink:
         if config.get("ObjectLockEnabled") != "Enabled":
             raise UserError(f"s3://{self.bucket} does not have Object Lock enabled: refusing it as an anchor sink")
         self.note = f"Object Lock COMPLIANCE, {self.retain_days} days"
+
+    def write_once(self) -> tuple[bool | None, str]:
+        try:
+            self.prepare()
+        except UserError as exc:
+            return False, str(exc)
+        return True, f"{self.name}: {self.note}"
 
     def ship(self, record: dict[str, Any]) -> None:
         self.prepare()
@@ -159,6 +221,17 @@ class SyslogSink:
         with socket.create_connection((host, int(port)), timeout=self.timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=self.server_name) as tls:
             tls.sendall(str(len(message)).encode() + b" " + message)
+            # Syslog has no acknowledgement: end our side and wait for the collector to close
+            # its own, which it does only after it has read (and journalled) every frame.
+            # Closing at once could reset the connection over data the collector had not read.
+            tls.shutdown(socket.SHUT_WR)
+            while tls.recv(4096):
+                pass
+
+    def write_once(self) -> tuple[bool | None, str]:
+        if self.journal is None:
+            return None, f"the syslog sink {self.address} names no journal: its storage cannot be checked"
+        return append_only(self.journal)
 
     def read(self) -> list[dict[str, Any]]:
         if self.journal is None:
