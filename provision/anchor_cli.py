@@ -182,6 +182,12 @@ def writable_dirs(target_file: Path) -> list[Path]:
     return sorted(dirs)
 
 
+def file_sink_paths(target_file: Path) -> list[Path]:
+    """The file sinks' paths: made append-only (chattr +a) by the unit's privileged start step."""
+    _, _, sinks = _setup(target_file)
+    return sorted(s.path for s in sinks if isinstance(s, FileSink))
+
+
 def _once(args: argparse.Namespace) -> int:
     target, section, sinks = _setup(args.target)
     conn = _auditor(target)

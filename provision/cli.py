@@ -13,7 +13,7 @@ from pathlib import Path
 from provision import database, fail2ban, firewall, netns
 from provision import lab as lab_mod
 from provision.accounts import LOGIN_ACCOUNTS
-from provision.anchor_cli import writable_dirs
+from provision.anchor_cli import file_sink_paths, writable_dirs
 from provision.files import write_public
 from provision.pki import rotate, rotate_signer
 from ztm.data_plane import DATABASE
@@ -140,7 +140,11 @@ def _provision_anchor_units(args: argparse.Namespace) -> int:
     beside = Path(sys.executable).parent / "ztm"  # the venv's console script
     ztm = str(beside) if beside.exists() else shutil.which("ztm") or f"{sys.executable} -m ztm.cli"
     # ProtectSystem=strict: the unit may write only where the anchor keeps sinks and buffer.
-    facts = {"ztm": ztm, "target": str(target), "user": args.user,
+    # The file sinks are write-once: a privileged ('+') start step creates each for the service's
+    # user and sets chattr +a, which the service itself (User=, NoNewPrivileges) cannot do.
+    append_only = "\n".join(f"ExecStartPre=+/bin/sh -c 'test -e {p} || install -o {args.user} -m 0640 /dev/null {p}; "
+                             f"chattr +a {p}'" for p in file_sink_paths(target))
+    facts = {"ztm": ztm, "target": str(target), "user": args.user, "append_only": append_only,
              "state_dir": " ".join(str(p) for p in writable_dirs(target))}
     templates = Path(__file__).resolve().parent / "templates"
     for name in ("ztm-anchor.service", "ztm-anchor-once.service", "ztm-anchor-once.timer"):

@@ -363,3 +363,7 @@ def test_the_installer_writes_a_service_and_a_timer_that_may_write_where_the_anc
     assert f"ReadWritePaths={tmp_path / 'etc'} {tmp_path / 'spool'} {sink_dir}" in service
     assert "OnUnitActiveSec=60" in timer
     assert "${" not in service + timer + (out / "ztm-anchor-once.service").read_text()
+    # The file sink is made append-only by a privileged start step (the service cannot: User=, NoNewPrivileges).
+    sink = sink_dir / "anchors.jsonl"
+    for unit in (service, (out / "ztm-anchor-once.service").read_text()):
+        assert f"ExecStartPre=+/bin/sh -c 'test -e {sink} || install -o " in unit and f"chattr +a {sink}'" in unit
