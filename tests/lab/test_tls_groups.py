@@ -1,0 +1,65 @@
+"""ZTM-TLS-1's key-exchange groups on the lab: the scanner agrees with an independent scanner
+(sslscan, STARTTLS for MySQL), every group is in the evidence with its verdict, and a policy
+that requires post-quantum key exchange fails naming the hybrid groups the server lacks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.control_runner import run_control
+from ztm.tls_scan import CLASSICAL_GROUPS, HYBRID_GROUPS, scan
+
+pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
+
+
+def _sslscan(host: str, port: int) -> ET.Element:
+    if shutil.which("sslscan") is None:
+        pytest.fail("sslscan is not installed (Debian package sslscan, in tasks.py APT_PACKAGES)")
+    out = subprocess.run(["sslscan", "--no-colour", "--starttls-mysql", "--xml=-", f"{host}:{port}"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    return ET.fromstring(out[out.index("<?xml"):])
+
+
+def test_scanner_agrees_with_sslscan_on_versions_suites_and_classical_groups(lab_target):
+    ours = scan(lab_target.host, lab_target.port, connect_timeout=30)
+    theirs = _sslscan(lab_target.host, lab_target.port)
+    versions = {f"TLSv{p.get('version')}".replace("TLSv1.0", "TLSv1") for p in theirs.iter("protocol")
+                if p.get("type") == "tls" and p.get("enabled") == "1"}
+    assert set(ours.accepted_protocols()) == versions
+    probed = {*ours.tls13_suites, *ours.tls12_suites}
+    suites = {c.get("cipher") for c in theirs.iter("cipher") if c.get("status") in ("accepted", "preferred")}
+    assert suites <= probed, f"sslscan found suites this scanner does not probe: {suites - probed}"
+    assert set(ours.accepted_suites()) == suites
+    groups = {g.get("name").split()[0] for g in theirs.iter("group")}
+    assert set(ours.accepted_groups()) & set(CLASSICAL_GROUPS) == groups & set(CLASSICAL_GROUPS)
+    assert ours.accepted_groups(), "the lab accepted no group at all"
+    assert not ours.inconclusive("group"), ours.inconclusive("group")
+
+
+def _target_requiring_pq(lab, tmp_path: Path) -> Path:
+    text = lab.target_file.read_text()
+    assert "[policy" not in text, "the lab's target already carries a policy"
+    path = tmp_path / "target.toml"
+    path.write_text(text + "\n[policy]\n[policy.tls]\nrequire_pq_kex = true\n")
+    return path
+
+
+def test_lab_fails_require_pq_kex_naming_the_missing_hybrid_groups(lab, tmp_path):
+    """Neither lab server offers a hybrid group (MariaDB's OpenSSL 3.0 has no ML-KEM; MySQL picks
+    its own groups), so a policy that requires post-quantum key exchange must fail here."""
+    run = run_control(_target_requiring_pq(lab, tmp_path), "ZTM-TLS-1")
+    message = run.assert_failed("test_only_approved_key_exchange_groups_are_accepted",
+                                "post-quantum key exchange is required", *HYBRID_GROUPS)
+    assert "refused" in message
+    # The rest of the control is the policy's default, and passes: the failure is the PQ requirement.
+    assert run.outcome("test_only_approved_suites_are_accepted").outcome == "passed"
+
+
+def test_default_lab_records_every_group_and_passes(lab, control):
+    run = control("ZTM-TLS-1")
+    assert run.outcome("test_only_approved_key_exchange_groups_are_accepted").outcome == "passed"
