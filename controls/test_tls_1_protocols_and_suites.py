@@ -17,7 +17,16 @@ from __future__ import annotations
 
 import pytest
 
-from ztm.checks.tls import group_problems, group_verdicts, key_problems, protocol_problems, suite_problems
+from ztm.checks.tls import (
+    ADMIN_VARIABLES,
+    admin_interface_problems,
+    group_problems,
+    group_verdicts,
+    key_problems,
+    protocol_problems,
+    suite_problems,
+)
+from ztm.resources.variables import live_variables
 
 pytestmark = pytest.mark.control("ZTM-TLS-1")
 
@@ -60,4 +69,17 @@ def test_server_certificate_is_valid_for_the_target(scan_result, target, policy,
                                   f"{target.server_name}: {scan_result.verify_error}")
     assert leaf.days_left >= 0, f"the server certificate expired on {leaf.not_after}"
     problems = key_problems(leaf, policy.tls)
+    assert not problems, f"policy {policy.name}: " + "; ".join(problems)
+
+
+def test_administrative_interface_tls_matches_the_policy(target, policy, admin, evidence):
+    """MySQL's administrative interface (admin_address) has its own TLS versions and suites;
+    whenever it is enabled they are judged like the main interface's."""
+    live = live_variables(admin, list(ADMIN_VARIABLES))
+    evidence.json("admin-interface", live)
+    if live["admin_address"] is None:
+        pytest.skip(f"not applicable: {target.engine} has no administrative connection interface (admin_address)")
+    if not live["admin_address"]:
+        pytest.skip("not applicable: admin_address is not set, so no administrative interface listens")
+    problems = admin_interface_problems(live, policy.tls)
     assert not problems, f"policy {policy.name}: " + "; ".join(problems)

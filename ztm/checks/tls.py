@@ -129,3 +129,33 @@ def key_problems(leaf: CertificateInfo, tls: dict[str, Any]) -> list[str]:
     shown = f"EC {size} ({NIST_CURVE[size]})" if kind == "EC" and size in NIST_CURVE else leaf.key
     return [f"the server certificate key {shown} is not allowed: the policy requires RSA of at least "
             f"{tls['min_rsa_bits']} bits or EC over {', '.join(NIST_CURVE.get(c, c) for c in curves)}"]
+
+
+# MySQL's administrative connection interface (admin_address/admin_port) has its own TLS settings.
+ADMIN_VARIABLES = ("admin_address", "admin_port", "admin_tls_version", "admin_tls_ciphersuites")
+
+
+def admin_interface_problems(live: dict[str, str | None], tls: dict[str, Any]) -> list[str]:
+    """Why the administrative interface's TLS settings do not match the policy (empty: they do).
+
+    Judged like the main interface: its versions must be allowed, and its TLS 1.3 suites must
+    be named and approved. An empty admin_tls_ciphersuites is a finding: the interface then
+    takes suites the policy did not choose, which a setting cannot show to be approved."""
+    where = f"the administrative interface ({live.get('admin_address')}:{live.get('admin_port')})"
+    problems = []
+    versions = [v.strip() for v in (live.get("admin_tls_version") or "").split(",") if v.strip()]
+    extra = [v for v in versions if v not in tls["versions"]]
+    if extra:
+        problems.append(f"{where} allows {', '.join(extra)} (admin_tls_version = {live.get('admin_tls_version')}): "
+                        f"the policy allows only {', '.join(tls['versions'])}")
+    if not versions:
+        problems.append(f"{where} has no admin_tls_version set, so its versions are not pinned")
+    suites = [s.strip() for s in (live.get("admin_tls_ciphersuites") or "").split(":") if s.strip()]
+    if "TLSv1.3" in versions:
+        if not suites:
+            problems.append(f"{where} has an empty admin_tls_ciphersuites: its TLS 1.3 suites are not pinned to "
+                            f"the approved {', '.join(tls['tls13_suites'])}")
+        unapproved = [s for s in suites if s not in tls["tls13_suites"]]
+        if unapproved:
+            problems.append(f"{where} allows unapproved TLS 1.3 suites {', '.join(unapproved)}")
+    return problems
