@@ -421,3 +421,22 @@ def test_cli_console_script_has_no_traceback():
     done = subprocess.run([sys.executable, "-m", "ztm.cli", "tls-scan", f"127.0.0.1:{_free_port()}"],
                           capture_output=True, text=True, timeout=SLOW)
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+# -- MySQL's administrative interface ---------------------------------------------------
+def _admin(**live) -> dict:
+    return {"admin_address": "10.0.0.1", "admin_port": "33062", "admin_tls_version": "TLSv1.3",
+            "admin_tls_ciphersuites": ":".join(APPROVED_TLS13_SUITES), **live}
+
+
+def test_admin_interface_judged_like_the_main_one():
+    from ztm.checks.tls import admin_interface_problems
+
+    assert admin_interface_problems(_admin(), TLS_POLICY) == []
+    weak = admin_interface_problems(_admin(admin_tls_version="TLSv1.2,TLSv1.3", admin_tls_ciphersuites=""),
+                                    TLS_POLICY)
+    assert len(weak) == 2 and "allows TLSv1.2" in weak[0] and "empty admin_tls_ciphersuites" in weak[1]
+    (extra,) = admin_interface_problems(_admin(admin_tls_ciphersuites="TLS_AES_128_GCM_SHA256"), TLS_POLICY)
+    assert "unapproved TLS 1.3 suites TLS_AES_128_GCM_SHA256" in extra
+    (unset,) = admin_interface_problems(_admin(admin_tls_version=""), TLS_POLICY)
+    assert "no admin_tls_version" in unset
