@@ -4,8 +4,10 @@ that requires post-quantum key exchange fails naming the hybrid groups the serve
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -60,6 +62,15 @@ def test_lab_fails_require_pq_kex_naming_the_missing_hybrid_groups(lab, tmp_path
     assert run.outcome("test_only_approved_suites_are_accepted").outcome == "passed"
 
 
-def test_default_lab_records_every_group_and_passes(lab, control):
-    run = control("ZTM-TLS-1")
+def test_default_lab_records_every_group_with_its_verdict(lab, tmp_path):
+    bundle = tmp_path / "tls1.tar.gz"
+    run = run_control(lab.target_file, "ZTM-TLS-1", extra=("--evidence-out", str(bundle)))
     assert run.outcome("test_only_approved_key_exchange_groups_are_accepted").outcome == "passed"
+    with tarfile.open(bundle) as tar:
+        (member,) = [m for m in tar.getmembers() if m.name.endswith("/groups.json")]
+        recorded = json.loads(tar.extractfile(member).read())["data"]
+    assert set(recorded["groups"]) == {*CLASSICAL_GROUPS, *HYBRID_GROUPS}
+    assert all(g["verdict"] for g in recorded["groups"].values())
+    for hybrid in HYBRID_GROUPS:  # neither lab server offers one: recorded as refused, with the alert
+        assert recorded["groups"][hybrid]["outcome"] == "refused", recorded["groups"][hybrid]
+    assert any(g["outcome"] == "accepted" for g in recorded["groups"].values())
