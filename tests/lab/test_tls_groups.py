@@ -74,3 +74,31 @@ def test_default_lab_records_every_group_with_its_verdict(lab, tmp_path):
     for hybrid in HYBRID_GROUPS:  # neither lab server offers one: recorded as refused, with the alert
         assert recorded["groups"][hybrid]["outcome"] == "refused", recorded["groups"][hybrid]
     assert any(g["outcome"] == "accepted" for g in recorded["groups"].values())
+
+
+@pytest.mark.parametrize(("groups", "verdict"), [("X25519MLKEM768:secp384r1", "passed"), ("secp384r1", "failed")])
+def test_require_pq_kex_passes_against_an_endpoint_that_offers_a_hybrid(lab, tmp_path, groups, verdict):
+    """The positive case, end to end through the control: the lab's target pointed at a test
+    endpoint, a real OpenSSL TLS server (pyOpenSSL's wheel build, which has ML-KEM) offering
+    X25519MLKEM768 behind a minimal MySQL greeting written for the test, since neither lab
+    server can offer a hybrid group. The same endpoint without the hybrid fails, so the pass is
+the endpoint's hybrid, not a target that was never reached."""
+    from provision.pki import PkiLayout, issue_all
+    from tests.unit.test_tls_scan import FakeMySQL, tls_server
+
+    pki = PkiLayout(tmp_path / "pki")
+    issue_all(pki, server_name="db.test", server_address="127.0.0.1", users={"app": "app_user"})
+    endpoint = FakeMySQL(tls_server(pki, groups=groups))
+    try:
+        text = _target_requiring_pq(lab, tmp_path).read_text()
+        lines = [f"port = {endpoint.port}" if line.startswith("port =") else
+                 'host = "127.0.0.1"' if line.startswith("host =") else line for line in text.splitlines()]
+        path = tmp_path / "hybrid-target.toml"
+        path.write_text("\n".join(lines) + "\n")
+        run = run_control(path, "ZTM-TLS-1", extra=("-k", "key_exchange_groups"))
+    finally:
+        endpoint.close()
+    got = run.outcome("test_only_approved_key_exchange_groups_are_accepted")
+    assert got.outcome == verdict, got.message + run.output[-2000:]
+    if verdict == "failed":
+        assert f"127.0.0.1:{endpoint.port} accepts no hybrid group: missing X25519MLKEM768 (refused" in got.message
