@@ -102,3 +102,15 @@ the endpoint's hybrid, not a target that was never reached."""
     assert got.outcome == verdict, got.message + run.output[-2000:]
     if verdict == "failed":
         assert f"127.0.0.1:{endpoint.port} accepts no hybrid group: missing X25519MLKEM768 (refused" in got.message
+
+
+def test_lab_under_cnsa_fails_naming_the_unapproved_groups(lab, tmp_path):
+    """RFC 9151 approves secp384r1 (and ffdhe3072/4096) only; both lab servers also accept P-256
+    and P-521, which ZTM-TLS-1 must name (and not name the approved P-384)."""
+    text = lab.target_file.read_text()
+    path = tmp_path / "cnsa-target.toml"
+    path.write_text(text + '\n[policy]\nprofile = "cnsa"\n')
+    run = run_control(path, "ZTM-TLS-1")
+    message = run.assert_failed("test_only_approved_key_exchange_groups_are_accepted", "policy cnsa",
+                                "unapproved key-exchange groups accepted", "secp256r1", "secp521r1")
+    assert "secp384r1" not in message.split("; only")[0], message
