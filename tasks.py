@@ -24,7 +24,7 @@ PY = VENV / "bin" / "python"
 APT_PACKAGES = [
     "python3-venv", "python3-dev", "gcc", "git", "iproute2", "procps", "nftables", "fail2ban",
     "mariadb-server", "mariadb-client", "softhsm2", "opensc", "debootstrap", "openssl", "e2fsprogs",
-    "openscap-scanner", "ssg-debian", "ssg-debderived",
+    "openscap-scanner", "ssg-debian", "ssg-debderived", "sslscan",
 ]
 ENGINES = ("mariadb", "mysql")
 NO_TESTS_COLLECTED = 5

@@ -19,7 +19,8 @@ from ztm.tls_scan import SCAN_DEADLINE, Probe, ScanResult, scan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tls-scan", help="which TLS versions and suites a MySQL server accepts, and its certificate")
+    p = sub.add_parser("tls-scan", help="which TLS versions, suites and key-exchange groups a MySQL server accepts, "
+                       "and its certificate")
     p.add_argument("address", metavar="HOST:PORT", help="e.g. 10.77.0.10:3306 or [2001:db8::1]:3306")
     p.add_argument("--ca", type=Path, help="CA file: also verify the server's chain (and --server-name)")
     p.add_argument("--server-name", help="the name the certificate must carry (SNI and SAN check)")
@@ -97,7 +98,7 @@ def render(result: ScanResult) -> str:
     if not result.tls_supported:
         return "\n".join([*lines, "  the server does not offer TLS at all"])
     for title, table in (("protocol versions", result.protocols), ("TLS 1.3 suites", result.tls13_suites),
-                         ("TLS 1.2 suites", result.tls12_suites)):
+                         ("TLS 1.2 suites", result.tls12_suites), ("key-exchange groups", result.groups)):
         lines.append(title + ":")
         lines += [_row(name, probe) for name, probe in table.items()]
     if result.negotiated and result.negotiated.accepted:

@@ -183,6 +183,9 @@ def _check_consistent(doc: dict[str, Any], where: str) -> None:
         if extra:
             raise UserError(f"policy (profile {doc['profile']}, tailored by {where}): tls.{required} names "
                             f"{', '.join(extra)}, which tls.{allowed} does not allow")
+    if tls["require_pq_kex"] and tls["groups"] and not any("mlkem" in g.lower() for g in tls["groups"]):
+        raise UserError(f"policy (profile {doc['profile']}, tailored by {where}): tls.require_pq_kex needs a hybrid "
+                        f"group (e.g. X25519MLKEM768) among tls.groups, which names only {', '.join(tls['groups'])}")
 
 
 def policy_for(target: Any) -> Policy:

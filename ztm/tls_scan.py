@@ -56,6 +56,30 @@ TLS12_SUITES = (
     "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES256-GCM-SHA384", "AES128-GCM-SHA256",
     "AES256-SHA", "AES128-SHA",
 )
+# Key-exchange groups (OpenSSL names), each offered alone. Classical: the named groups of
+# RFC 8446 §4.2.7. Hybrid post-quantum: ML-KEM combined with a classical group
+# (draft-ietf-tls-ecdhe-mlkem); offered only where this client's OpenSSL has them (3.5+),
+# otherwise the probe is inconclusive and says so.
+CLASSICAL_GROUPS = (
+    "x25519", "x448", "secp256r1", "secp384r1", "secp521r1",
+    "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192",
+)
+HYBRID_GROUPS = ("X25519MLKEM768", "SecP256r1MLKEM768", "SecP384r1MLKEM1024")
+# TLS 1.2 suites whose key exchange uses a group: with only these offered, a TLS 1.2 server
+# cannot fall back to RSA key exchange, where no group is negotiated.
+_GROUP_TLS12_SUITES = "kECDHE:kDHE"
+
+
+def is_hybrid(group: str) -> bool:
+    """Whether a group name is a post-quantum hybrid (ML-KEM with a classical group)."""
+    return "mlkem" in group.lower()
+
+
+def canonical_group(name: str) -> str:
+    """OpenSSL spells some groups two ways (prime256v1 and secp256r1; X25519 and x25519)."""
+    aliases = {"prime256v1": "secp256r1", "p-256": "secp256r1", "p-384": "secp384r1", "p-521": "secp521r1"}
+    lowered = name.lower()
+    return aliases.get(lowered, lowered)
 
 
 # -- the MySQL side -------------------------------------------------------------------
@@ -194,15 +218,30 @@ def client_description() -> str:
     return f"pyOpenSSL {OpenSSL.__version__}, {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}"
 
 
+def _set_groups(ctx: SSL.Context, groups: str) -> None:
+    """Restrict the groups the client offers (``SSL_CTX_set1_groups_list``).
+
+    pyOpenSSL has no method for it, but the binding it shares with cryptography exposes the
+    same OpenSSL function under its older name, ``SSL_CTX_set1_curves_list`` (OpenSSL
+    defines one as the other); it takes every group name, hybrids included."""
+    from OpenSSL._util import lib
+
+    if lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) != 1:
+        raise SSL.Error([("", "", f"this OpenSSL does not know the group {groups}")])
+
+
 def _context(version: int | None, tls13_suite: str | None, tls12_suite: str | None,
-             ca: Path | None, cert: Path | None, key: Path | None) -> SSL.Context:
+             ca: Path | None, cert: Path | None, key: Path | None, group: str | None = None) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     if version is not None:
         ctx.set_min_proto_version(version)
         ctx.set_max_proto_version(version)
     # Security level 0 lets the client *offer* legacy versions and suites; what the server
     # accepts is the question, so the client must not refuse on its own.
-    ctx.set_cipher_list((f"{tls12_suite}:@SECLEVEL=0" if tls12_suite else "ALL:@SECLEVEL=0").encode())
+    tls12 = tls12_suite or (_GROUP_TLS12_SUITES if group else "ALL")
+    ctx.set_cipher_list(f"{tls12}:@SECLEVEL=0".encode())
+    if group is not None:
+        _set_groups(ctx, group)
     if tls13_suite is not None:
         ctx.set_tls13_ciphersuites(tls13_suite.encode())
     if ca is not None:
@@ -313,13 +352,14 @@ def _start_tls(host: str, port: int, ctx: SSL.Context, server_name: str | None,
 def handshake(host: str, port: int, *, version: int | None = None, tls13_suite: str | None = None,
               tls12_suite: str | None = None, ca: Path | None = None, server_name: str | None = None,
               cert: Path | None = None, key: Path | None = None, timeout: float = 10.0,
-              connect_timeout: float | None = None) -> Handshake:
+              connect_timeout: float | None = None, group: str | None = None) -> Handshake:
     """One fresh connection, one handshake; no MySQL login is ever sent.
 
     ``timeout`` bounds the wait for the server's TLS answers, ``connect_timeout`` (default:
-    the same) the TCP connect and the MySQL greeting."""
+    the same) the TCP connect and the MySQL greeting; ``group`` the only key-exchange group
+    the client offers."""
     try:
-        ctx = _context(version, tls13_suite, tls12_suite, ca, cert, key)
+        ctx = _context(version, tls13_suite, tls12_suite, ca, cert, key, group)
     except SSL.Error as exc:
         return Handshake(Probe(INCONCLUSIVE, f"this client cannot offer it ({client_description()}): "
                                              f"{_ssl_reason(exc)}"))
@@ -353,6 +393,9 @@ def handshake(host: str, port: int, *, version: int | None = None, tls13_suite: 
         offered = tls13_suite or tls12_suite
         if offered and probe.cipher != offered:
             probe = Probe(INCONCLUSIVE, f"negotiated {probe.cipher} although only {offered} was offered",
+                          probe.version, probe.cipher, probe.group)
+        elif group and (probe.group is None or canonical_group(probe.group) != canonical_group(group)):
+            probe = Probe(INCONCLUSIVE, f"negotiated group {probe.group} although only {group} was offered",
                           probe.version, probe.cipher, probe.group)
         chain = list(conn.get_peer_cert_chain(as_cryptography=True) or [])
         with contextlib.suppress(SSL.Error, OSError):
@@ -480,19 +523,24 @@ class ScanResult:
     protocols: dict[str, Probe] = field(default_factory=dict)
     tls13_suites: dict[str, Probe] = field(default_factory=dict)
     tls12_suites: dict[str, Probe] = field(default_factory=dict)
+    groups: dict[str, Probe] = field(default_factory=dict)
     negotiated: Probe | None = None
     chain: list[CertificateInfo] = field(default_factory=list)
     verified: bool | None = None
     verify_error: str | None = None
 
     def tables(self) -> dict[str, dict[str, Probe]]:
-        return {"protocol": self.protocols, "TLS 1.3 suite": self.tls13_suites, "TLS 1.2 suite": self.tls12_suites}
+        return {"protocol": self.protocols, "TLS 1.3 suite": self.tls13_suites, "TLS 1.2 suite": self.tls12_suites,
+                "group": self.groups}
 
     def accepted_protocols(self) -> list[str]:
         return [name for name, probe in self.protocols.items() if probe.accepted]
 
     def accepted_suites(self) -> list[str]:
         return [name for table in (self.tls13_suites, self.tls12_suites) for name, p in table.items() if p.accepted]
+
+    def accepted_groups(self) -> list[str]:
+        return [name for name, probe in self.groups.items() if probe.accepted]
 
     def inconclusive(self, *kinds: str) -> dict[str, Probe]:
         """Probes that proved neither acceptance nor refusal, as 'kind name' -> probe."""
@@ -506,9 +554,10 @@ class ScanResult:
 def scan(host: str, port: int, *, ca: Path | None = None, server_name: str | None = None,
          cert: Path | None = None, key: Path | None = None, timeout: float = 10.0,
          connect_timeout: float | None = None, tls13_suites: tuple[str, ...] = TLS13_SUITES,
-         tls12_suites: tuple[str, ...] = TLS12_SUITES, deadline: float | None = None,
-         progress: Callable[[int, int, str], None] | None = None) -> ScanResult:
-    """Probe every protocol version and suite alone; one verified handshake for the chain.
+         tls12_suites: tuple[str, ...] = TLS12_SUITES, groups: tuple[str, ...] = CLASSICAL_GROUPS + HYBRID_GROUPS,
+         deadline: float | None = None, progress: Callable[[int, int, str], None] | None = None) -> ScanResult:
+    """Probe every protocol version, suite and key-exchange group alone; one verified
+    handshake for the chain.
 
     ``deadline`` bounds the whole scan in seconds: a probe it leaves no time for is
     inconclusive ("not probed"), never refused. ``progress(done, total, name)`` is called
@@ -527,6 +576,7 @@ def scan(host: str, port: int, *, ca: Path | None = None, server_name: str | Non
           for suite in tls13_suites),
         *((result.tls12_suites, suite, {"version": SSL.TLS1_2_VERSION, "tls12_suite": suite})
           for suite in tls12_suites),
+        *((result.groups, group, {"group": group}) for group in groups),
         (None, "default handshake", {}),
         *([(None, "chain and name", {"ca": ca, "server_name": server_name})] if ca is not None else []),
     ]

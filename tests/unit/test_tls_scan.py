@@ -17,10 +17,20 @@ import pytest
 from OpenSSL import SSL
 
 from provision.pki import PkiLayout, issue_all
-from ztm.checks.tls import protocol_problems, suite_problems
+from ztm.checks.tls import group_problems, group_verdicts, protocol_problems, suite_problems
 from ztm.errors import UserError
 from ztm.policy import load_policy
-from ztm.tls_scan import CLIENT_SSL, client_certificate_verdict, handshake, parse_greeting, scan, ssl_request_packet
+from ztm.tls_scan import (
+    CLASSICAL_GROUPS,
+    CLIENT_SSL,
+    HYBRID_GROUPS,
+    _set_groups,
+    client_certificate_verdict,
+    handshake,
+    parse_greeting,
+    scan,
+    ssl_request_packet,
+)
 
 TLS_POLICY = load_policy().tls  # zero-trust
 APPROVED_TLS13_SUITES = tuple(TLS_POLICY["tls13_suites"])
@@ -136,9 +146,13 @@ def pki(tmp_path_factory) -> PkiLayout:
 
 
 def tls_server(pki: PkiLayout, *, minimum: int = SSL.TLS1_3_VERSION, tls13: tuple[str, ...] = APPROVED_TLS13_SUITES,
-               tls12: str = "ECDHE-ECDSA-AES256-GCM-SHA384", verify_clients: bool = False) -> Answer:
-    """A real TLS server (pyOpenSSL): versions from ``minimum`` to TLS 1.3, exactly these suites."""
+               tls12: str = "ECDHE-ECDSA-AES256-GCM-SHA384", verify_clients: bool = False,
+               groups: str | None = None) -> Answer:
+    """A real TLS server (pyOpenSSL): versions from ``minimum`` to TLS 1.3, exactly these suites
+    (and, given ``groups``, exactly these key-exchange groups, colon-separated)."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    if groups is not None:
+        _set_groups(ctx, groups)
     ctx.set_min_proto_version(minimum)
     ctx.set_max_proto_version(SSL.TLS1_3_VERSION)
     ctx.set_cipher_list(f"{tls12}:@SECLEVEL=0".encode())
@@ -233,6 +247,73 @@ def test_a_suite_this_client_cannot_offer_is_inconclusive_and_fails_tls1_by_name
     assert protocol_problems(result, TLS_POLICY) == []
     (problem,) = suite_problems(result, TLS_POLICY)
     assert "TLS 1.2 suite NOT-A-REAL-SUITE" in problem and "inconclusive" in problem
+
+
+# -- key-exchange groups --------------------------------------------------------------
+def _policy_tls(**overrides) -> dict:
+    return load_policy({"tls": overrides} if overrides else {}).tls
+
+
+def test_each_group_is_probed_alone_and_unapproved_ones_are_named(pki, serve):
+    server = serve(tls_server(pki, groups="secp384r1:x25519:ffdhe2048"))
+    result = scan("127.0.0.1", server.port, connect_timeout=SLOW, tls13_suites=(), tls12_suites=())
+    assert sorted(result.accepted_groups()) == ["ffdhe2048", "secp384r1", "x25519"]
+    assert result.groups["secp256r1"].outcome == "refused"
+    assert result.groups["secp256r1"].reason == "alert: handshake failure"
+    assert result.groups["X25519MLKEM768"].outcome == "refused"
+    assert set(result.groups) == {*CLASSICAL_GROUPS, *HYBRID_GROUPS}
+    tls = _policy_tls(groups=["secp384r1", "x25519"])
+    (problem,) = group_problems(result, tls)
+    assert problem.startswith("unapproved key-exchange groups accepted: ffdhe2048;")
+    assert group_verdicts(result, tls)["ffdhe2048"]["verdict"] == "unapproved"
+    assert group_verdicts(result, tls)["secp384r1"]["verdict"] == "approved"
+    assert group_problems(result, _policy_tls(groups=["secp384r1", "x25519", "ffdhe2048"])) == []
+
+
+def test_require_pq_kex_fails_on_a_classical_server_naming_the_missing_hybrids(pki, serve):
+    server = serve(tls_server(pki, groups="secp384r1"))
+    result = scan("127.0.0.1", server.port, connect_timeout=SLOW, tls13_suites=(), tls12_suites=())
+    assert group_problems(result, _policy_tls()) == []  # zero-trust: groups recorded, not judged
+    (problem,) = group_problems(result, _policy_tls(require_pq_kex=True))
+    assert "post-quantum key exchange is required" in problem
+    for hybrid in HYBRID_GROUPS:
+        assert f"{hybrid} (refused: alert: handshake failure)" in problem
+
+
+def test_pq_hybrid_is_detected_positively_on_a_server_that_offers_one(pki, serve):
+    """The endpoint is a real OpenSSL TLS server (the one pyOpenSSL's wheel carries, which has
+    ML-KEM) behind a minimal MySQL greeting written for the test: no MySQL or MariaDB build
+    here offers a hybrid group, so this is the positive case's only real server."""
+    server = serve(tls_server(pki, groups="X25519MLKEM768:secp384r1"))
+    result = scan("127.0.0.1", server.port, connect_timeout=SLOW, tls13_suites=(), tls12_suites=())
+    probe = result.groups["X25519MLKEM768"]
+    assert probe.accepted and probe.group == "X25519MLKEM768", probe
+    assert result.groups["SecP256r1MLKEM768"].outcome == "refused"
+    assert result.negotiated.group == "X25519MLKEM768"  # this client offers the hybrid first by default
+    assert group_problems(result, _policy_tls(require_pq_kex=True)) == []
+    assert group_problems(result, _policy_tls(require_pq_kex=True, groups=["X25519MLKEM768", "secp384r1"])) == []
+    assert group_verdicts(result, _policy_tls())["X25519MLKEM768"]["hybrid"] is True
+
+
+def test_a_group_this_client_cannot_offer_is_inconclusive_and_named(pki, serve):
+    server = serve(tls_server(pki))
+    result = scan("127.0.0.1", server.port, connect_timeout=SLOW, tls13_suites=(), tls12_suites=(),
+                  groups=("secp384r1", "NotAGroup"))
+    bogus = result.groups["NotAGroup"]
+    assert bogus.outcome == "inconclusive" and "this client cannot offer it" in bogus.reason
+    problems = group_problems(result, _policy_tls(groups=["secp384r1", "x25519"]))
+    assert any("group NotAGroup" in p and "inconclusive" in p for p in problems), problems
+
+
+def test_silence_on_a_group_probe_is_inconclusive_not_refused(serve):
+    server = serve(silent)
+    probe = handshake("127.0.0.1", server.port, group="x25519", timeout=0.5, connect_timeout=SLOW).probe
+    assert probe.outcome == "inconclusive" and probe.reason == "no answer within 0.5 s"
+
+
+def test_require_pq_kex_needs_an_approved_hybrid_group():
+    with pytest.raises(UserError, match="require_pq_kex needs a hybrid group"):
+        load_policy({"profile": "cnsa", "tls": {"require_pq_kex": True}})
 
 
 def test_scan_reports_a_name_mismatch(pki, serve):
@@ -340,3 +421,22 @@ def test_cli_console_script_has_no_traceback():
     done = subprocess.run([sys.executable, "-m", "ztm.cli", "tls-scan", f"127.0.0.1:{_free_port()}"],
                           capture_output=True, text=True, timeout=SLOW)
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+# -- MySQL's administrative interface ---------------------------------------------------
+def _admin(**live) -> dict:
+    return {"admin_address": "10.0.0.1", "admin_port": "33062", "admin_tls_version": "TLSv1.3",
+            "admin_tls_ciphersuites": ":".join(APPROVED_TLS13_SUITES), **live}
+
+
+def test_admin_interface_judged_like_the_main_one():
+    from ztm.checks.tls import admin_interface_problems
+
+    assert admin_interface_problems(_admin(), TLS_POLICY) == []
+    weak = admin_interface_problems(_admin(admin_tls_version="TLSv1.2,TLSv1.3", admin_tls_ciphersuites=""),
+                                    TLS_POLICY)
+    assert len(weak) == 2 and "allows TLSv1.2" in weak[0] and "empty admin_tls_ciphersuites" in weak[1]
+    (extra,) = admin_interface_problems(_admin(admin_tls_ciphersuites="TLS_AES_128_GCM_SHA256"), TLS_POLICY)
+    assert "unapproved TLS 1.3 suites TLS_AES_128_GCM_SHA256" in extra
+    (unset,) = admin_interface_problems(_admin(admin_tls_version=""), TLS_POLICY)
+    assert "no admin_tls_version" in unset
