@@ -46,6 +46,14 @@ class _Module:
         self.lib = pkcs11.lib(path)
         self.tokens: dict[str, _Token] = {}
 
+    def reopen(self) -> None:
+        """C_Finalize and C_Initialize (the module then sees tokens made since it was loaded, such
+        as a rebuilt lab's), and every open token logs in again, in place: the clients holding
+        them keep working. Called under ``lock``."""
+        self.lib.reinitialize()
+        for token in self.tokens.values():
+            token.open(token.pin)
+
 
 class _Token:
     """A token of a module: logged in once (login is per process and token in PKCS#11, and
@@ -53,18 +61,33 @@ class _Token:
 
     def __init__(self, module: _Module, label: str, pin: str) -> None:
         self.module, self.label = module, label
-        self.token = module.lib.get_token(token_label=label)
+        self.open(pin)
+
+    def open(self, pin: str) -> None:
+        self.token = self.module.lib.get_token(token_label=self.label)
         try:
             self._login = self.token.open(user_pin=pin)
         except pkcs11.exceptions.UserAlreadyLoggedIn:  # logged in by code outside this module
             self._login = self.token.open()
-        self._pin_digest = hashlib.sha256(pin.encode()).digest()
+        self.pin = pin  # kept to log in again after the module is re-initialised
         self._idle: list[Any] = []  # read-only sessions not in use
 
-    def check_pin(self, pin: str) -> None:
-        """The token is logged in already; a different PIN must not ride on that login."""
-        if not hmac.compare_digest(self._pin_digest, hashlib.sha256(pin.encode()).digest()):
-            raise UserError(f"PKCS#11 token {self.label!r} is already open in this process with another PIN")
+    def same_pin(self, pin: str) -> bool:
+        return hmac.compare_digest(hashlib.sha256(self.pin.encode()).digest(), hashlib.sha256(pin.encode()).digest())
+
+    def switch_pin(self, pin: str) -> None:
+        """Another PIN for an open token: either the token was made again since (a rebuilt lab:
+        the module must be re-initialised to see it) or the PIN is wrong. The login is tried
+        afresh; a PIN that does not open the token leaves the process logged in as before."""
+        old = self.pin
+        self.pin = pin
+        try:
+            self.module.reopen()
+        except pkcs11.exceptions.PKCS11Error:
+            self.pin = old
+            self.module.reopen()
+            raise UserError(f"PKCS#11 token {self.label!r} is already open in this process with another PIN, "
+                            "and this one does not open it") from None
 
     @contextlib.contextmanager
     def session(self, rw: bool = False) -> Iterator[Any]:
@@ -114,8 +137,9 @@ def _open_token(module: str, env: dict[str, str], label: str, pin: str) -> _Toke
             with loaded.lock:
                 token = _Token(loaded, label, pin)
             loaded.tokens[label] = token
-        else:
-            token.check_pin(pin)
+        elif not token.same_pin(pin):
+            with loaded.lock:
+                token.switch_pin(pin)
         return token
 
 

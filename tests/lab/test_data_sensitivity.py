@@ -64,9 +64,10 @@ def test_acc1_fails_when_migration_may_drop_a_data_table(data_plane, control):
 def test_ten1_fails_when_set_tenant_skips_its_grant_check(data_plane, control):
     data_plane("DROP PROCEDURE security_set_tenant",
                f"CREATE {DEFINER} PROCEDURE security_set_tenant(IN p_tenant CHAR(36)) MODIFIES SQL DATA "
-               "SQL SECURITY DEFINER REPLACE INTO tenant_context (connection_id, login_user, tenant_id) "
-               "VALUES (CONNECTION_ID(), USER(), p_tenant)",
-               f"GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO {APP}")  # DROP took the grant
+               "SQL SECURITY DEFINER BEGIN SET @ztm_tenant_session = RANDOM_BYTES(16); "
+               "REPLACE INTO tenant_context (connection_id, login_user, tenant_id, session_key) "
+               "VALUES (CONNECTION_ID(), USER(), p_tenant, @ztm_tenant_session); END",
+               f"GRANT EXECUTE ON PROCEDURE security_set_tenant TO {APP}")  # DROP took the grant
     run = control("ZTM-TEN-1")
     run.assert_failed("test_ungranted_tenant_is_refused", "accepted a tenant never granted")
 
@@ -123,10 +124,11 @@ def test_ten1_fails_when_the_tenant_grant_ignores_the_identity(data_plane, contr
                "SQL SECURITY DEFINER BEGIN "
                "IF NOT EXISTS (SELECT 1 FROM tenant_grants WHERE tenant_id = p_tenant) THEN "
                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'security_set_tenant: tenant not granted'; END IF; "
-               "REPLACE INTO tenant_context (connection_id, login_user, tenant_id) "
-               "VALUES (CONNECTION_ID(), USER(), p_tenant); END",
-               f"GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO {APP}",
-               f"GRANT EXECUTE ON PROCEDURE securedb.security_set_tenant TO 'auditor'@'{ACCOUNT_HOST}'")
+               "SET @ztm_tenant_session = RANDOM_BYTES(16); "
+               "REPLACE INTO tenant_context (connection_id, login_user, tenant_id, session_key) "
+               "VALUES (CONNECTION_ID(), USER(), p_tenant, @ztm_tenant_session); END",
+               f"GRANT EXECUTE ON PROCEDURE security_set_tenant TO {APP}",
+               f"GRANT EXECUTE ON PROCEDURE security_set_tenant TO 'auditor'@'{ACCOUNT_HOST}'")
     run = control("ZTM-TEN-1")
     run.assert_failed("test_tenant_grant_follows_the_identity", "accepted for app_user", "ignores the identity")
 

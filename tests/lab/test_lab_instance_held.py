@@ -38,7 +38,7 @@ def test_a_second_lab_on_a_held_instance_names_the_holder(lab, other_checkout):
     other.state_file.write_text(json.dumps({"engine": lab.state()["engine"]}))
     engine = other.engine()
     try:
-        server.prepare_folders(other.server, lab.pki.root / "server")
+        server.prepare_folders(other.server, lab.pki.root / "server", lab.database())
         other.render_config()
         engine.attach(other.server.root)
         server.initialize(engine, other.server, netns.in_netns(netns.DB.netns, []))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -414,3 +416,40 @@ def test_pkcs11_one_module_load_per_process_and_read_only_sessions_for_wrapping(
     assert second.unwrap(wrapped, context) == b"k" * 32, "closing one client logged the others out"
     idle = second._token._idle
     assert idle and not any(session.rw for session in idle), "a wrap or unwrap session is read-write"
+
+
+REBUILT_TOKEN = """
+import shutil, sys
+from pathlib import Path
+from envelope.kms.pkcs11 import Pkcs11Kms
+from provision import kms as lab_kms
+from ztm.errors import UserError
+
+layout = lab_kms.KmsLayout(Path(sys.argv[1]))
+env = {"SOFTHSM2_CONF": str(layout.conf)}
+lab_kms.ensure_token(layout, "first-pin", "so-pin")
+first = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "first-pin", 1, env)
+first.create_kek(1)
+shutil.rmtree(layout.tokens)  # the lab is rebuilt: a new token, the same label, another PIN
+lab_kms.ensure_token(layout, "second-pin", "so-pin")
+second = Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "second-pin", 1, env)
+second.create_kek(1)
+wrapped = second.wrap(b"k" * 32, b"ctx")
+try:
+    Pkcs11Kms(lab_kms.MODULE, lab_kms.TOKEN_LABEL, lab_kms.KEY_PREFIX, "wrong-pin", 1, env)
+except UserError as exc:
+    print("wrong:", exc)
+assert second.unwrap(wrapped, b"ctx") == b"k" * 32, "the right PIN's client stopped working"
+print("ok")
+"""
+
+
+def test_a_token_made_again_opens_with_its_new_pin_and_a_wrong_pin_changes_nothing(tmp_path):
+    """One process, the lab rebuilt under it (as the lab tests do): the token is found again
+    with its new PIN; a wrong PIN is refused and the open client keeps working."""
+    if shutil.which("softhsm2-util") is None:
+        pytest.skip("softhsm2 is not installed (tasks.py installs it)")
+    done = subprocess.run([sys.executable, "-c", REBUILT_TOKEN, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.endswith("ok\n"), done.stdout + done.stderr
+    assert "wrong: PKCS#11 token 'ztm-kms' is already open in this process with another PIN" in done.stdout
