@@ -7,7 +7,9 @@ the KMS; the database's own content (every byte of the row) cannot decrypt it, w
 key-encryption key is not extractable from the HSM. Every recent stored record is checked
 twice, separately: its data key unwraps through the KMS in the record's own context, and
 each PII column is AES-256-GCM ciphertext that opens under that key (a column that holds
-readable text is named as plaintext). Findings never quote the PII they found.
+readable text is named as plaintext). No two of those records share a DEK (records of
+format v2 each derive their own from the tenant's branch key and a salt of their own; a v1
+DEK cached across records is named). Findings never quote the PII they found, nor keys.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from envelope import branch
 from envelope.client import PII_FIELDS, TABLE, api_json, open_column
 from envelope.context import parse_header
 from envelope.setup import client_for
@@ -199,3 +202,30 @@ def test_every_stored_pii_field_is_ciphertext(recent_records, unwrapped, evidenc
     assert recent_records, f"no records stored in {TABLE}: nothing to check"
     assert not findings, f"{len(findings)} stored PII field(s) are not client-side ciphertext: " + "; ".join(
         findings[:10])
+
+
+def test_no_two_records_share_a_dek(recent_records, unwrapped, evidence):
+    """Each record's DEK (as unwrapped or derived above) is its own: one leaked DEK opens one
+    record. Compared in memory; the evidence holds counts and record ids, never a key."""
+    by_dek: dict[bytes, list[str]] = {}
+    for user_id, dek in unwrapped.items():
+        if isinstance(dek, bytes):
+            by_dek.setdefault(dek, []).append(user_id)
+    shared = sorted(sorted(ids) for ids in by_dek.values() if len(ids) > 1)
+    salts = [parts[0] for row in recent_records
+             if (parts := _branch_parts(row)) is not None and isinstance(unwrapped[row["user_id"]], bytes)]
+    evidence.json("dek-uniqueness", {"records": len(recent_records), "deks_checked": sum(map(len, by_dek.values())),
+                                     "distinct_deks": len(by_dek), "v2_records": len(salts),
+                                     "distinct_salts": len(set(salts)), "shared": shared[:20]})
+    assert by_dek, f"no record of {TABLE} has a DEK that unwraps: nothing to compare"
+    assert not shared, (f"{len(shared)} DEK(s) each serve several records ({sum(map(len, shared))} records; one "
+                        "leaked DEK opens them all): " + "; ".join(
+                            f"{TABLE}.pii_wrapped_key of records {', '.join(ids[:5])}"
+                            + (f" and {len(ids) - 5} more" if len(ids) > 5 else "") for ids in shared[:5]))
+
+
+def _branch_parts(row: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    try:
+        return branch.unpack(bytes(row["pii_wrapped_key"]))
+    except UserError:
+        return None

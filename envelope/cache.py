@@ -1,6 +1,10 @@
 """A DEK cache per tenant with limits, after the AWS Encryption SDK's caching materials
 manager: a cached data key is reused for at most ``max_age`` seconds, ``max_messages``
-records and ``max_bytes`` of plaintext, then a fresh one is made (and wrapped by the KMS)."""
+records and ``max_bytes`` of plaintext, then a fresh one is made (and wrapped by the KMS).
+
+Branch keys (envelope.branch) are cached here too, bounded by ``max_age`` only: a branch key
+encrypts nothing itself (each record has its own derived DEK), so the per-use bounds, which
+limit how much one DEK protects, do not apply to it (``take(..., limit_uses=False)``)."""
 
 from __future__ import annotations
 
@@ -57,7 +61,8 @@ class DekCache:
         return {"enabled": self.enabled, "max_age_s": self.max_age, "max_messages": self.max_messages,
                 "max_bytes": self.max_bytes}
 
-    def take(self, tenant: str, key_version: int, plaintext_bytes: int) -> CachedKey | None:
+    def take(self, tenant: str, key_version: int, plaintext_bytes: int, *,
+             limit_uses: bool = True) -> CachedKey | None:
         """A cached key still within its limits after this use, or None."""
         if not self.enabled:
             return None
@@ -65,8 +70,8 @@ class DekCache:
             entry = self._entries.get((tenant, key_version))
             if entry is None:
                 return None
-            expired = (self.clock() - entry.created > self.max_age or entry.messages + 1 > self.max_messages
-                       or entry.bytes + plaintext_bytes > self.max_bytes)
+            expired = self.clock() - entry.created > self.max_age or (limit_uses and (
+                entry.messages + 1 > self.max_messages or entry.bytes + plaintext_bytes > self.max_bytes))
             if expired:
                 del self._entries[(tenant, key_version)]
                 return None

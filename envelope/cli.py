@@ -1,4 +1,4 @@
-"""`ztm envelope encrypt | create-user | decrypt | rewrap`: client-side encryption from the shell.
+"""`ztm envelope encrypt | create-user | import | decrypt | rewrap`: client-side encryption from the shell.
 
 PII is read from a JSON file or standard input ({"name", "email", "phone"}), never from
 the command line, where other users of the machine could read it. Mistakes a user can make
@@ -12,11 +12,13 @@ import argparse
 import json
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
+from envelope import bulk
 from envelope.client import EnvelopeClient, api_json
 from envelope.rotate import RewrapCounts, rewrap_tenant
 from envelope.setup import client_for, pq_private_for
@@ -43,6 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--no-pq", action="store_true", help="skip the post-quantum wrap (if not required)")
         p.add_argument("--no-dek-cache", action="store_true", help="a fresh DEK (and KMS call) for every record")
         p.set_defaults(func=func)
+    i = env_sub.add_parser("import", help="bulk load: encrypt records from a JSON Lines file and store them in "
+                                          "batches (one audited transaction per batch)")
+    i.add_argument("--target", type=Path, required=True)
+    i.add_argument("--tenant", required=True, help="tenant id (UUID)")
+    i.add_argument("--input", type=Path, required=True,
+                   help='JSON Lines: one {"name", "email", "phone", "role"?, "user_id"?} object a line')
+    i.add_argument("--batch", type=int, default=bulk.BATCH, help=f"records per call (1..{bulk.MAX_BATCH})")
+    i.add_argument("--no-pq", action="store_true", help="skip the post-quantum wrap (if not required)")
+    i.add_argument("--no-dek-cache", action="store_true", help="a KMS call for every record")
+    i.set_defaults(func=_import)
     r = env_sub.add_parser("rewrap", help="KEK rotation: re-wrap every DEK of a tenant under a newer KEK version "
                                           "(resumable: run it again after an interruption)")
     r.add_argument("--target", type=Path, required=True)
@@ -71,6 +83,12 @@ def _uuid(value: str | None, what: str) -> str | None:
 MAX_PII_JSON = 1 << 20  # three short fields: a larger document is a mistake, not a record
 
 
+def _pii_doc(doc: Any) -> dict[str, str]:
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("name", "email", "phone")):
+        raise UserError("the PII JSON must be an object with string fields name, email and phone")
+    return {k: doc[k] for k in ("name", "email", "phone")}
+
+
 def _pii(path: Path | None) -> dict[str, str]:
     try:
         data = path.read_bytes()[:MAX_PII_JSON + 1] if path else sys.stdin.buffer.read(MAX_PII_JSON + 1)
@@ -83,9 +101,40 @@ def _pii(path: Path | None) -> dict[str, str]:
         raise UserError("the PII JSON is nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the PII JSON ({exc})") from None
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("name", "email", "phone")):
-        raise UserError("the PII JSON must be an object with string fields name, email and phone")
-    return {k: doc[k] for k in ("name", "email", "phone")}
+    return _pii_doc(doc)
+
+
+def _jsonl(path: Path) -> Iterator[tuple[dict[str, str], str, str | None]]:
+    """(PII, role, user id) of each non-empty line, read lazily; a bad line: UserError naming it."""
+    try:
+        with path.open("rb") as f:
+            for number, line in enumerate(f, 1):
+                if len(line) > MAX_PII_JSON:
+                    raise UserError(f"{path} line {number}: longer than {MAX_PII_JSON} bytes")
+                if not line.strip():
+                    continue
+                try:
+                    doc = json.loads(line.decode())
+                    pii = _pii_doc(doc)
+                    role = doc.get("role", "user")
+                    if not isinstance(role, str):
+                        raise ValueError("role must be a string")
+                    user_id = _uuid(doc.get("user_id"), "user id") if isinstance(doc.get("user_id"), str) else None
+                except UnicodeDecodeError:
+                    raise UserError(f"{path} line {number}: not UTF-8 text") from None
+                except RecursionError:
+                    raise UserError(f"{path} line {number}: nested too deeply") from None
+                except (ValueError, UserError) as exc:
+                    raise UserError(f"{path} line {number}: {exc}") from None
+                yield pii, role, user_id
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_lines(path: Path) -> int:
+    """The number of records, every line checked first: a bad line costs no KMS login, no
+    connection and no partial import."""
+    return sum(1 for _ in _jsonl(path))
 
 
 def _target(args: argparse.Namespace):
@@ -141,6 +190,42 @@ def _create_user(args: argparse.Namespace) -> int:
         conn.close()
     print(f"created user {user_id} in tenant {args.tenant} (DEK wrapped by {doc['pii_kms_key_id']}"
           + (f", PQ wrap {doc['pq_alg']})" if doc.get("pq_alg") else ")"))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    target = _target(args)
+    if not 1 <= args.batch <= bulk.MAX_BATCH:
+        raise UserError(f"--batch must be 1..{bulk.MAX_BATCH}, not {args.batch}")
+    total = _check_lines(args.input)
+    client = _client(args, target)
+    stored = 0
+    bar = tqdm(total=total, unit="rec", disable=not sys.stderr.isatty(), file=sys.stderr)
+    try:
+        conn = _app_session(target, args.tenant)
+        docs = (client.encrypt_user(args.tenant, pii, role, user_id) for pii, role, user_id in _jsonl(args.input))
+
+        def progress(n: int) -> None:
+            nonlocal stored
+            stored += n
+            bar.update(n)
+
+        try:
+            bulk.import_records(conn, docs, size=args.batch, progress=progress)
+        except pymysql.MySQLError as exc:
+            raise UserError(f"the server refused a batch ({exc.args[-1]}); {stored} records stored before it, "
+                            "the refused batch not at all") from None
+        except UserError as exc:
+            raise UserError(f"{exc}; {stored} records stored before it") from None
+        finally:
+            conn.close()
+    finally:
+        bar.close()
+        calls = client.kms.calls
+        client.kms.close()
+    print(f"imported {stored} records into tenant {args.tenant} ({calls} KMS calls)")
     return 0
 
 

@@ -3,9 +3,12 @@
 Field AAD binds tenant, table, column, record id and key version, so a ciphertext moved to
 another row, column or tenant fails to decrypt. The decryptor rebuilds the AAD from the row
 it reads; the stored AAD is only a record of it, read for its header (format and key
-version, both authenticated since they are part of the AAD). The DEK wrap binds tenant,
-table and key version (a cached DEK serves several records of one tenant, as in the AWS
-Encryption SDK).
+version, both authenticated since they are part of the AAD).
+
+Two record shapes: ``ztm-envelope-v1`` (a DEK wrapped by the KMS, bound to tenant, table and
+key version; a cached DEK served several records) and ``ztm-envelope-v2`` (a per-tenant
+branch key wrapped by the KMS in ``branch_context``, each record's own DEK derived from it,
+see envelope.branch). Both decrypt; new records are v2.
 
 Serialization (documented so others can decrypt without this code):
 ``<format>;k1=v1;k2=v2...`` in the order below, UTF-8, values without ';' or '='.
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FORMAT = "ztm-envelope-v1"
-KNOWN_FORMATS = (FORMAT,)  # a new format is added here; old records keep their header and decrypt
+FORMAT_V1 = "ztm-envelope-v1"
+FORMAT = FORMAT_V1  # the AAD format of a record without a branch key (the default of field_aad)
+FORMAT_V2 = "ztm-envelope-v2"
+KNOWN_FORMATS = (FORMAT_V1, FORMAT_V2)  # a new format is added here; old records keep their header and decrypt
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,17 @@ def field_aad(*, tenant: str, table: str, column: str, record: str, key_version:
 
 def wrap_context(*, tenant: str, table: str, key_version: int) -> bytes:
     return _canonical({"purpose": "dek", "tenant": tenant, "table": table, "kv": key_version})
+
+
+def branch_context(*, tenant: str, table: str, key_version: int) -> bytes:
+    """What a branch key's KMS (and PQ) wrap is bound to: another purpose than a v1 DEK's, so
+    neither wrap opens as the other."""
+    return _canonical({"purpose": "branch-key", "tenant": tenant, "table": table, "kv": key_version}, FORMAT_V2)
+
+
+def record_dek_info(*, tenant: str, table: str, record: str) -> bytes:
+    """The HKDF info of a record's DEK: the DEK is bound to its tenant, table and record."""
+    return _canonical({"purpose": "record-dek", "tenant": tenant, "table": table, "record": record}, FORMAT_V2)
 
 
 PQ_PRIVATE_KEY_CONTEXT = _canonical({"purpose": "pq-organisation-private-key"})

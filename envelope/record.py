@@ -27,8 +27,8 @@ def new_dek() -> bytes:
 
 
 def seal(dek: bytes, plaintext: str, *, tenant: str, table: str, column: str, record: str,
-         key_version: int) -> SealedField:
-    aad = field_aad(tenant=tenant, table=table, column=column, record=record, key_version=key_version)
+         key_version: int, fmt: str = FORMAT) -> SealedField:
+    aad = field_aad(tenant=tenant, table=table, column=column, record=record, key_version=key_version, fmt=fmt)
     iv = os.urandom(IV_BYTES)
     return SealedField(AESGCM(dek).encrypt(iv, plaintext.encode("utf-8"), aad), iv, aad)
 

@@ -1,7 +1,8 @@
 """KEK rotation: re-wrap every DEK of a tenant under a newer KEK version, through the API.
 
 Field ciphertext is untouched (only pii_wrapped_key, pii_kms_key_id, pii_key_version
-change); each re-wrap is one committed, audited call of app_rewrap_user_key, and records
+change; a v2 record keeps its salt and gets its branch key's new wrap, so its DEK stays);
+each re-wrap is one committed, audited call of app_rewrap_user_key, and records
 already at the target version are skipped, so a run that is interrupted (killed, Ctrl-C,
 a lost connection) is resumed by running it again. Records are read in pages in user_id
 order, so memory stays constant for large tenants.
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 
 import pymysql
 
+from envelope import branch
 from envelope.client import TABLE, EnvelopeClient
-from envelope.context import wrap_context
+from envelope.context import branch_context, wrap_context
 from envelope.kms.base import WrappedKey
 
 PAGE = 500
@@ -73,15 +75,19 @@ def _rewrap_one(conn, client: EnvelopeClient, tenant: str, to_version: int, row:
                 rewrapped: dict[tuple[bytes, int], WrappedKey], counts: RewrapCounts) -> None:
     version, blob = int(row["pii_key_version"]), bytes(row["pii_wrapped_key"])
     try:
-        new = rewrapped.get((blob, version))
+        parts = branch.unpack(blob)
+        context = wrap_context if parts is None else branch_context
+        wrapped = blob if parts is None else parts[1]  # v2: the branch key's wrap, shared by its records
+        new = rewrapped.get((wrapped, version))
         if new is None:
-            dek = client.kms.unwrap(WrappedKey(blob, row["pii_kms_key_id"], version),
-                                    wrap_context(tenant=tenant, table=TABLE, key_version=version))
-            new = client.kms.wrap(dek, wrap_context(tenant=tenant, table=TABLE, key_version=to_version), to_version)
-            rewrapped[(blob, version)] = new
+            key = client.kms.unwrap(WrappedKey(wrapped, row["pii_kms_key_id"], version),
+                                    context(tenant=tenant, table=TABLE, key_version=version))
+            new = client.kms.wrap(key, context(tenant=tenant, table=TABLE, key_version=to_version), to_version)
+            rewrapped[(wrapped, version)] = new
+        stored = new.blob if parts is None else branch.pack(parts[0], new.blob)
         with conn.cursor() as cur:
             cur.execute("CALL app_rewrap_user_key(%s, %s, %s, %s)",
-                        (row["user_id"], base64.b64encode(new.blob).decode(), new.key_id, new.key_version))
+                        (row["user_id"], base64.b64encode(stored).decode(), new.key_id, new.key_version))
         counts.rewrapped += 1
     except Exception as exc:  # one bad record must not stop the rotation; it is reported
         counts.failed[row["user_id"]] = str(exc)[:200]

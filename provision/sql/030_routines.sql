@@ -116,6 +116,90 @@ BEGIN
   SELECT v_user_id AS user_id;
 END //
 
+-- Bulk load: a JSON array of documents as app_create_user_encrypted takes them, inserted in
+-- one statement (set-based through JSON_TABLE: the audit triggers fire for every row) and
+-- one transaction: all of them or none. Inside a caller's transaction it neither commits nor
+-- rolls back the caller's work (a savepoint, as app_transfer). Returns the number inserted.
+DROP PROCEDURE IF EXISTS app_create_users_encrypted //
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_create_users_encrypted(IN p_users LONGTEXT)
+  MODIFIES SQL DATA SQL SECURITY DEFINER
+BEGIN
+  DECLARE v_tenant CHAR(36) CHARACTER SET ascii DEFAULT get_tenant();
+  DECLARE v_count INT UNSIGNED;
+  DECLARE v_bad INT UNSIGNED;
+  DECLARE v_in_caller_transaction BOOLEAN;
+  DECLARE v_mode TINYINT DEFAULT 0;  -- 0 nothing written yet, 1 own transaction, 2 inside the caller's
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    IF v_mode = 1 THEN
+      ROLLBACK;
+    ELSEIF v_mode = 2 THEN
+      BEGIN
+        DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN END;
+        ROLLBACK TO SAVEPOINT ztm_bulk_users;
+      END;
+    END IF;
+    RESIGNAL;
+  END;
+  IF v_tenant IS NULL THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_users_encrypted: no tenant context (call security_set_tenant)';
+  END IF;
+  IF p_users IS NULL OR NOT JSON_VALID(p_users) OR JSON_TYPE(p_users) <> 'ARRAY' THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_users_encrypted: the argument is not a JSON array';
+  END IF;
+  SET v_count = JSON_LENGTH(p_users);
+  IF v_count = 0 OR v_count > 10000 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_users_encrypted: a batch holds 1 to 10000 records';
+  END IF;
+  -- Every element checked before anything is written; the same rules as the one-record call.
+  SELECT COUNT(*) INTO v_bad FROM JSON_TABLE(p_users, '$[*]' COLUMNS (
+      tenant_id TEXT PATH '$.tenant_id')) j
+    WHERE j.tenant_id IS NOT NULL AND j.tenant_id <> v_tenant;
+  IF v_bad > 0 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_users_encrypted: a record belongs to another tenant';
+  END IF;
+  SELECT COUNT(*) INTO v_bad FROM JSON_TABLE(p_users, '$[*]' COLUMNS (
+      user_id TEXT PATH '$.user_id', name_ct TEXT PATH '$.name.ct', email_ct TEXT PATH '$.email.ct',
+      phone_ct TEXT PATH '$.phone.ct', wrapped TEXT PATH '$.pii_wrapped_key', key_id TEXT PATH '$.pii_kms_key_id')) j
+    WHERE j.user_id IS NULL OR j.user_id NOT REGEXP '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+       OR FROM_BASE64(j.name_ct) IS NULL OR FROM_BASE64(j.email_ct) IS NULL OR FROM_BASE64(j.phone_ct) IS NULL
+       OR FROM_BASE64(j.wrapped) IS NULL OR j.key_id IS NULL;
+  IF v_bad > 0 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'app_create_users_encrypted: a record lacks a lower-case UUID user_id, ciphertext, wrapped key or key id (or is not base64)';
+  END IF;
+  -- Never commit a caller's transaction (START TRANSACTION would) nor roll it back.
+  CALL api_in_transaction(v_in_caller_transaction);
+  IF v_in_caller_transaction THEN
+    SAVEPOINT ztm_bulk_users;
+    SET v_mode = 2;
+  ELSE
+    START TRANSACTION;
+    SET v_mode = 1;
+  END IF;
+  INSERT INTO users (user_id, tenant_id, role,
+                     name_ct, name_iv, name_aad, email_ct, email_iv, email_aad, phone_ct, phone_iv, phone_aad,
+                     pii_wrapped_key, pii_kms_key_id, pii_key_version, pii_pq_wrapped_key, pq_alg)
+  SELECT j.user_id, v_tenant, COALESCE(j.role, 'user'),
+         FROM_BASE64(j.name_ct), FROM_BASE64(j.name_iv), FROM_BASE64(j.name_aad),
+         FROM_BASE64(j.email_ct), FROM_BASE64(j.email_iv), FROM_BASE64(j.email_aad),
+         FROM_BASE64(j.phone_ct), FROM_BASE64(j.phone_iv), FROM_BASE64(j.phone_aad),
+         FROM_BASE64(j.wrapped), j.key_id, COALESCE(j.key_version, 1), FROM_BASE64(j.pq_wrapped), j.pq_alg
+  FROM JSON_TABLE(p_users, '$[*]' COLUMNS (
+      user_id CHAR(36) CHARACTER SET ascii PATH '$.user_id', role VARCHAR(64) PATH '$.role',
+      name_ct TEXT PATH '$.name.ct', name_iv TEXT PATH '$.name.iv', name_aad TEXT PATH '$.name.aad',
+      email_ct TEXT PATH '$.email.ct', email_iv TEXT PATH '$.email.iv', email_aad TEXT PATH '$.email.aad',
+      phone_ct TEXT PATH '$.phone.ct', phone_iv TEXT PATH '$.phone.iv', phone_aad TEXT PATH '$.phone.aad',
+      wrapped TEXT PATH '$.pii_wrapped_key', key_id VARCHAR(512) PATH '$.pii_kms_key_id',
+      key_version INT UNSIGNED PATH '$.pii_key_version', pq_wrapped TEXT PATH '$.pii_pq_wrapped_key',
+      pq_alg VARCHAR(64) PATH '$.pq_alg')) j;
+  IF v_mode = 1 THEN
+    COMMIT;
+  ELSE
+    RELEASE SAVEPOINT ztm_bulk_users;
+  END IF;
+  SELECT v_count AS inserted;
+END //
+
 DROP PROCEDURE IF EXISTS app_open_account //
 CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE app_open_account(
     IN p_user_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin, IN p_currency CHAR(3), IN p_initial DECIMAL(19, 4))

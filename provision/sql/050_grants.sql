@@ -16,6 +16,7 @@ USE ${database};
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'app_user'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE ${database}.security_set_tenant TO 'app_user'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE ${database}.app_create_user_encrypted TO 'app_user'@'${account_host}';
+GRANT EXECUTE ON PROCEDURE ${database}.app_create_users_encrypted TO 'app_user'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE ${database}.app_open_account TO 'app_user'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE ${database}.app_transfer TO 'app_user'@'${account_host}';
 GRANT EXECUTE ON PROCEDURE ${database}.app_rewrap_user_key TO 'app_user'@'${account_host}';

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 
 import envelope.client
-from envelope.context import field_aad
+from envelope.context import FORMAT, field_aad
 from envelope.record import IV_BYTES, SealedField
 
 
 def _store_plaintext(dek: bytes, plaintext: str, *, tenant: str, table: str, column: str, record: str,
-                     key_version: int) -> SealedField:
-    aad = field_aad(tenant=tenant, table=table, column=column, record=record, key_version=key_version)
+                     key_version: int, fmt: str = FORMAT) -> SealedField:
+    aad = field_aad(tenant=tenant, table=table, column=column, record=record, key_version=key_version, fmt=fmt)
     return SealedField(plaintext.encode("utf-8"), os.urandom(IV_BYTES), aad)
 
 

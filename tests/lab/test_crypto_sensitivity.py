@@ -16,6 +16,8 @@ import pytest
 import tomli_w
 
 from envelope import pq
+from envelope.cache import DekCache
+from envelope.client import EnvelopeClient
 from envelope.setup import client_for, pq_private_for
 from ztm.db import connect
 
@@ -101,6 +103,16 @@ def test_cry1_sentinel_scan_names_table_column_and_row_of_a_leak(lab, control):
     finally:
         with lab.admin() as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM securedb.users WHERE name_ct LIKE 'ZTM SENTINEL %'")
+
+
+def test_cry1_fails_when_two_records_share_a_dek(write_record, real_client, control):
+    """The old shape (v1) with its DEK cache: both records open, but under one DEK."""
+    tenant, write = write_record
+    legacy = EnvelopeClient(real_client.kms, real_client.pq_public, DekCache(), legacy_v1=True)
+    ids = sorted(write(legacy.encrypt_user(tenant, PII, "dek-reusing-client")) for _ in range(2))
+    run = control("ZTM-CRY-1")
+    run.assert_failed("test_no_two_records_share_a_dek", "serve several records", f"{ids[0]}, {ids[1]}")
+    assert run.outcome("test_every_stored_pii_field_is_ciphertext").outcome == "passed"  # they do open
 
 
 def test_cry2_fails_for_a_record_without_its_pq_wrap(lab_target, write_record, control):

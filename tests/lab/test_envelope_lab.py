@@ -1,12 +1,16 @@
 """KEK rotation on the lab: every DEK of a tenant re-wrapped under a new KEK version through
 the API; field ciphertext untouched; both the KMS path and the PQ path still open the
-records; a second run has nothing left to do; the audit chain records it and stays intact."""
+records, of both shapes (v2 branch-key records and v1 records made by the old code path);
+one unwrap and one wrap per distinct key; a second run has nothing left to do; the audit
+chain records it and stays intact."""
 
 from __future__ import annotations
 
 import pymysql
 import pytest
 
+from envelope import branch
+from envelope.cache import DekCache
 from envelope.client import EnvelopeClient
 from envelope.rotate import rewrap_tenant
 from envelope.setup import client_for, pq_private_for
@@ -20,6 +24,7 @@ pytestmark = pytest.mark.lab
 def test_kek_rotation_rewraps_without_touching_ciphertext(lab_target):
     tenant = lab_target.raw["tenants"]["granted"][1]
     client = client_for(lab_target)
+    legacy = EnvelopeClient(client.kms, client.pq_public, DekCache(enabled=False), legacy_v1=True)
     app = connect(lab_target, lab_target.roles["app"], database="securedb")
     admin = connect(lab_target, lab_target.roles["admin"])
     try:
@@ -27,6 +32,9 @@ def test_kek_rotation_rewraps_without_touching_ciphertext(lab_target):
             cur.execute("CALL security_set_tenant(%s)", (tenant,))
             for _ in range(3):
                 cur.execute("CALL app_create_user_encrypted(%s)", (lab_record(client, tenant, None),))
+                cur.fetchall()
+            for _ in range(2):  # the old shape, a fresh DEK each (CRY-1 holds no shared DEK in the lab)
+                cur.execute("CALL app_create_user_encrypted(%s)", (lab_record(legacy, tenant, None),))
                 cur.fetchall()
 
         def snapshot() -> dict[str, tuple]:
@@ -41,7 +49,9 @@ def test_kek_rotation_rewraps_without_touching_ciphertext(lab_target):
         with admin.cursor() as cur:
             cur.execute("SELECT MAX(seq) FROM securedb.audit_events")
             (seq_before,) = cur.fetchone()
+        calls = client.kms.calls
         counts = rewrap_tenant(app, client, tenant, new_version)
+        rewrap_calls = client.kms.calls - calls
         after = snapshot()
         again = rewrap_tenant(app, client, tenant, new_version)
         private = pq_private_for(lab_target)
@@ -58,9 +68,18 @@ def test_kek_rotation_rewraps_without_touching_ciphertext(lab_target):
         client.kms.close()
     assert all(kms_path == pq_path == plaintext_before[uid] for uid, (kms_path, pq_path) in checks.items())
     assert counts.rewrapped == len(before) and not counts.failed
+    shapes = {uid: branch.unpack(bytes(row["pii_wrapped_key"])) is not None for uid, row in before.items()}
+    assert sum(shapes.values()) >= 3 and not all(shapes.values()), "the tenant should hold both record shapes"
+    # One unwrap and one wrap per distinct key: each branch key once, each v1 DEK once.
+    distinct = {branch.unpack(bytes(r["pii_wrapped_key"]))[1] if shapes[u] else bytes(r["pii_wrapped_key"])
+                for u, r in before.items()}
+    assert rewrap_calls == 2 * len(distinct), (rewrap_calls, len(distinct))
     assert again.rewrapped == 0 and again.already_current == len(before)
     for user_id, row in after.items():
         assert int(row["pii_key_version"]) == new_version
+        if shapes[user_id]:  # v2: the salt stays, the branch key's wrap changes
+            assert branch.unpack(bytes(row["pii_wrapped_key"]))[0] == \
+                branch.unpack(bytes(before[user_id]["pii_wrapped_key"]))[0]
         assert all(row[f"{f}_{p}"] == before[user_id][f"{f}_{p}"] for f in PII for p in ("ct", "iv", "aad"))
         assert row["pii_wrapped_key"] != before[user_id]["pii_wrapped_key"]
     assert audited >= len(before), "the re-wraps are not in the audit trail"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from envelope import pq
+from envelope import branch, pq
 from envelope.cache import CachedKey, DekCache
 from envelope.client import EnvelopeClient, open_fields
-from envelope.context import field_aad, parse_header, wrap_context
+from envelope.context import FORMAT_V2, field_aad, parse_header, wrap_context
 from envelope.kms.base import Kms, WrappedKey
 from envelope.record import new_dek, open_field, seal
 from ztm.errors import UserError
@@ -207,15 +207,46 @@ class CountingKms(Kms):
         raise NotImplementedError
 
 
-def test_cache_cuts_kms_calls_per_tenant():
+def test_branch_key_one_kms_call_per_tenant_and_a_fresh_dek_salt_per_record():
+    """Format v2: the tenant's branch key is wrapped once per cache lifetime, whatever the
+    per-DEK message limit; every record carries its own random salt."""
+    clock = [0.0]
     kms = CountingKms()
-    client = EnvelopeClient(kms, None, DekCache(max_messages=100))
+    client = EnvelopeClient(kms, None, DekCache(max_messages=100, max_age=60, clock=lambda: clock[0]))
+    docs = [client.encrypt_user("t-1", PII) for _ in range(250)]
+    assert kms.calls == 1
+    salts = {branch.unpack(base64.b64decode(d["pii_wrapped_key"]))[0] for d in docs}
+    assert len(salts) == 250
+    assert all(parse_header(base64.b64decode(d["email"]["aad"])).format == FORMAT_V2 for d in docs)
+    client.encrypt_user("t-2", PII)
+    assert kms.calls == 2  # another tenant has its own branch key
+    clock[0] = 61.0
+    client.encrypt_user("t-1", PII)
+    assert kms.calls == 3  # the cache lifetime bounds the branch key
+
+
+def test_record_deks_are_distinct_and_bound_to_their_record():
+    key, salt = bytes(range(32)), bytes(32)
+    deks = {branch.derive_dek(key, s, tenant="t", table="users", record=r)
+            for s in (salt, bytes([1]) * 32) for r in ("r-1", "r-2")}
+    assert len(deks) == 4  # another salt or another record: another DEK
+    assert branch.derive_dek(key, salt, tenant="t", table="users", record="r-1") != \
+        branch.derive_dek(key, salt, tenant="u", table="users", record="r-1")
+    with pytest.raises(UserError, match="truncated"):
+        branch.unpack(branch.MAGIC + salt)
+    assert branch.unpack(b"\x01" * 60) is None  # a v1 wrapped DEK
+
+
+def test_cache_cuts_kms_calls_per_tenant():
+    """Format v1 (legacy_v1): a cached DEK serves up to max_messages records."""
+    kms = CountingKms()
+    client = EnvelopeClient(kms, None, DekCache(max_messages=100), legacy_v1=True)
     for _ in range(250):
         client.encrypt_user("t-1", PII)
     assert kms.calls == 3  # a fresh DEK every 100 records
     client.encrypt_user("t-2", PII)
     assert kms.calls == 4  # another tenant never shares a DEK
-    uncached = EnvelopeClient(CountingKms(), None, DekCache(enabled=False))
+    uncached = EnvelopeClient(CountingKms(), None, DekCache(enabled=False), legacy_v1=True)
     for _ in range(10):
         uncached.encrypt_user("t-1", PII)
     assert uncached.kms.calls == 10
@@ -331,6 +362,28 @@ def test_break_glass_recovers_with_the_dek_kek_destroyed(softhsm):
         doomed.close()
 
 
+def test_v1_and_v2_records_decrypt_and_recover_through_pq_on_a_real_token(softhsm):
+    """Records of the old code path (v1) and the new (v2) decrypt through the KMS and recover
+    through the PQ wrap alone; two v2 records of one branch key have different DEKs; a v2
+    record's salt moved into another record does not open it."""
+    kms, pq_kms, layout = softhsm
+    public, private = pq.PqPublicKey.load(layout.pq_public), pq.load_private(layout.pq_private_wrapped, pq_kms)
+    new, old = EnvelopeClient(kms, public), EnvelopeClient(kms, public, legacy_v1=True)
+    rows = [stored_row(new.encrypt_user("t-1", PII), "t-1") for _ in range(3)]
+    legacy = [stored_row(old.encrypt_user("t-1", PII), "t-1") for _ in range(2)]
+    assert not any(branch.unpack(r["pii_wrapped_key"]) for r in legacy)
+    for row in rows + legacy:
+        assert new.decrypt_user(row) == PII
+        assert EnvelopeClient.recover_with_pq(row, private) == PII
+    deks = [new.unwrap_dek(r) for r in rows]
+    assert len(set(deks)) == 3
+    assert len({new.unwrap_dek(r) for r in legacy}) == 1  # v1: one cached DEK shared
+    moved = dict(rows[1], pii_wrapped_key=rows[0]["pii_wrapped_key"])
+    assert new.unwrap_dek(moved) != deks[1]
+    with pytest.raises(UserError, match="does not authenticate"):
+        new.decrypt_user(moved)
+
+
 def test_kms_configuration_mistakes_are_one_clear_line(tmp_path, softhsm):
     from envelope.kms import kms_for
     from provision import kms as lab_kms
@@ -391,10 +444,12 @@ def test_target_sets_the_dek_cache_limits_and_the_flag_turns_it_off(softhsm, tmp
             client.kms.close()
 
     limited = target({"max_messages": 2, "max_age_seconds": 30, "max_bytes": 4096})
-    assert wraps(limited) == (3, {"enabled": True, "max_age_s": 30.0, "max_messages": 2, "max_bytes": 4096})
+    # A branch key (v2) is bounded by its age only: each record has its own DEK, so the
+    # per-DEK message and byte limits do not cost KMS calls; turning the cache off does.
+    assert wraps(limited) == (1, {"enabled": True, "max_age_s": 30.0, "max_messages": 2, "max_bytes": 4096})
     assert wraps(limited, cache=False)[0] == 5
     assert wraps(target({"enabled": False}))[0] == 5
-    assert wraps(target({"max_bytes": 2 * len("".join(PII.values()).encode())}))[0] == 3
+    assert wraps(target({"max_bytes": 2 * len("".join(PII.values()).encode())}))[0] == 1
 
 
 def test_pkcs11_one_module_load_per_process_and_read_only_sessions_for_wrapping(softhsm):
