@@ -40,7 +40,7 @@ def account(lab_target, data_plane) -> tuple[str, object]:
         try:
             with connect(lab_target, lab_target.roles["app"], database=lab_target.database) as conn, \
                     conn.cursor() as cur:
-                writer_accounts(cur, client, lab_target.raw["tenants"]["a"])
+                writer_accounts(cur, client, lab_target.raw["tenants"]["granted"][0])
         finally:
             client.kms.close()
         rows = data_plane("SELECT account_id, balance FROM accounts ORDER BY account_id LIMIT 1")
