@@ -21,6 +21,7 @@ from ztm.audit_chain import (
     EXIT_UNUSABLE,
     GENESIS,
     export_rows,
+    open_reader,
     verify_dump,
     verify_target,
 )
@@ -80,7 +81,12 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         target = _target(args.target, args.role)
         try:
-            report, _ = verify_target(target, args.role, start_seq=args.from_seq, start_hash=args.from_hash)
+            conn = open_reader(target, args.role)
+        except DRIVER_ERRORS as exc:
+            raise UserError(f"cannot connect to {target.name} as {args.role}: {exc.args[-1]}", EXIT_UNUSABLE) from None
+        try:
+            report, _ = verify_target(target, args.role, start_seq=args.from_seq, start_hash=args.from_hash,
+                                      conn=conn)
         except DRIVER_ERRORS as exc:
             raise UserError(f"cannot read the audit chain of {target.name}: {exc.args[-1]}", EXIT_UNUSABLE) from None
         except RuntimeError as exc:  # a segment worker could not run

@@ -334,24 +334,26 @@ def verify_database(conn: Any, *, start_seq: int = 0, start_hash: str = GENESIS,
         return check_head(report, read_head(conn, database))
 
 
-def verify_target(target: Any, role: str, *, start_seq: int = 0, start_hash: str = GENESIS,
-                  workers: int | None = None) -> tuple[ChainReport, str]:
-    """Verify the target's chain as ``role`` at the driver's limit: mysqlclient where it can
-    log in with the same checks as ztm.db.connect (else pymysql), segments in parallel on a
-    long chain. Returns the report and the driver used."""
+def open_reader(target: Any, role: str) -> Any:
+    """A connection as ``role`` for bulk reads: mysqlclient where it can log in with the same
+    checks as ztm.db.connect (see ztm.db.connect_c), else pymysql."""
     from ztm.db import connect, connect_c
 
     identity = target.roles[role]
+    fast = connect_c(target, identity)
+    return fast if fast is not None else connect(target, identity)
 
-    def open_conn() -> Any:
-        fast = connect_c(target, identity)
-        return fast if fast is not None else connect(target, identity)
 
-    conn = open_conn()
+def verify_target(target: Any, role: str, *, start_seq: int = 0, start_hash: str = GENESIS,
+                  workers: int | None = None, conn: Any = None) -> tuple[ChainReport, str]:
+    """Verify the target's chain as ``role`` at the driver's limit (open_reader), seq ranges
+    in parallel on a long chain. Returns the report and the driver used. A ``conn`` given
+    (from open_reader) is used and closed."""
+    conn = conn if conn is not None else open_reader(target, role)
     driver = "pymysql" if isinstance(conn, pymysql.connections.Connection) else "mysqlclient"
     try:
         report = verify_database(conn, start_seq=start_seq, start_hash=start_hash, database=target.database,
-                                 connect=open_conn, workers=workers or os.cpu_count() or 1)
+                                 connect=lambda: open_reader(target, role), workers=workers or os.cpu_count() or 1)
     finally:
         conn.close()
     return report, driver
