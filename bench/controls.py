@@ -36,9 +36,12 @@ def module_times(junit: Path) -> dict[str, float]:
     return dict(sorted(times.items(), key=lambda kv: -kv[1]))
 
 
-def outcomes(junit: Path) -> dict[str, int]:
-    suite = next(ET.parse(junit).getroot().iter("testsuite"))
-    return {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+def outcomes(junit: Path) -> dict[str, object]:
+    root = ET.parse(junit).getroot()
+    suite = next(root.iter("testsuite"))
+    failed = [f"{c.get('classname', '?').rsplit('.', 1)[-1]}::{c.get('name')}" for c in root.iter("testcase")
+              if c.find("failure") is not None or c.find("error") is not None]
+    return {**{k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}, "failed": failed}
 
 
 def main() -> int:
