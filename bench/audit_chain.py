@@ -2,7 +2,9 @@
 """Audit chain benchmarks on the lab; writes JSON (default bench/results/audit_chain-<engine>.json).
 
 1. Verify throughput over N events (default 1,000,000) next to the raw row-fetch rate and
-   the raw hashlib rate on the same rows. The events are synthetic but chained exactly as
+   the raw hashlib rate on the same rows; then, per driver (pymysql, and mysqlclient when
+   installed), its raw fetch of the bytes rows next to the fast verifier, serial and
+   segment-parallel (one process per core), all in the same run. The events are synthetic but chained exactly as
    the triggers chain them, in a scratch database (ztm_bench) so the lab's trail is untouched.
 2. Audited vs unaudited write throughput of app_transfer with 1, 8 and 32 writers; the
    unaudited run drops the accounts audit triggers for its duration and the data plane is
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import threading
 import time
@@ -31,8 +34,8 @@ from provision import lab as lab_mod
 from provision import schema
 from provision.netns import ACCOUNT_HOST
 from tests.lab.fake_records import writer_accounts
-from ztm.audit_chain import GENESIS, link_hash, verify_rows
-from ztm.db import connect
+from ztm.audit_chain import GENESIS, link_hash, stream_rows, verify_database, verify_rows
+from ztm.db import connect, connect_c
 from ztm.target import load_target
 
 SCRATCH = "ztm_bench"
@@ -44,6 +47,7 @@ def build_scratch_chain(admin: pymysql.connections.Connection, events: int, batc
         cur.execute(f"DROP DATABASE IF EXISTS {SCRATCH}")
         cur.execute(f"CREATE DATABASE {SCRATCH}")
         cur.execute(f"CREATE TABLE {SCRATCH}.audit_events LIKE securedb.audit_events")
+        cur.execute(f"CREATE TABLE {SCRATCH}.audit_chain_head LIKE securedb.audit_chain_head")
         prev, rows = GENESIS, []
         for seq in range(1, events + 1):
             payload = json.dumps({"seq": seq, "table": "accounts", "op": "UPDATE", "key": str(uuid.UUID(int=seq)),
@@ -57,6 +61,7 @@ def build_scratch_chain(admin: pymysql.connections.Connection, events: int, batc
                 rows = []
         if rows:
             cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s)", rows)
+        cur.execute(f"INSERT INTO {SCRATCH}.audit_chain_head (id, seq, head_hash) VALUES (1, %s, %s)", (events, prev))
 
 
 def stream(admin, query: str):
@@ -66,7 +71,13 @@ def stream(admin, query: str):
             yield from chunk
 
 
+def _rate(events: int, seconds: float) -> int:
+    return round(events / seconds)
+
+
 def measure_verify(admin, events: int) -> dict[str, float]:
+    """pymysql (str rows, the old serial verifier) next to its raw fetch; then each driver's
+    raw fetch of the bytes rows next to the fast verifier, serial and segment-parallel."""
     query = f"SELECT seq, payload, prev_hash, curr_hash FROM {SCRATCH}.audit_events ORDER BY seq"
     t = time.perf_counter()
     fetched = sum(1 for _ in stream(admin, query))
@@ -81,9 +92,43 @@ def measure_verify(admin, events: int) -> dict[str, float]:
     report = verify_rows(stream(admin, query))
     verify_s = time.perf_counter() - t
     assert fetched == hashed == events and report.intact and report.checked == events, report.describe()
-    return {"events": events, "fetch_rows_per_s": round(events / fetch_s), "fetch_plus_hashlib_rows_per_s":
-            round(events / hash_s), "verify_rows_per_s": round(events / verify_s),
-            "fetch_s": round(fetch_s, 2), "fetch_plus_hashlib_s": round(hash_s, 2), "verify_s": round(verify_s, 2)}
+    result: dict[str, object] = {
+        "events": events, "fetch_rows_per_s": _rate(events, fetch_s),
+        "fetch_plus_hashlib_rows_per_s": _rate(events, hash_s), "verify_rows_per_s": _rate(events, verify_s),
+        "fetch_s": round(fetch_s, 2), "fetch_plus_hashlib_s": round(hash_s, 2), "verify_s": round(verify_s, 2)}
+    result["drivers"] = measure_drivers(events)
+    return result
+
+
+def measure_drivers(events: int) -> dict[str, dict[str, object]]:
+    lab = lab_mod.Lab(lab_mod.default_lab_dir())
+    target = load_target(lab.target_file)
+    admin = target.roles["admin"]
+    openers = {"pymysql": lambda: connect(target, admin)}
+    if connect_c(target, admin) is not None:
+        openers["mysqlclient"] = lambda: connect_c(target, admin)
+    workers = os.cpu_count() or 1
+    found: dict[str, dict[str, object]] = {}
+    for name, opener in openers.items():
+        conn = opener()
+        try:
+            t = time.perf_counter()
+            fetched = sum(1 for _ in stream_rows(conn, 0, 5000, database=SCRATCH, binary=True))
+            fetch_s = time.perf_counter() - t
+            t = time.perf_counter()
+            serial = verify_database(conn, database=SCRATCH)
+            serial_s = time.perf_counter() - t
+            t = time.perf_counter()
+            parallel = verify_database(conn, database=SCRATCH, connect=opener, workers=workers, min_segment_rows=1)
+            parallel_s = time.perf_counter() - t
+        finally:
+            conn.close()
+        assert fetched == events and serial.intact and parallel.intact, (serial.describe(), parallel.describe())
+        assert serial.to_dict() == parallel.to_dict(), "the segmented verdict differs from the serial one"
+        found[name] = {"raw_fetch_rows_per_s": _rate(events, fetch_s), "verify_serial_rows_per_s":
+                       _rate(events, serial_s), "verify_segments_rows_per_s": _rate(events, parallel_s),
+                       "workers": workers, "segments_vs_raw_fetch": round(fetch_s / parallel_s, 2)}
+    return found
 
 
 def transfers_per_second(target, writers: int, calls: int) -> float:
@@ -137,6 +182,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=200, help="transfers per writer in the write benchmark")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-writes", action="store_true", help="only the verify benchmark")
     args = parser.parse_args()
     lab = lab_mod.Lab(lab_mod.default_lab_dir())
     target = load_target(lab.target_file)
@@ -147,7 +193,7 @@ def main() -> int:
     verify = measure_verify(admin, args.events)
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE {SCRATCH}")
-    writes = measure_writes(lab, target, args.calls)
+    writes = None if args.no_writes else measure_writes(lab, target, args.calls)
     doc = {"benchmark": "audit_chain", "engine": target.engine, "server_version": admin.get_server_info(),
            "python": platform.python_version(), "machine": platform.machine(), "build_scratch_chain_s":
            round(build_s, 1), "verify": verify, "transfers_per_s": writes,

@@ -1,6 +1,7 @@
 """ZTM-AUD-2: the audit hash chain recomputes from the first event to the head.
 
-Read as the auditor over mTLS and streamed: every curr_hash is recomputed as
+Read as the auditor over mTLS and streamed (the C driver where it can pin the server name,
+seq ranges verified in parallel on a long chain, joins checked): every curr_hash is recomputed as
 SHA-256(prev_hash || payload) over the stored bytes, every link and every seq checked, and
 the head row must point at the last event. The head seq and hash are the evidence an
 anchor or a later run can start from.
@@ -12,15 +13,14 @@ import json
 
 import pytest
 
-from ztm.audit_chain import verify_database
+from ztm.audit_chain import verify_target
 
 pytestmark = pytest.mark.control("ZTM-AUD-2")
 
 
-def test_full_chain_recomputes_to_the_head(connect, evidence):
-    conn = connect("auditor")
-    report = verify_database(conn)
-    evidence.json("chain", report.to_dict())
+def test_full_chain_recomputes_to_the_head(target, evidence):
+    report, driver = verify_target(target, "auditor")
+    evidence.json("chain", {**report.to_dict(), "driver": driver})
     assert report.checked > 0, "the audit trail holds no event: nothing was ever audited"
     assert report.intact, report.describe()
 

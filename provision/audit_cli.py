@@ -15,17 +15,19 @@ from pathlib import Path
 import pymysql
 
 from ztm.audit_chain import (
+    DRIVER_ERRORS,
     EXIT_BROKEN,
     EXIT_INTACT,
     EXIT_UNUSABLE,
     GENESIS,
     export_rows,
-    verify_database,
+    open_reader,
     verify_dump,
+    verify_target,
 )
 from ztm.db import connect
 from ztm.errors import UserError
-from ztm.target import load_target
+from ztm.target import Target, load_target
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
 EXIT_CODES = (f"exit codes: {EXIT_INTACT} intact; {EXIT_BROKEN} broken (first broken seq and why: hash mismatch, "
@@ -53,11 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_export)
 
 
-def _connect(target_file: Path, role: str) -> tuple[pymysql.connections.Connection, str]:
-    """A connection as ``role`` and the target's database."""
+def _target(target_file: Path, role: str) -> Target:
     target = load_target(target_file)
     if role not in target.roles:
         raise UserError(f"the target has no role {role!r}", EXIT_UNUSABLE)
+    return target
+
+
+def _connect(target_file: Path, role: str) -> tuple[pymysql.connections.Connection, str]:
+    """A connection as ``role`` and the target's database."""
+    target = _target(target_file, role)
     try:
         return connect(target, target.roles[role]), target.database
     except pymysql.err.OperationalError as exc:
@@ -72,13 +79,18 @@ def _verify(args: argparse.Namespace) -> int:
     if args.dump is not None:
         report = verify_dump(args.dump, start_seq=args.from_seq, start_hash=args.from_hash)
     else:
-        conn, database = _connect(args.target, args.role)
+        target = _target(args.target, args.role)
         try:
-            report = verify_database(conn, start_seq=args.from_seq, start_hash=args.from_hash, database=database)
-        except pymysql.MySQLError as exc:
-            raise UserError(f"cannot read the audit chain: {exc.args[-1]}", EXIT_UNUSABLE) from None
-        finally:
-            conn.close()
+            conn = open_reader(target, args.role)
+        except DRIVER_ERRORS as exc:
+            raise UserError(f"cannot connect to {target.name} as {args.role}: {exc.args[-1]}", EXIT_UNUSABLE) from None
+        try:
+            report, _ = verify_target(target, args.role, start_seq=args.from_seq, start_hash=args.from_hash,
+                                      conn=conn)
+        except DRIVER_ERRORS as exc:
+            raise UserError(f"cannot read the audit chain of {target.name}: {exc.args[-1]}", EXIT_UNUSABLE) from None
+        except RuntimeError as exc:  # a segment worker could not run
+            raise UserError(str(exc), EXIT_UNUSABLE) from None
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.describe())
     return EXIT_INTACT if report.intact else EXIT_BROKEN
 

@@ -11,6 +11,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from ztm.errors import UserError
+from ztm.netprobe import DROP_SET
 
 TABLE = "ztm_filter"
 
@@ -34,6 +35,14 @@ table inet {TABLE} {{
     flags interval
     elements = {{ {elements} }}
   }}
+  # Per source address, the packets to the database port that reached the end of the input
+  # chain, i.e. that the policy drops: ZTM-NET-1 proves a silent drop from it in a second.
+  set {DROP_SET} {{
+    type ipv4_addr
+    size 65536
+    flags dynamic
+    counter
+  }}
   chain input {{
     type filter hook input priority filter; policy drop;
     iif "lo" accept
@@ -42,6 +51,7 @@ table inet {TABLE} {{
     ip protocol icmp icmp type {{ echo-request, destination-unreachable, time-exceeded }} accept
     tcp dport {ssh_port} accept comment "ssh"
     ip saddr @db_allowlist tcp dport {db_port} accept comment "database, allowlisted clients"
+    tcp dport {db_port} update @{DROP_SET} {{ ip saddr }} comment "database port, dropped by policy"
     counter comment "dropped by policy"
   }}
   chain forward {{

@@ -88,7 +88,9 @@ def connect(target: Target, identity: Identity, *, tls: bool = True, present_cer
                                   connect_timeout=CONNECT_TIMEOUT, read_timeout=LOGIN_TIMEOUT, autocommit=True,
                                   charset="utf8mb4", **kwargs)
     if identity.socket is not None:
-        return _after_login(pymysql.connect(unix_socket=str(identity.socket), **common), read_timeout)
+        # A local socket needs no TLS; pymysql would otherwise build a default context (~0.1 s a login).
+        return _after_login(pymysql.connect(unix_socket=str(identity.socket), ssl_disabled=True, **common),
+                            read_timeout)
     ssl_ctx = None
     if tls:
         own_key = key is None or key == identity.key
@@ -166,3 +168,35 @@ def reset_connection(conn: pymysql.connections.Connection) -> None:
     variables, temporary tables and session settings are reset, the connection stays."""
     conn._execute_command(COM_RESET_CONNECTION, b"")
     conn._read_ok_packet()
+
+
+def connect_c(target: Target, identity: Identity, *, database: str | None = None,
+              verify_address: bool = False) -> Any | None:
+    """The same login through the C driver (mysqlclient, ``MySQLdb``) for bulk reads, or None
+    when it cannot be made with the checks :func:`connect` makes: mysqlclient absent; a TCP
+    target whose address is not its server name (libmariadb checks the certificate against
+    the host it connects to and cannot be told another name, so the name pinning of
+    :func:`connect` cannot be reproduced: callers keep pymysql); or an encrypted client key
+    (mysqlclient cannot take a passphrase without a prompt). Rows come back as bytes.
+    ``verify_address`` accepts a certificate that names the address instead (CA chain still
+    verified): for benchmarks and driver comparisons, never for a control's verdict."""
+    try:
+        import MySQLdb
+    except ImportError:
+        return None
+    secret = identity.password.reveal() if identity.password else ""
+    common: dict[str, Any] = dict(user=identity.user, password=secret, connect_timeout=CONNECT_TIMEOUT,
+                                  charset="utf8mb4", use_unicode=False, autocommit=True)
+    if database:
+        common["database"] = database
+    if identity.socket is not None:
+        return MySQLdb.connect(unix_socket=str(identity.socket), **common)
+    if (target.host != target.server_name and not verify_address) or identity.key_passphrase is not None:
+        return None
+    if target.ca.is_dir() or not target.ca.exists():
+        client_context(target, None, None)  # raises the same one-line error as connect()
+    tls = {"ca": str(target.ca)}
+    if identity.cert is not None and identity.key is not None:
+        tls |= {"cert": str(identity.cert), "key": str(identity.key)}
+    return MySQLdb.connect(host=target.host, port=target.port, ssl=tls, ssl_mode="VERIFY_IDENTITY",
+                           **common)

@@ -17,8 +17,10 @@ working firewall, so anything that does not show the *target* refusing is "could
   TCP, only filters do); or an ICMP administratively-prohibited (codes 9, 10, 13: a filter
   saying "policy"); or no answer at all within the timeout (a DROP). The timeout is longer
   than Linux's neighbour resolution (3 s), so an absent host on the link is reported as host
-  unreachable, not as a silent drop. The control still has to show the host answers this
-  source elsewhere before it trusts a timeout (ZTM-NET-1 does).
+  unreachable, not as a silent drop. The control still has to show the drop was the
+  firewall's before it trusts a timeout: its drop counter for this source moved (a short
+  timeout then suffices), or, on a firewall without that counter, the host answers this
+  source elsewhere (ZTM-NET-1 does both).
 - could not run: ICMP host- or network-unreachable (from a router, from our own stack after
   a failed ARP, or from the target itself: the message means "no path", and a firewall that
   uses it cannot be told from an absent host, so we refuse to count it as a denial), any
@@ -44,6 +46,26 @@ from dataclasses import dataclass
 REACHABLE, BLOCKED, COULD_NOT_RUN = "reachable", "blocked", "could not run"
 EXIT_CODES = {REACHABLE: 0, BLOCKED: 1, COULD_NOT_RUN: 2}
 DEFAULT_TIMEOUT = 10.0  # > 3 s neighbour resolution: see the module docstring
+# The firewall's per-source counter of packets to the database port that its policy drops
+# (an nftables set with counters, filled by the last rule of the input chain: provision/firewall.py).
+DROP_SET = "db_port_dropped"
+DROP_PROBE_TIMEOUT = 1.0  # a silent drop proven by that counter needs no long wait
+
+
+def dropped_packets(ruleset: dict, source: str) -> int | None:
+    """Packets from ``source`` counted by the firewall's DROP_SET (0 if it has no element for
+    it yet); None when the ruleset has no such set (this firewall keeps no drop counter)."""
+    found = None
+    for item in ruleset.get("nftables", []):
+        body = item.get("set")
+        if not isinstance(body, dict) or body.get("name") != DROP_SET:
+            continue
+        found = found or 0
+        for element in body.get("elem", []):
+            value = element.get("elem", element) if isinstance(element, dict) else element
+            if isinstance(value, dict) and value.get("val") == source:
+                found += int((value.get("counter") or {}).get("packets", 0))
+    return found
 
 IP_RECVERR = 11  # linux/in.h; not exported by the socket module
 SO_EE_ORIGIN_ICMP = 2

@@ -5,13 +5,14 @@ re-applying provision/sql (which re-creates routines, views, triggers and grants
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from provision.netns import ACCOUNT_HOST
 from tests.lab import admin_sql
-from ztm.fixtures_data import ER_LOCK_WAIT_TIMEOUT, fence_holds, metadata_fence, sql_error
+from ztm.fixtures_data import ER_LOCK_WAIT_TIMEOUT, fence_holds, metadata_fence, run_fenced, sql_error
 
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
 
@@ -249,9 +250,12 @@ def test_the_fence_makes_a_privileged_drop_wait_and_time_out(lab, data_plane):
             with dropper.cursor() as cur:
                 cur.execute("SET SESSION lock_wait_timeout = 2")
             with metadata_fence(holder, ("securedb.ztm_fence_probe",)):
-                held, proof = fence_holds(dropper, "securedb.ztm_fence_probe")
-                fenced_drop = sql_error(dropper, "DROP TABLE securedb.ztm_fence_probe")
-                fenced_truncate = sql_error(dropper, "TRUNCATE TABLE securedb.ztm_fence_probe")
+                started = time.monotonic()
+                held, proof = fence_holds(dropper, "securedb.ztm_fence_probe", holder)
+                fenced_drop = run_fenced(holder, dropper, "DROP TABLE securedb.ztm_fence_probe")
+                fenced_truncate = run_fenced(holder, dropper, "TRUNCATE TABLE securedb.ztm_fence_probe")
+                watched_s = time.monotonic() - started
+                timed_out = sql_error(dropper, "DROP TABLE securedb.ztm_fence_probe")  # no watcher: the backstop
             survived = data_plane("SHOW TABLES LIKE 'ztm_fence_probe'")
             assert not fence_holds(dropper, "securedb.ztm_fence_probe")[0], "the self-test passes without a fence"
             unfenced_drop = sql_error(dropper, "DROP TABLE securedb.ztm_fence_probe")
@@ -260,6 +264,9 @@ def test_the_fence_makes_a_privileged_drop_wait_and_time_out(lab, data_plane):
     assert held, f"the fence self-test did not see its lock wait: {proof}"
     assert fenced_drop is not None and fenced_drop[0] == ER_LOCK_WAIT_TIMEOUT, fenced_drop
     assert fenced_truncate is not None and fenced_truncate[0] == ER_LOCK_WAIT_TIMEOUT, fenced_truncate
+    assert "fence's lock" in fenced_drop[1], f"the wait was not seen by the watcher: {fenced_drop}"
+    assert watched_s < 1.0, f"three fenced waits took {watched_s:.2f} s: the watcher did not stop them"
+    assert timed_out is not None and timed_out[0] == ER_LOCK_WAIT_TIMEOUT, timed_out
     assert survived, "the table was dropped behind the fence"
     assert unfenced_drop is None, f"without the fence the DROP failed too ({unfenced_drop}): the probe shows nothing"
 

@@ -33,7 +33,9 @@ def test_nftables_ruleset_is_default_deny_with_the_allowlist():
     assert "elements = { 10.1.2.0/24, 192.168.7.9/32 }" in text
     assert "ip saddr @db_allowlist tcp dport 3307 accept" in text
     assert "tcp dport 2222 accept" in text
-    assert "tcp dport 3307" not in text.replace("ip saddr @db_allowlist tcp dport 3307", "")  # no other 3307 rule
+    # no other 3307 rule but the per-source count of what the policy then drops (ZTM-NET-1 reads it)
+    assert "tcp dport 3307" not in text.replace("ip saddr @db_allowlist tcp dport 3307", "").replace(
+        "tcp dport 3307 update @db_port_dropped { ip saddr }", "")
 
 
 def test_ufw_rules_express_the_same_policy():

@@ -46,3 +46,28 @@ def test_probe_that_cannot_start_or_is_misused_could_not_run():
     assert run_from(None, "connect", "127.0.0.1", "1", python="/nonexistent/python3").verdict == COULD_NOT_RUN
     misused = run_from(None, "connect", "127.0.0.1", "not-a-port")
     assert misused.verdict == COULD_NOT_RUN and "invalid int value" in misused.said
+
+
+def test_drop_counter_is_read_per_source_from_nft_json():
+    from ztm.netprobe import DROP_SET, dropped_packets
+
+    ruleset = {"nftables": [{"metainfo": {"version": "1.0.6"}},
+                            {"set": {"family": "inet", "name": DROP_SET, "table": "ztm_filter", "type": "ipv4_addr",
+                                     "elem": [{"elem": {"val": "10.77.3.66", "counter": {"packets": 3, "bytes": 180}}},
+                                              {"elem": {"val": "10.77.3.67", "counter": {"packets": 9}}}]}}]}
+    assert dropped_packets(ruleset, "10.77.3.66") == 3
+    assert dropped_packets(ruleset, "10.77.3.99") == 0  # the set exists, no packet from that source yet
+    assert dropped_packets({"nftables": [{"set": {"name": "db_allowlist"}}]}, "10.77.3.66") is None
+    assert dropped_packets({}, "10.77.3.66") is None
+
+
+def test_the_firewall_counts_policy_drops_to_the_database_port_per_source():
+    from provision.firewall import nftables_ruleset
+    from ztm.netprobe import DROP_SET
+
+    ruleset = nftables_ruleset(["10.77.0.0/28"], db_port=3306)
+    lines = [line.strip() for line in ruleset.splitlines()]
+    assert f"set {DROP_SET} {{" in lines and "counter" in lines
+    update = lines.index(f'tcp dport 3306 update @{DROP_SET} {{ ip saddr }} comment "database port, dropped by policy"')
+    assert lines[update + 1].startswith("counter"), "the per-source count must be the last rule before the policy"
+    assert update > lines.index('ip saddr @db_allowlist tcp dport 3306 accept comment "database, allowlisted clients"')
