@@ -54,7 +54,7 @@ def sentinel_record(target, tenants, envelope, pytestconfig):
            "phone": f"+1555{int(marker[:6], 16) % 10**7:07d}"}
     keep_out_of_bundle(pytestconfig, *pii.values())  # a failure message naming it is redacted in the bundle
     doc = envelope.encrypt_user(tenants["A"], pii, role="ztm-assessment")
-    conn = connect(target, target.roles["app"], database=target.database)
+    conn = connect(target, target.role("app"), database=target.database)
     try:
         with conn.cursor() as cur:
             cur.execute("CALL security_set_tenant(%s)", (tenants["A"],))

@@ -75,7 +75,7 @@ def test_data_directory_and_configuration_are_locked_down(db_host, target, polic
 
 
 def test_no_ca_private_key_on_the_database_host(db_host, target, policy, host_facts, evidence):
-    ca_public = x509.load_pem_x509_certificate(target.ca.read_bytes()).public_key().public_bytes(
+    ca_public = x509.load_pem_x509_certificate(target.need_ca().read_bytes()).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     found = [f"{path} (a file that must not exist on the database host)"
              for path in host_facts.get("forbidden_files", [])

@@ -21,7 +21,7 @@ from ztm.fixtures_data import sql_error
 from ztm.resources.accounts import list_accounts
 from ztm.resources.tenancy import balances, current_tenant, granted_user_names, key_state, visible
 
-pytestmark = pytest.mark.control("ZTM-TEN-1")
+pytestmark = [pytest.mark.control("ZTM-TEN-1"), pytest.mark.needs("roles.app", "tenants")]
 
 FORGED_VARIABLES = ("tenant", "tenant_id", "current_tenant", "ztm_tenant", "app_tenant")
 
@@ -56,7 +56,7 @@ def probe_data(target, tenants):
     from ztm.db import connect
 
     data = {}
-    conn = connect(target, target.roles["app"], database=target.database)
+    conn = connect(target, target.role("app"), database=target.database)
     try:
         with conn.cursor() as cur:
             for name in ("A", "B"):
