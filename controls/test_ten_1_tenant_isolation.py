@@ -21,7 +21,7 @@ from ztm.fixtures_data import sql_error
 from ztm.resources.accounts import list_accounts
 from ztm.resources.tenancy import balances, current_tenant, granted_user_names, key_state, visible
 
-pytestmark = [pytest.mark.control("ZTM-TEN-1"), pytest.mark.needs("roles.app", "tenants")]
+pytestmark = [pytest.mark.control("ZTM-TEN-1"), pytest.mark.needs("roles.app", "tenants", "data_plane")]
 
 FORGED_VARIABLES = ("tenant", "tenant_id", "current_tenant", "ztm_tenant", "app_tenant")
 
@@ -51,7 +51,7 @@ def _record(target, tenant: str, user_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def probe_data(target, tenants):
+def probe_data(target, tenants, data_plane):
     """In tenants A and B: one user with two accounts each, written through the API."""
     from ztm.db import connect
 

@@ -82,6 +82,27 @@ def target(pytestconfig: pytest.Config) -> Target:
 
 
 @pytest.fixture(scope="session")
+def preflight(target: Target, pytestconfig: pytest.Config):
+    """What the target offers, learnt once (ztm.preflight) and recorded in run.json."""
+    from ztm.preflight import preflight as learn
+
+    facts = learn(target)
+    pytestconfig.stash.setdefault(TARGET_INFO, {})["preflight"] = facts.to_dict()
+    return facts
+
+
+@pytest.fixture(scope="session")
+def data_plane(target: Target, preflight) -> None:
+    """Requested by module fixtures that read the data plane (they set up before the autouse
+    check of ``needs("data_plane")``): a target without a data plane makes them not assessed."""
+    from ztm.preflight import data_plane_problem
+
+    problem = data_plane_problem(preflight, target.database)
+    if problem and problem[0] == "skip":
+        pytest.skip(problem[1])
+
+
+@pytest.fixture(scope="session")
 def policy(target: Target) -> Policy:
     """The policy in force (ztm.policy): a built-in profile tailored by the target's [policy]."""
     return policy_for(target)
@@ -138,7 +159,7 @@ def tls_probe(target: Target):
 
 # -- Inputs, applicability and driver errors: one sentence per test, never a traceback -------
 
-def missing_inputs(target: Target, needs: tuple[str, ...]) -> list[str]:
+def missing_inputs(target: Target, needs: tuple[str, ...] | list[str]) -> list[str]:
     """The inputs of ``needs`` ('roles.app', 'tls.ca', 'host', 'tenants', ...) the target lacks."""
     missing = []
     for need in needs:
@@ -188,9 +209,17 @@ def _ztm_declared_inputs(request: pytest.FixtureRequest) -> None:
         reason = inapplicable(target, spec.get("engine"), spec.get("version"), server_version or None)
         if reason:
             pytest.skip(reason)
-    missing = missing_inputs(target, needs)
+    missing = missing_inputs(target, [n for n in needs if n != "data_plane"])
     if missing:
         pytest.skip("not assessed: " + "; ".join(_need_reason(target, need) for need in missing))
+    if "data_plane" in needs:
+        from ztm.preflight import data_plane_problem
+
+        problem = data_plane_problem(request.getfixturevalue("preflight"), target.database)
+        if problem and problem[0] == "skip":
+            pytest.skip(problem[1])
+        if problem:
+            pytest.fail(problem[1], pytrace=False)
 
 
 def _need_reason(target: Target, need: str) -> str:
