@@ -21,7 +21,7 @@ from ztm.resources.accounts import find_account, grants_for
 from ztm.resources.grants import parse
 from ztm.resources.schema_objects import SchemaObjects
 
-pytestmark = pytest.mark.control("ZTM-ACC-1")
+pytestmark = [pytest.mark.control("ZTM-ACC-1"), pytest.mark.needs("roles.admin")]
 
 TABLE_DENIED, DB_DENIED, PRIVILEGE_DENIED = 1142, 1044, 1227
 # (what is probed, SQL, the error that proves a privilege refusal, what its message must name);

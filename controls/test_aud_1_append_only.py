@@ -42,7 +42,7 @@ from ztm.resources.accounts import find_account, list_accounts
 from ztm.resources.grants import WRITE_PRIVILEGES, effective_grants, shared_grantees
 from ztm.resources.schema_objects import SchemaObjects
 
-pytestmark = pytest.mark.control("ZTM-AUD-1")
+pytestmark = [pytest.mark.control("ZTM-AUD-1"), pytest.mark.needs("roles.admin", "data_plane")]
 
 TABLE_DENIED = 1142
 PROBE_TRIGGER = "ztm_probe_trigger"

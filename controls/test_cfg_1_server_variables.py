@@ -35,6 +35,7 @@ EMPTY_MEANS = {"ssl_crl": "revoked client certificates would be accepted",
 OFF_WHEN_NULL = {"secure_file_priv"}
 
 
+@pytest.mark.needs("roles.admin")
 def test_live_variables_hardened(target, policy, admin, evidence):
     expected = target.dialect.expected_live_variables(policy)
     nonempty = policy.variables["nonempty"]
@@ -66,6 +67,7 @@ def test_on_disk_configuration_hardened(target, policy, db_host, evidence):
     assert not problems, "configuration on disk not hardened (a restart would lose it): " + "; ".join(problems)
 
 
+@pytest.mark.applies(engine="mysql")  # SET PERSIST and mysqld-auto.cnf are MySQL's alone
 def test_persisted_variables_hardened(target, policy, db_host, evidence):
     if not target.dialect.persisted_config_supported:
         pytest.skip(f"{target.engine} has no SET PERSIST: nothing overrides the configuration files at restart")

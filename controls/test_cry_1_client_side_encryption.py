@@ -33,7 +33,7 @@ from ztm.resources.records import SentinelRecord, record, table_rows
 from ztm.resources.records import recent_records as newest_records
 from ztm.resources.schema_objects import SchemaObjects
 
-pytestmark = pytest.mark.control("ZTM-CRY-1")
+pytestmark = [pytest.mark.control("ZTM-CRY-1"), pytest.mark.needs("data_plane")]
 
 GCM_TAG_BYTES = 16
 
@@ -48,7 +48,7 @@ def envelope(target):
 
 
 @pytest.fixture(scope="module")
-def sentinel_record(target, tenants, envelope, pytestconfig):
+def sentinel_record(target, tenants, envelope, pytestconfig, data_plane):
     """One record written exactly as an application would: encrypt here, store via the API."""
     from ztm.db import connect
 
@@ -57,7 +57,7 @@ def sentinel_record(target, tenants, envelope, pytestconfig):
            "phone": f"+1555{int(marker[:6], 16) % 10**7:07d}"}
     keep_out_of_bundle(pytestconfig, *pii.values())  # a failure message naming it is redacted in the bundle
     doc = envelope.encrypt_user(tenants["A"], pii, role="ztm-assessment")
-    conn = connect(target, target.roles["app"], database=target.database)
+    conn = connect(target, target.role("app"), database=target.database)
     try:
         with conn.cursor() as cur:
             cur.execute("CALL security_set_tenant(%s)", (tenants["A"],))
@@ -129,7 +129,7 @@ def test_database_content_alone_cannot_decrypt(target, admin, sentinel_record, e
 
 
 @pytest.fixture(scope="module")
-def recent_records(target, policy, admin) -> list[dict[str, Any]]:
+def recent_records(target, policy, admin, data_plane) -> list[dict[str, Any]]:
     """The newest records, checked one by one (policy crypto.recent_records; all of them in a lab)."""
     return newest_records(admin, target.database, policy.crypto["recent_records"])
 

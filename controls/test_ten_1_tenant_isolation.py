@@ -21,18 +21,18 @@ from ztm.fixtures_data import sql_error
 from ztm.resources.accounts import list_accounts
 from ztm.resources.tenancy import balances, current_tenant, granted_user_names, key_state, visible
 
-pytestmark = pytest.mark.control("ZTM-TEN-1")
+pytestmark = [pytest.mark.control("ZTM-TEN-1"), pytest.mark.needs("roles.app", "tenants", "data_plane")]
 
 FORGED_VARIABLES = ("tenant", "tenant_id", "current_tenant", "ztm_tenant", "app_tenant")
 
 
 @pytest.fixture(scope="module")
-def probe_data(target, tenants):
+def probe_data(target, tenants, data_plane):
     """In tenants A and B: one user with two accounts each, written through the API."""
     from ztm.db import connect
 
     data = {}
-    conn = connect(target, target.roles["app"], database=target.database)
+    conn = connect(target, target.role("app"), database=target.database)
     try:
         with conn.cursor() as cur:
             for name in ("A", "B"):

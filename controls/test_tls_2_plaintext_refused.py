@@ -17,7 +17,7 @@ pytestmark = pytest.mark.control("ZTM-TLS-2")
 
 
 def test_plaintext_login_refused_while_tls_login_succeeds(target, evidence):
-    probe = target.roles["probe"]
+    probe = target.role("probe")
     over_tls = try_login(target, probe, present_cert=False)
     plaintext = try_login(target, probe, tls=False)
     evidence.json("login-probes", {"account": probe.user, "over_tls": over_tls.to_dict(),

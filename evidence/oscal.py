@@ -2,7 +2,8 @@
 the small assessment plan they import.
 
 Every catalog control has a finding. It is ``satisfied`` only if every observation of its
-control passed; a failure, an error, a waived failure or a skipped test makes it
+control passed (tests that do not apply to the target's engine or version are no objective
+of it: outcome ``not-applicable``); a failure, an error, a waived failure or a skipped test makes it
 ``not-satisfied`` (with the reason in its remarks), and so does a control no test of the run
 assessed ("not assessed" in its remarks and its ``assessment`` property). The suite itself
 is the assessment tool: a component in the result's local definitions that every
@@ -96,6 +97,11 @@ def finding_state(results: list[TestResult]) -> tuple[str, str, str | None]:
     """(state, reason, remarks) of a control's finding from its tests' outcomes."""
     if not results:
         return "not-satisfied", "other", NOT_ASSESSED
+    applicable = [r for r in results if r.outcome != "not-applicable"]
+    if not applicable:  # never satisfied on nothing seen
+        return "not-satisfied", "other", ("Not applicable to this target: " + "; ".join(
+            f"{r.name}: {_one_line(r.message)[:200]}" for r in results))
+    results = applicable  # a test that does not apply to the target is no objective of this control
     outcomes = [r.outcome for r in results]
     if outcomes and all(o == "passed" for o in outcomes):
         return "satisfied", "pass", None

@@ -183,16 +183,29 @@ class CatalogGate:
                 config.hook.pytest_deselected(items=dropped)
             items[:] = keep
         if config.option.controls_list:
-            self._print_catalog(config)
-            pytest.exit("listed the control catalog", returncode=0)
+            self._print_catalog(config, items)
+            items[:] = []  # listed, not run: the session ends normally (exit 0, see pytest_sessionfinish)
+            config.option.verbose = -2  # no "no tests ran" line under the listing
 
-    def _print_catalog(self, config: pytest.Config) -> None:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.config.option.controls_list and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK
+
+    def _print_catalog(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         tr = config.pluginmanager.get_plugin("terminalreporter")
         write = tr.write_line if tr else print
+        tests: dict[str, list[str]] = {}
+        for item in items:
+            for cid in controls_of(item):
+                tests.setdefault(cid, []).append(item.nodeid)
         for c in self.catalog.controls.values():
             state = "tests" if c.id in self.covered else "NO TESTS"
-            write(f"{c.id:<10} {state:<8} {c.severity_text():<14} {c.title}{' (optional)' if c.optional else ''}")
+            title = c.title if not c.optional or "(optional)" in c.title else f"{c.title} (optional)"
+            write(f"{c.id:<10} {state:<8} {c.severity_text():<14} {title}")
             write(f"{'':<20}{c.mapping_text()}")
+            for nodeid in tests.get(c.id, []):
+                write(f"{'':<20}- {nodeid}")
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         for cid in controls_of(item):

@@ -13,6 +13,8 @@ from evidence.recorder import REPORT_ATTRIBUTE
 
 MAX_MESSAGE = 4000
 UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# The skip reason ztm.plugin gives a test that does not apply to the target's engine or version.
+NOT_APPLICABLE = "not applicable: "
 
 
 @dataclass
@@ -22,7 +24,7 @@ class TestResult:
     nodeid: str
     name: str
     controls: list[str]
-    outcome: str = "passed"  # passed, failed, skipped, waived, error
+    outcome: str = "passed"  # passed, failed, skipped, not-applicable, waived, error
     duration: float = 0.0
     message: str = ""
     waiver: str | None = None
@@ -45,7 +47,9 @@ class TestResult:
             return
         if report.skipped:
             if self.outcome == "passed":
-                self.outcome, self.message = "skipped", _skip_reason(report)
+                reason = _skip_reason(report)
+                self.outcome = "not-applicable" if reason.startswith(NOT_APPLICABLE) else "skipped"
+                self.message = reason
             return
         if report.failed:
             kind = "failed" if report.when == "call" else "error"
@@ -99,10 +103,13 @@ def assign_folders(results: list[TestResult]) -> None:
 
 
 def control_status(results: list[TestResult]) -> str:
-    """passed only when every test passed; partial when the others were skipped (not assessed)."""
-    outcomes = {r.outcome for r in results}
+    """passed only when every applicable test passed; partial when the others were skipped (not
+    assessed). Tests that do not apply to the target are left out; all of them: not-applicable."""
     if not results:
         return "not-covered"
+    outcomes = {r.outcome for r in results} - {"not-applicable"}
+    if not outcomes:
+        return "not-applicable"
     if outcomes & {"failed", "error"}:
         return "failed"
     if "waived" in outcomes:

@@ -119,7 +119,7 @@ def server_version(target_file: str) -> tuple[str | None, str | None]:
         target = load_target(target_file)
         if "admin" not in target.roles:
             return None, "server version not read: the target has no admin role"
-        conn = connect(target, target.roles["admin"])
+        conn = connect(target, target.role("admin"))
     except UserError as exc:
         return None, f"server version not read: {exc}"
     except (pymysql.err.Error, OSError) as exc:

@@ -67,9 +67,9 @@ def client_context(target: Target, cert: Path | None, key: Path | None, *,
     """The CA, and the client pair when given, each checked on its own so an error names the
     file at fault; an encrypted key opens only with ``passphrase`` (never a terminal prompt)."""
     ctx = _NamePinnedContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.server_name = target.server_name
+    ctx.server_name = target.verify_name
     ctx.minimum_version = minimum
-    _load_ca(ctx, target.ca)
+    _load_ca(ctx, target.need_ca())
     if cert is not None and key is not None:
         _load_pair(ctx, cert, key, passphrase)
     return ctx

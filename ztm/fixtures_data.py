@@ -37,7 +37,7 @@ def account_of(target, accounts) -> Callable[[str], Account]:
     """The server account a target role logs in as (found by its user name)."""
 
     def find(role: str) -> Account:
-        user = target.roles[role].user
+        user = target.role(role).user
         matches = [a for a in accounts if a.user == user and not a.socket_only]
         assert matches, f"no network account for role {role} ({user}) on the server"
         return matches[0]
@@ -54,7 +54,7 @@ def session(target) -> Iterator[Callable[..., pymysql.connections.Connection]]:
     opened: list[pymysql.connections.Connection] = []
 
     def open_session(role: str = "app", tenant: str | None = None) -> pymysql.connections.Connection:
-        conn = connect(target, target.roles[role], database=target.database)
+        conn = connect(target, target.role(role), database=target.database)
         opened.append(conn)
         if tenant is not None:
             with conn.cursor() as cur:

@@ -19,7 +19,7 @@ import pytest
 
 from ztm.errors import UserError
 from ztm.policy import Policy, policy_for
-from ztm.target import Target, load_target
+from ztm.target import MissingInput, Target, load_target
 
 # Fixture modules of the other control families, kept apart so each stays small.
 pytest_plugins = ["ztm.fixtures_data", "ztm.fixtures_host"]
@@ -49,8 +49,14 @@ def target_info(config: pytest.Config) -> dict[str, Any]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A target named on the command line (or $ZTM_TARGET) is checked once, here, before
+    """Registers the markers controls declare their inputs and applicability with.
+
+    A target named on the command line (or $ZTM_TARGET) is checked once, here, before
     xdist starts any worker: a bad file is one usage line (exit 4), not every worker crashing."""
+    config.addinivalue_line("markers", "needs(*inputs): target inputs the test needs ('roles.app', 'tls.ca', "
+                            "'host', 'tenants', ...); without one it is not assessed, with the reason")
+    config.addinivalue_line("markers", "applies(engine=None, version=None): engines (a name or a list) and a "
+                            "minimum version the test applies to; elsewhere it is not applicable")
     value = config.getoption("target") or os.environ.get("ZTM_TARGET")
     if not value or hasattr(config, "workerinput") or getattr(config.option, "controls_list", False):
         return
@@ -76,6 +82,27 @@ def target(pytestconfig: pytest.Config) -> Target:
 
 
 @pytest.fixture(scope="session")
+def preflight(target: Target, pytestconfig: pytest.Config):
+    """What the target offers, learnt once (ztm.preflight) and recorded in run.json."""
+    from ztm.preflight import preflight as learn
+
+    facts = learn(target)
+    pytestconfig.stash.setdefault(TARGET_INFO, {})["preflight"] = facts.to_dict()
+    return facts
+
+
+@pytest.fixture(scope="session")
+def data_plane(target: Target, preflight) -> None:
+    """Requested by module fixtures that read the data plane (they set up before the autouse
+    check of ``needs("data_plane")``): a target without a data plane makes them not assessed."""
+    from ztm.preflight import data_plane_problem
+
+    problem = data_plane_problem(preflight, target.database)
+    if problem and problem[0] == "skip":
+        pytest.skip(problem[1])
+
+
+@pytest.fixture(scope="session")
 def policy(target: Target) -> Policy:
     """The policy in force (ztm.policy): a built-in profile tailored by the target's [policy]."""
     return policy_for(target)
@@ -87,7 +114,7 @@ def admin(target: Target, pytestconfig: pytest.Config) -> Iterator[pymysql.conne
     from ztm.db import connect
 
     try:
-        conn = connect(target, target.roles["admin"])
+        conn = connect(target, target.role("admin"))
     except pymysql.err.OperationalError as exc:
         pytest.exit(f"ztm: cannot reach target {target.name} through the admin path: {exc.args[-1]}", returncode=4)
     except UserError as exc:
@@ -108,7 +135,7 @@ def connect(target: Target) -> Iterator[Callable[..., pymysql.connections.Connec
     opened: list[pymysql.connections.Connection] = []
 
     def factory(role: str, **overrides: Any) -> pymysql.connections.Connection:
-        conn = _connect(target, target.roles[role], **overrides)
+        conn = _connect(target, target.role(role), **overrides)
         opened.append(conn)
         return conn
 
@@ -125,6 +152,121 @@ def tls_probe(target: Target):
 
     def scan(**kwargs: Any):
         kwargs.setdefault("deadline", tls_scan.SCAN_DEADLINE)  # a stalling server makes probes inconclusive
-        return tls_scan.scan(target.host, target.port, ca=target.ca, server_name=target.server_name, **kwargs)
+        return tls_scan.scan(target.host, target.port, ca=target.ca, server_name=target.verify_name, **kwargs)
 
     return scan
+
+
+# -- Inputs, applicability and driver errors: one sentence per test, never a traceback -------
+
+def missing_inputs(target: Target, needs: tuple[str, ...] | list[str]) -> list[str]:
+    """The inputs of ``needs`` ('roles.app', 'tls.ca', 'host', 'tenants', ...) the target lacks."""
+    missing = []
+    for need in needs:
+        section, _, key = need.partition(".")
+        if section == "roles":
+            present = key in target.roles
+        elif need == "tls.ca":
+            present = target.ca is not None
+        else:
+            value = target.section(section)
+            present = bool(value) and (not key or key in value)
+        if not present:
+            missing.append(need)
+    return missing
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    numbers = []
+    for part in text.split("-")[0].split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+def inapplicable(target: Target, engine: str | list[str] | None, version: str | None,
+                 server_version: str | None) -> str | None:
+    """Why a test marked ``applies(engine=, version=)`` does not apply to the target, or None."""
+    engines = [engine] if isinstance(engine, str) else list(engine or [])
+    if engines and target.engine not in engines:
+        return f"not applicable: applies to {' and '.join(engines)} only, the target is {target.engine}"
+    if version and server_version and _version_tuple(server_version) < _version_tuple(version):
+        return f"not applicable: applies to {target.engine} {version} and later, the server is {server_version}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _ztm_declared_inputs(request: pytest.FixtureRequest) -> None:
+    """Applies the ``needs`` and ``applies`` markers before a test touches the target."""
+    needs = tuple(n for m in request.node.iter_markers("needs") for n in m.args)
+    applies = [m.kwargs for m in request.node.iter_markers("applies")]
+    if not needs and not applies:
+        return
+    target: Target = request.getfixturevalue("target")
+    server_version = target_info(request.config).get("server_version") or (target.version or "").lstrip(">=")
+    for spec in applies:
+        reason = inapplicable(target, spec.get("engine"), spec.get("version"), server_version or None)
+        if reason:
+            pytest.skip(reason)
+    missing = missing_inputs(target, [n for n in needs if n != "data_plane"])
+    if missing:
+        pytest.skip("not assessed: " + "; ".join(_need_reason(target, need) for need in missing))
+    if "data_plane" in needs:
+        from ztm.preflight import data_plane_problem
+
+        problem = data_plane_problem(request.getfixturevalue("preflight"), target.database)
+        if problem and problem[0] == "skip":
+            pytest.skip(problem[1])
+        if problem:
+            pytest.fail(problem[1], pytrace=False)
+
+
+def _need_reason(target: Target, need: str) -> str:
+    try:
+        if need.startswith("roles."):
+            target.role(need.removeprefix("roles."))
+        elif need == "tls.ca":
+            target.need_ca()
+    except MissingInput as exc:
+        return exc.reason.removeprefix("not assessed: ")
+    return f"the target names no [{need}]"
+
+
+DRIVER_CAUSES = {
+    1045: "the server refused the login (access denied)",
+    1044: "the account may not use the database",
+    1049: "the database does not exist on the server",
+    1146: "a table of the data plane does not exist (is the data plane installed?)",
+    1305: "a procedure of the data plane does not exist (is the data plane installed?)",
+    2003: "the server cannot be reached over TCP",
+    2013: "the server closed the connection",
+    2026: "the TLS handshake failed (does the server offer TLS?)",
+    3159: "the server requires a secure transport",
+}
+
+
+def driver_finding(exc: BaseException, where: str) -> str:
+    """One sentence for a database driver error that no control turned into a finding."""
+    args = getattr(exc, "args", ())
+    errno = args[0] if args and isinstance(args[0], int) else None
+    detail = str(args[1]) if len(args) > 1 else str(exc)
+    cause = DRIVER_CAUSES.get(errno or 0, "the database refused or dropped a probe")
+    return f"{where}: {cause} (MySQL error {errno}: {' '.join(detail.split())[:300]})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A MissingInput becomes a skip (not assessed) with its sentence; a driver error that
+    reached pytest becomes that one sentence instead of a pymysql traceback."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    excinfo = call.excinfo
+    if excinfo is None or not report.failed:
+        return
+    if excinfo.errisinstance(MissingInput):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {excinfo.value.reason}")
+    elif excinfo.errisinstance(pymysql.MySQLError):
+        where = item.name if call.when == "call" else f"{item.name} ({call.when})"
+        report.longrepr = driver_finding(excinfo.value, where)

@@ -14,6 +14,26 @@ from ztm.errors import UserError
 from ztm.schemas import validate
 
 ROLES = ("app", "auditor", "migration", "probe", "admin")
+# What each role lets the suite see: the reason given when a control needs a role the target lacks.
+ROLE_USE = {
+    "app": "the application's account, which the access, tenant, crypto and mTLS controls log in as",
+    "auditor": "the auditor's account, which reads the audit trail",
+    "migration": "the schema owner's account",
+    "probe": "a low-privilege account the transport probes log in as",
+    "admin": "the admin path, which reads configuration, accounts and grants",
+}
+
+
+class MissingInput(Exception):
+    """The target file lacks an input a control needs: that control is *not assessed*, with
+    this sentence as the reason (ztm.plugin turns it into a skip; the CLI into one line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __repr__(self) -> str:  # what pytest shows: the sentence, never a traceback
+        return self.reason
 MAX_SECRET_FILE = 1 << 16  # a secret is one short line; never read a whole large file for it
 
 
@@ -76,9 +96,9 @@ class Target:
     version: str | None
     host: str
     port: int
-    server_name: str
+    server_name: str | None
     database: str
-    ca: Path
+    ca: Path | None
     crl: Path | None
     roles: dict[str, Identity]
     negative: dict[str, Credential] = field(default_factory=dict)
@@ -86,6 +106,25 @@ class Target:
     @property
     def dialect(self) -> Dialect:
         return dialect_for(self.engine)
+
+    def role(self, name: str) -> Identity:
+        """The identity of a target role; MissingInput (not assessed) when the target names none."""
+        identity = self.roles.get(name)
+        if identity is None:
+            raise MissingInput(f"not assessed: the target names no [roles.{name}] ({ROLE_USE.get(name, name)})")
+        return identity
+
+    def need_ca(self) -> Path:
+        """The CA the server certificate must chain to; MissingInput when the target names none."""
+        if self.ca is None:
+            raise MissingInput("not assessed: the target names no CA ([tls].ca), so the server certificate "
+                               "and client certificates cannot be verified")
+        return self.ca
+
+    @property
+    def verify_name(self) -> str:
+        """The name the server certificate must carry: [target].server_name, else the host."""
+        return self.server_name or self.host
 
     def section(self, name: str) -> dict[str, Any]:
         """A raw optional section (host, network, kms, anchor, ...) or {}."""
@@ -158,7 +197,7 @@ def load_target(path: str | os.PathLike[str]) -> Target:
     validate(raw, "target.schema.json", f"target file {p}")
     check_host_name(raw["target"]["host"], f"target file {p}: [target].host ")
     base = p.resolve().parent
-    t, tls = raw["target"], raw["tls"]
+    t, tls = raw["target"], raw.get("tls", {})
     roles = {
         role: Identity(
             role=role,
@@ -169,7 +208,7 @@ def load_target(path: str | os.PathLike[str]) -> Target:
             socket=resolve_path(base, spec["socket"]) if "socket" in spec else None,
             key_passphrase=secret_ref(base, spec.get("key_passphrase")),
         )
-        for role, spec in raw["roles"].items()
+        for role, spec in raw.get("roles", {}).items()
     }
     negative = {
         kind: Credential(cert=resolve_path(base, c["cert"]), key=resolve_path(base, c["key"]))
@@ -183,9 +222,9 @@ def load_target(path: str | os.PathLike[str]) -> Target:
         version=t.get("version"),
         host=t["host"],
         port=t["port"],
-        server_name=t["server_name"],
+        server_name=t.get("server_name"),
         database=t["database"],
-        ca=resolve_path(base, tls["ca"]),
+        ca=resolve_path(base, tls["ca"]) if "ca" in tls else None,
         crl=resolve_path(base, tls["crl"]) if "crl" in tls else None,
         roles=roles,
         negative=negative,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ztm.errors import UserError
-from ztm.target import load_target
+from ztm.target import MissingInput, load_target
 
 MINIMAL = """
 [target]
@@ -71,7 +71,6 @@ def test_secret_file_missing_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda t: t.replace('engine = "mysql"', 'engine = "postgres"'), "target/engine"),
     (lambda t: t.replace("port = 3306", "port = 70000"), "target/port"),
-    (lambda t: t.replace('[roles.probe]\nuser = "ztm_probe"\n', ""), "roles"),
     (lambda t: t.replace('password = {env = "APP_PW"}', 'password = "inline-secret"'), "roles/app/password"),
     (lambda t: t.replace('key = "pki/app.key"\n', ""), "roles/app"),
     (lambda t: t + "\n[surprise]\nx = 1\n", "surprise"),
@@ -88,3 +87,17 @@ def test_not_toml_and_missing_file_are_clear(tmp_path):
         load_target(write(tmp_path, "[target\nname="))
     with pytest.raises(UserError, match="does not exist"):
         load_target(tmp_path / "absent.toml")
+
+
+def test_only_the_target_section_is_required(tmp_path):
+    """An existing server's smallest target: no [tls], no roles, no server_name. What a
+    control needs and the file lacks is MissingInput (not assessed), naming the section."""
+    f = tmp_path / "target.toml"
+    f.write_text('[target]\nname = "stock"\nengine = "mariadb"\nhost = "127.0.0.1"\nport = 3306\n'
+                 'database = "app"\n')
+    t = load_target(f)
+    assert t.roles == {} and t.ca is None and t.verify_name == "127.0.0.1"
+    with pytest.raises(MissingInput, match=r"no \[roles\.app\]"):
+        t.role("app")
+    with pytest.raises(MissingInput, match=r"no CA \(\[tls\]\.ca\)"):
+        t.need_ca()

@@ -96,6 +96,7 @@ class KeyScan:
     unreadable: list[str] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)  # folders the assessor may not list
     missing: list[str] = field(default_factory=list)  # folders that do not exist
+    unscanned: list[str] = field(default_factory=list)  # files left unread when the time budget ran out
 
     @property
     def private_keys_seen(self) -> list[str]:
@@ -106,17 +107,35 @@ def _public_der(key: Any) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def scan_private_keys(host: Any, folders: list[str], max_kib: int) -> KeyScan:
+GREP_DENIED = re.compile(r"^grep: (.*): Permission denied$")
+
+
+def scan_private_keys(host: Any, folders: list[str], max_kib: int, budget_s: float | None = None) -> KeyScan:
     """Read every file up to ``max_kib`` under ``folders`` (one file system) and keep each
-    private key it holds, PEM or DER (a key saved in binary form is just as much a key)."""
+    private key it holds, PEM or DER (a key saved in binary form is just as much a key).
+    Within ``budget_s`` seconds: files left unread when it runs out are listed in ``unscanned``."""
+    import time
+
     scan = KeyScan()
-    for folder in folders:
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    for folder in dict.fromkeys(folders):
         listing = host.run("LC_ALL=C find %s -xdev -type f -size -%s", folder, f"{max_kib}k")
         denied = [m[1] for m in map(DENIED.match, listing.stderr.splitlines()) if m]
         scan.unlisted += denied
         if listing.rc != 0 and not denied:
             scan.missing.append(folder)
+        # One pass on the host keeps only files that can hold a key: PEM armour, or DER (whose
+        # first byte, 0x30, is ASCII '0' at the start of a line); the rest are never copied over.
+        candidates = host.run("LC_ALL=C find %s -xdev -type f -size -%s -print0 | LC_ALL=C xargs -0 -r grep -l -a "
+                              "-E -e '^0' -e 'PRIVATE KEY-----' --", folder, f"{max_kib}k")
+        scan.unreadable += [m[1] for m in map(GREP_DENIED.match, candidates.stderr.splitlines()) if m]
+        wanted = set(candidates.stdout.splitlines())
         for path in listing.stdout.splitlines():
+            if path not in wanted:
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                scan.unscanned.append(path)
+                continue
             read = host.run("cat -- %s", path)
             if read.rc != 0:
                 scan.unreadable.append(path)
