@@ -81,7 +81,8 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     documents: dict[str, Any] = {
         "run.json": run_document(target=target, started=started_s, finished=finished_s, exit_status=exit_status,
                                  argv=list(writer.config.invocation_params.args), suite_version=__version__,
-                                 tools=tools, policy=policy_summary(policy, no_policy)),
+                                 tools=tools, policy=policy_summary(policy, no_policy),
+                                 fail_on=getattr(writer.config.option, "fail_on", "any")),
         "results.json": {
             "schema_version": 1,
             "tests": [r.to_json(mappings, severities) for r in results],
