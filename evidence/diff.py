@@ -2,7 +2,8 @@
 
 Each bundle is copied to a private temporary file first and that copy is verified and read, so
 what is compared is exactly what verified. A control is *regressed* when it was satisfied,
-waived or not applicable in OLD and is not satisfied in NEW; *fixed* the other way round;
+waived or not applicable in OLD (or partly assessed: some tests passed, the others skipped) and
+is not satisfied in NEW; *fixed* the other way round;
 *still failing* when not satisfied in both; *newly assessed* / *no longer assessed* when it
 was / is not assessed on one side; *changed* for any other change of verdict (e.g. satisfied
 to waived). For controls whose verdict did not change, the evidence files whose recorded data
@@ -33,6 +34,7 @@ KINDS = ("regressed", "fixed", "still failing", "newly assessed", "no longer ass
 class Side:
     """One verified bundle: verdict and reason per control, severity, start time, evidence data per file."""
     verdicts: dict[str, tuple[str, str]]
+    passed: dict[str, int]  # tests that passed per control: a partly assessed control had passing tests
     severity: dict[str, str]
     started: str
     evidence: dict[str, bytes]
@@ -76,7 +78,9 @@ def _side(files: dict[str, bytes], where: str) -> Side:
     for test in tests:
         for cid in test.controls:
             per.setdefault(cid, []).append(test)
-    return Side({cid: verdict_of(rs) for cid, rs in per.items()}, controls, str(run.get("started", "?")),
+    return Side({cid: verdict_of(rs) for cid, rs in per.items()},
+                {cid: sum(r.outcome == "passed" for r in rs) for cid, rs in per.items()},
+                controls, str(run.get("started", "?")),
                 {n: _evidence_data(n, d) for n, d in files.items() if n.startswith("evidence/")})
 
 
@@ -116,7 +120,10 @@ def diff(old: Side, new: Side) -> Diff:
             if changed:
                 out.evidence_changed[cid] = changed
             continue
-        if before == NOT_ASSESSED:
+        partly = before == NOT_ASSESSED and old.passed.get(cid, 0) > 0  # some tests passed, others skipped
+        if after == NOT_SATISFIED and (before in GOOD or partly):
+            kind = "regressed"
+        elif before == NOT_ASSESSED and not partly:
             kind = "newly assessed"
         elif after == NOT_SATISFIED and before in GOOD:
             kind = "regressed"

@@ -108,3 +108,16 @@ def test_diff_of_a_missing_bundle_is_one_line(bundles, tmp_path, capsys):
     old, _, ca = bundles
     assert ztm_main(["evidence", "diff", str(old), str(tmp_path / "nope.tar.gz"), "--ca", str(ca)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_partly_assessed_then_failing_is_a_regression():
+    """Some tests passed and one was skipped (an engine-specific test): failing next time is a regression."""
+    from evidence.diff import Side, diff
+
+    old = Side({"ZTM-CFG-1": ("not assessed", "t2 skipped: mysql only"), "ZTM-NET-1": ("not assessed", "")},
+               {"ZTM-CFG-1": 1, "ZTM-NET-1": 0}, {"ZTM-CFG-1": "medium", "ZTM-NET-1": "high"}, "t0", {})
+    new = Side({"ZTM-CFG-1": ("not satisfied", "t1: local_infile"), "ZTM-NET-1": ("not satisfied", "open port")},
+               {"ZTM-CFG-1": 0, "ZTM-NET-1": 0}, {"ZTM-CFG-1": "medium", "ZTM-NET-1": "high"}, "t1", {})
+    result = diff(old, new)
+    assert [r["id"] for r in result.changes["regressed"]] == ["ZTM-CFG-1"]
+    assert [r["id"] for r in result.changes["newly assessed"]] == ["ZTM-NET-1"]
