@@ -44,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ztm-evidence", "Zero-Trust MySQL evidence")
     group.addoption("--evidence-out", metavar="PATH", default=None,
                     help="write the signed evidence bundle (tar.gz) here at the end of the run")
+    group.addoption("--evidence-html", metavar="PATH", default=None,
+                    help="with --evidence-out: also write the assessor's HTML report here (default: next to the "
+                         "bundle, <bundle>.html; its evidence links point into the unpacked bundle/ beside it)")
     group.addoption("--evidence-key", metavar="FILE", default=None,
                     help="Ed25519 private key (PEM, mode 0600) that signs the bundle; default: the target's "
                          "[evidence].signing_key, else the lab's")
@@ -272,6 +275,9 @@ class BundleWriter:
         self.waivers = gate.waivers
         self.key, self.cert = key, cert
         self.out = out
+        html = config.option.evidence_html or str(out.with_name(out.name.removesuffix(".tar.gz").removesuffix(".tgz")
+                                                                + ".html"))
+        self.html_out = Path(html) if Path(html) != out else Path(f"{out}.html")  # never over the bundle
         self.results: dict[str, TestResult] = {}
         self.worker_target: dict[str, Any] = {}  # what xdist workers' fixtures read (relay.WorkerRelay)
         self.worker_kept_out: set[str] = set()

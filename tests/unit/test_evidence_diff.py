@@ -121,3 +121,26 @@ def test_partly_assessed_then_failing_is_a_regression():
     result = diff(old, new)
     assert [r["id"] for r in result.changes["regressed"]] == ["ZTM-CFG-1"]
     assert [r["id"] for r in result.changes["newly assessed"]] == ["ZTM-NET-1"]
+
+
+def test_assessor_report_in_the_bundle_and_next_to_it(bundles):
+    """Every catalog control has a section with its verdict; every evidence link names a bundle file;
+    no script and no external resource; the copy beside the archive links into the unpacked bundle/."""
+    import re
+
+    from evidence.catalog import load_catalog
+
+    _, new, _ = bundles
+    files = members(new)
+    page = files["bundle/assessor.html"].decode()
+    for cid in load_catalog().controls:
+        section = re.search(rf'<section id="{cid}" class="control">(.*?)</section>', page, re.S)
+        assert section and 'data-verdict="' in section.group(1), cid
+    assert re.search(r'<section id="ZTM-CFG-1".*?data-verdict="not satisfied"', page, re.S)
+    first = page.split('<section id=')[0]
+    assert 'id="failing"' in first and "ZTM-CFG-1" in first.split('id="failing"')[1].split("</ul>")[0]
+    assert "<svg" in first and "<script" not in page and not re.search(r'(src|href)="https?:', page)
+    links = re.findall(r'class="evidence" href="([^"]+)"', page)
+    assert links and all(f"bundle/{link}" in files for link in links)
+    beside = new.with_name("new.html").read_text()
+    assert re.findall(r'class="evidence" href="([^"]+)"', beside) == [f"bundle/{link}" for link in links]
