@@ -25,6 +25,7 @@ APT_PACKAGES = [
     "python3-venv", "python3-dev", "gcc", "git", "iproute2", "procps", "nftables", "fail2ban",
     "mariadb-server", "mariadb-client", "softhsm2", "opensc", "debootstrap", "openssl", "e2fsprogs",
     "openscap-scanner", "ssg-debian", "ssg-debderived",
+    "chromium",  # tests/lab/test_reports_lab.py renders the assessor report headless
 ]
 ENGINES = ("mariadb", "mysql")
 NO_TESTS_COLLECTED = 5

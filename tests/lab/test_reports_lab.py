@@ -53,3 +53,42 @@ def test_diff_names_exactly_the_broken_control(lab, before_after):
     assert [r["id"] for r in doc["regressed"]] == ["ZTM-CFG-1"]
     assert doc["fixed"] == [] and doc["still_failing"] == [] and doc["changed"] == []
     assert "local_infile" in doc["regressed"][0]["reason"]
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    import shutil
+
+    binary = shutil.which("chromium")
+    assert binary, "Debian's chromium is not installed (tasks.py install puts it in APT_PACKAGES)"
+    return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", *args], capture_output=True, text=True, timeout=180)
+
+
+def test_assessor_report_in_headless_chromium(before_after, tmp_path):
+    """The report beside the 'after' bundle, with the bundle unpacked next to it, rendered by Chromium:
+    every catalog control has a section with its verdict, every evidence link resolves to a bundle
+    file, and the broken control is red on the first screen. A screenshot goes to reports/."""
+    import re
+    import tarfile
+
+    from evidence.catalog import load_catalog
+
+    _, after, _ = before_after
+    page = after.with_name("after.html")
+    with tarfile.open(after, "r:gz") as tar:
+        tar.extractall(after.parent, filter="data")
+    done = _chromium("--dump-dom", page.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    for cid in load_catalog().controls:
+        assert re.search(rf'<section id="{cid}" class="control">.*?data-verdict="', dom, re.S), cid
+    links = re.findall(r'class="evidence" href="([^"]+)"', dom)
+    assert links and all((page.parent / link).is_file() for link in links), links
+    first = dom.split("<section")[0]
+    failing = first.split('id="failing"')[1].split("</ul>")[0]
+    assert "ZTM-CFG-1" in failing and "#cf222e" in failing and "ZTM-TLS-2" not in failing
+    shots = ROOT / "reports"
+    shots.mkdir(exist_ok=True)
+    shot = _chromium(f"--screenshot={shots / 'assessor-broken-cfg1.png'}", "--window-size=1280,1600",
+                     page.as_uri())
+    assert shot.returncode == 0 and (shots / "assessor-broken-cfg1.png").stat().st_size > 10000, shot.stderr[-2000:]
