@@ -26,6 +26,7 @@ APT_PACKAGES = [
     "mariadb-server", "mariadb-client", "softhsm2", "opensc", "debootstrap", "openssl", "e2fsprogs",
     "openscap-scanner", "ssg-debian", "ssg-debderived", "sslscan",
     "libmariadb-dev", "pkg-config",  # to build mysqlclient (the C driver)
+    "chromium",  # tests/lab/test_reports_lab.py renders the assessor report headless
 ]
 ENGINES = ("mariadb", "mysql")
 NO_TESTS_COLLECTED = 5

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from evidence import timestamp
 from evidence.bundle import json_bytes, write_bundle
+from evidence.html_report import HTML_NAME, render
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
 from evidence.results import TestResult, assign_folders, control_status
 from evidence.run_info import policy_in_force, policy_summary, run_document, server_version, tool_versions
@@ -16,6 +17,7 @@ from evidence.scan import find_in, redact
 from evidence.schemas import validate_documents
 from evidence.sensitive import key_material, target_secrets
 from evidence.sign import load_signing_key
+from evidence.summary import control_verdicts
 from ztm import __version__
 from ztm.errors import UserError
 from ztm.keep_out import kept_out
@@ -81,7 +83,8 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     documents: dict[str, Any] = {
         "run.json": run_document(target=target, started=started_s, finished=finished_s, exit_status=exit_status,
                                  argv=list(writer.config.invocation_params.args), suite_version=__version__,
-                                 tools=tools, policy=policy_summary(policy, no_policy)),
+                                 tools=tools, policy=policy_summary(policy, no_policy),
+                                 fail_on=getattr(writer.config.option, "fail_on", "any")),
         "results.json": {
             "schema_version": 1,
             "tests": [r.to_json(mappings, severities) for r in results],
@@ -113,6 +116,9 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
                 files[path] = item["content"].encode()
     validate_documents(documents)
     files.update({name: json_bytes(doc) for name, doc in documents.items()})
+    verdicts = control_verdicts(writer.catalog, results)
+    files[HTML_NAME] = render(writer.catalog, verdicts, results, run_doc,
+                              documents["results.json"]["waivers"]["active"]).encode()
     for name, path in (("junit.xml", writer.config.option.xmlpath),
                        ("report.html", getattr(writer.config.option, "htmlpath", None))):
         if path:
@@ -164,4 +170,10 @@ def assemble(writer: BundleWriter, exit_status: int) -> int:
                             "certificate will be judged at verification time", red=True)
                 return None
     write_bundle(writer.out, files, key, cert, stamp)
+    html_out = getattr(writer, "html_out", None)
+    if html_out is not None:  # the same page for the archive's neighbour: links into the unpacked bundle/
+        try:
+            html_out.write_bytes(files[HTML_NAME].replace(b'href="evidence/', b'href="bundle/evidence/'))
+        except OSError as exc:  # the signed bundle stands (assessor.html is inside it)
+            writer._say(f"ztm evidence: WARNING: HTML report {html_out} not written: {exc.strerror}", red=True)
     return writer.out.stat().st_size

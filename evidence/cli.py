@@ -1,4 +1,6 @@
-"""`ztm evidence verify BUNDLE (--ca FILE [--crl FILE] [--tsa-ca FILE] | --pubkey FILE | --trust-embedded-key)`.
+"""`ztm evidence verify BUNDLE ...` and `ztm evidence diff OLD NEW ...` (exit codes in evidence/diff.py's CLI help).
+
+`ztm evidence verify BUNDLE (--ca FILE [--crl FILE] [--tsa-ca FILE] | --pubkey FILE | --trust-embedded-key)`.
 
 Exit codes: 0 verified; 1 verification failed (each problem printed, or one line for a damaged
 archive or a missing trust anchor); 2 usage (bad arguments, no such bundle, not a regular
@@ -8,9 +10,11 @@ non-empty gzip file, unreadable key, CA or CRL).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from evidence.diff import diff, load_verified, text_lines
 from evidence.verify import verify_bundle
 from ztm.text import printable
 
@@ -25,6 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "every file's SHA-256, and that no file is missing or added. A trust anchor is "
                                       "required. Exit 0 verified, 1 failed, 2 usage.")
     v.add_argument("bundle", type=Path, help="the bundle (tar.gz)")
+    _trust_arguments(v)
+    v.set_defaults(func=_verify)
+    d = ev_sub.add_parser("diff", help="which controls regressed, were fixed or changed between two bundles",
+                          description="Verify both bundles (same trust arguments as verify; a bundle that does not "
+                                      "verify is never diffed), then list per control: regressed, fixed, still "
+                                      "failing, newly assessed, no longer assessed, changed; and evidence files "
+                                      "whose data changed for controls whose verdict did not. Exit 0 no regression, "
+                                      "1 a control regressed, 2 usage, 3 a bundle did not verify.")
+    d.add_argument("old", type=Path, help="the earlier bundle (tar.gz)")
+    d.add_argument("new", type=Path, help="the later bundle (tar.gz)")
+    d.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    _trust_arguments(d)
+    d.set_defaults(func=_diff)
+
+
+def _trust_arguments(v: argparse.ArgumentParser) -> None:
     who = v.add_mutually_exclusive_group()
     who.add_argument("--ca", type=Path, metavar="FILE",
                      help="the evidence CA certificate(s) (PEM) that must have issued the signer's certificate")
@@ -36,7 +56,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                              "listed in it is refused")
     v.add_argument("--tsa-ca", type=Path, metavar="FILE",
                    help="the CA certificate(s) of the time-stamping authority (default: the --ca file)")
-    v.set_defaults(func=_verify)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    trust = {"ca": args.ca, "pubkey": args.pubkey, "crl": args.crl, "tsa_ca": args.tsa_ca,
+             "trust_embedded": args.trust_embedded_key}
+    old, new = load_verified(args.old, **trust), load_verified(args.new, **trust)
+    result = diff(old, new)
+    if args.json:
+        print(json.dumps(result.to_json(old, new), indent=2))
+    else:
+        for line in text_lines(result, old, new):
+            print(line)
+    return 1 if result.regressed else 0
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from evidence.relay import WorkerRelay, received
 from evidence.results import TestResult
 from evidence.scrub import FailureScrubber
 from evidence.sign import check_signer
+from evidence.summary import GATES, ControlSummary
 from evidence.waivers import Waiver, load_waivers
 from ztm.errors import UserError
 from ztm.plugin import target_path
@@ -43,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ztm-evidence", "Zero-Trust MySQL evidence")
     group.addoption("--evidence-out", metavar="PATH", default=None,
                     help="write the signed evidence bundle (tar.gz) here at the end of the run")
+    group.addoption("--evidence-html", metavar="PATH", default=None,
+                    help="with --evidence-out: also write the assessor's HTML report here (default: next to the "
+                         "bundle, <bundle>.html; its evidence links point into the unpacked bundle/ beside it)")
     group.addoption("--evidence-key", metavar="FILE", default=None,
                     help="Ed25519 private key (PEM, mode 0600) that signs the bundle; default: the target's "
                          "[evidence].signing_key, else the lab's")
@@ -51,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--control", action="append", default=[], metavar="ID",
                     help="run only the tests of this control (repeatable), e.g. --control ZTM-TLS-1")
     group.addoption("--controls-list", action="store_true", help="list the catalog and which controls have tests")
+    group.addoption("--fail-on", choices=GATES, default="any", metavar="SEVERITY",
+                    help="exit 1 only when a control of this severity or higher is not satisfied "
+                         "(high, medium, low; default any: every failed test fails the run). Waived controls never "
+                         "fail the gate; a failed test of no control always does")
     group.addoption("--waivers", metavar="FILE", default=None,
                     help="waiver file (TOML or JSON): control, test and/or finding, justification, approver, "
                          "expires")
@@ -81,6 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "no"  # list in this process: xdist (configured after us) starts no workers
     gate = CatalogGate(config, catalog, waivers)
     config.pluginmanager.register(gate, "ztm-catalog-gate")
+    if not hasattr(config, "workerinput") and not config.option.controls_list:  # the controller has the reports
+        config.pluginmanager.register(ControlSummary(config, catalog), "ztm-control-summary")
     if config.option.evidence_out is None:
         return
     if not config.option.evidence_out.strip():  # '' is a mistake, not "no bundle"
@@ -278,6 +288,9 @@ class BundleWriter:
         self.waivers = gate.waivers
         self.key, self.cert = key, cert
         self.out = out
+        html = config.option.evidence_html or str(out.with_name(out.name.removesuffix(".tar.gz").removesuffix(".tgz")
+                                                                + ".html"))
+        self.html_out = Path(html) if Path(html) != out else Path(f"{out}.html")  # never over the bundle
         self.results: dict[str, TestResult] = {}
         self.worker_target: dict[str, Any] = {}  # what xdist workers' fixtures read (relay.WorkerRelay)
         self.worker_kept_out: set[str] = set()

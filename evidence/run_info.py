@@ -160,7 +160,7 @@ def policy_summary(policy: Any, why_not: str | None) -> dict[str, Any]:
 
 def run_document(*, target: dict[str, Any], started: str, finished: str, exit_status: int,
                  argv: list[str], suite_version: str, tools: dict[str, str] | None = None,
-                 policy: dict[str, Any] | None = None) -> dict[str, Any]:
+                 policy: dict[str, Any] | None = None, fail_on: str = "any") -> dict[str, Any]:
     return {
         "schema_version": 1,
         "suite": {"name": "zero-trust-mysql", "version": suite_version, **git_commit()},
@@ -171,5 +171,6 @@ def run_document(*, target: dict[str, Any], started: str, finished: str, exit_st
         "assessor_host": host_os(),
         "tools": tools if tools is not None else tool_versions(),
         "command": redact_argv([*_program(), *argv]),
+        "fail_on": fail_on,
         **({"policy": policy} if policy is not None else {}),
     }

@@ -1,0 +1,151 @@
+"""``ztm evidence diff OLD NEW``: what changed between two verified bundles, per control.
+
+Each bundle is copied to a private temporary file first and that copy is verified and read, so
+what is compared is exactly what verified. A control is *regressed* when it was satisfied,
+waived or not applicable in OLD (or partly assessed: some tests passed, the others skipped) and
+is not satisfied in NEW; *fixed* the other way round;
+*still failing* when not satisfied in both; *newly assessed* / *no longer assessed* when it
+was / is not assessed on one side; *changed* for any other change of verdict (e.g. satisfied
+to waived). For controls whose verdict did not change, the evidence files whose recorded data
+differ are listed (the recording time of a JSON evidence file is not a difference).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evidence.archive import read_bundle as read_archive
+from evidence.results import TestResult
+from evidence.summary import NOT_ASSESSED, NOT_SATISFIED, SATISFIED, verdict_of
+from evidence.verify import verify_bundle
+from ztm.errors import UserError
+
+GOOD = {SATISFIED, "waived", "not applicable"}
+KINDS = ("regressed", "fixed", "still failing", "newly assessed", "no longer assessed", "changed")
+
+
+@dataclass
+class Side:
+    """One verified bundle: verdict and reason per control, severity, start time, evidence data per file."""
+    verdicts: dict[str, tuple[str, str]]
+    passed: dict[str, int]  # tests that passed per control: a partly assessed control had passing tests
+    severity: dict[str, str]
+    started: str
+    evidence: dict[str, bytes]
+
+
+@dataclass
+class Diff:
+    changes: dict[str, list[dict[str, str]]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    evidence_changed: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.changes["regressed"])
+
+    def to_json(self, old: Side, new: Side) -> dict[str, Any]:
+        return {"old": {"started": old.started}, "new": {"started": new.started},
+                **{k.replace(" ", "_"): v for k, v in self.changes.items()},
+                "evidence_changed": self.evidence_changed}
+
+
+def _evidence_data(name: str, data: bytes) -> bytes:
+    if not name.endswith(".json"):
+        return data
+    try:
+        return json.dumps(json.loads(data).get("data"), sort_keys=True).encode()
+    except (ValueError, AttributeError):
+        return data
+
+
+def _side(files: dict[str, bytes], where: str) -> Side:
+    try:
+        results = json.loads(files["results.json"])
+        run = json.loads(files["run.json"])
+        tests = [TestResult(t["nodeid"], t["name"], [c["id"] for c in t["controls"]], outcome=t["outcome"],
+                            message=t.get("message") or "", waiver=t.get("waiver")) for t in results["tests"]]
+        controls = {c["id"]: c.get("severity", "medium") for c in results["controls"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{where}: results.json or run.json is not a results document this version reads ({exc})",
+                        2) from None
+    per: dict[str, list[TestResult]] = {cid: [] for cid in controls}
+    for test in tests:
+        for cid in test.controls:
+            per.setdefault(cid, []).append(test)
+    return Side({cid: verdict_of(rs) for cid, rs in per.items()},
+                {cid: sum(r.outcome == "passed" for r in rs) for cid, rs in per.items()},
+                controls, str(run.get("started", "?")),
+                {n: _evidence_data(n, d) for n, d in files.items() if n.startswith("evidence/")})
+
+
+def load_verified(path: Path, **trust: Any) -> Side:
+    """Copy, verify, read: raises UserError (exit 3) when the bundle does not verify."""
+    with tempfile.TemporaryDirectory(prefix="ztm-diff-") as tmp:
+        copy = Path(tmp) / "bundle.tar.gz"
+        if os.path.exists(path) and not os.path.isfile(path):  # never open a FIFO or device
+            raise UserError(f"{path} is not a regular file, not a bundle", 2)
+        try:
+            with open(path, "rb") as source, open(copy, "xb") as sink:
+                shutil.copyfileobj(source, sink)
+        except FileNotFoundError:
+            raise UserError(f"no bundle at {path}", 2) from None
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror}", 2) from None
+        result = verify_bundle(copy, **trust)
+        if not result.ok:
+            raise UserError(f"{path} did not verify, not diffed: " + "; ".join(result.problems[:3])
+                            + (f" (+{len(result.problems) - 3} more)" if len(result.problems) > 3 else ""), 3)
+        return _side(read_archive(copy, None).small, str(path))
+
+
+def diff(old: Side, new: Side) -> Diff:
+    out = Diff()
+    for cid in [*old.verdicts, *(c for c in new.verdicts if c not in old.verdicts)]:
+        before, _ = old.verdicts.get(cid, (NOT_ASSESSED, "not in the old catalog"))
+        after, reason = new.verdicts.get(cid, (NOT_ASSESSED, "not in the new catalog"))
+        row = {"id": cid, "severity": new.severity.get(cid, old.severity.get(cid, "medium")),
+               "old": before, "new": after, "reason": reason}
+        if before == after:
+            if after == NOT_SATISFIED:
+                out.changes["still failing"].append(row)
+            prefix = f"evidence/{cid}/"
+            names = sorted({n for n in (*old.evidence, *new.evidence) if n.startswith(prefix)})
+            changed = [n for n in names if old.evidence.get(n) != new.evidence.get(n)]
+            if changed:
+                out.evidence_changed[cid] = changed
+            continue
+        partly = before == NOT_ASSESSED and old.passed.get(cid, 0) > 0  # some tests passed, others skipped
+        if after == NOT_SATISFIED and (before in GOOD or partly):
+            kind = "regressed"
+        elif before == NOT_ASSESSED and not partly:
+            kind = "newly assessed"
+        elif after == NOT_SATISFIED and before in GOOD:
+            kind = "regressed"
+        elif before == NOT_SATISFIED and after in GOOD:
+            kind = "fixed"
+        elif after == NOT_ASSESSED:
+            kind = "no longer assessed"
+        else:
+            kind = "changed"
+        out.changes[kind].append(row)
+    return out
+
+
+def text_lines(result: Diff, old: Side, new: Side) -> list[str]:
+    lines = [f"old run started {old.started}, new run started {new.started}"]
+    for kind in KINDS:
+        for row in result.changes[kind]:
+            why = f": {row['reason']}" if row["new"] == NOT_SATISFIED and row["reason"] else ""
+            lines.append(f"{kind.upper()} {row['id']} ({row['severity']}): {row['old']} -> {row['new']}{why}")
+    for cid, names in result.evidence_changed.items():
+        lines.append(f"EVIDENCE CHANGED {cid} (verdict {new.verdicts[cid][0]} unchanged): {', '.join(names[:5])}"
+                     + (f" (+{len(names) - 5} more)" if len(names) > 5 else ""))
+    counts = ", ".join(f"{len(result.changes[k])} {k}" for k in KINDS)
+    lines.append(f"{counts}; evidence changed for {len(result.evidence_changed)} unchanged control(s)")
+    return lines
