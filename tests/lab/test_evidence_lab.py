@@ -91,9 +91,11 @@ def test_run_json_names_the_target_as_the_server_reports_itself_under_xdist(lab,
         cur.execute("SELECT VERSION()")
         (version,) = cur.fetchone()
     run = json.loads(_files(lab_bundle)["bundle/run.json"])
+    preflight = run["target"].pop("preflight", None)
     assert run["target"] == {"name": lab_target.name, "host": lab_target.host, "port": lab_target.port,
                              "engine": lab_target.engine, "target_file": str(lab_target.path),
                              "server_version": version}
+    assert preflight and preflight["tcp"] == "ok" and preflight["tls_offered"] is True, preflight
     assert "redactions" not in run, f"a control output a secret: {run.get('redactions')}"
 
 
