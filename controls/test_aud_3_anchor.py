@@ -63,11 +63,11 @@ def test_newest_anchor_is_fresh(anchor, policy, evidence):
     assert stale is None, stale
 
 
-def test_database_is_consistent_with_every_anchor(anchor, connect, evidence):
+def test_database_is_consistent_with_every_anchor(anchor, target, connect, evidence):
     _, _, report, _ = anchor
     if not report.reference:
         pytest.fail("no valid anchor to compare the database with")
-    problems = anchoring.check_database(connect("auditor"), report.reference)
+    problems = anchoring.check_database(connect("auditor"), report.reference, target.database)
     evidence.json("consistency", {"anchors": len(report.reference), "newest": report.latest["checkpoint"],
                                   "problems": problems})
     assert not problems, "the database disagrees with the anchors: " + "; ".join(problems)
