@@ -35,9 +35,9 @@ class Dialect:
     # The my.cnf groups the server reads (plus '<group>-X.Y' for its own version series).
     option_groups: tuple[str, ...] = ("mysqld", "server")
     versioned_option_groups: tuple[str, ...] = ("mysqld",)
-    # TLS 1.3 suites the server refuses to be configured with (a policy may approve them: the
-    # server is then configured with the rest, and TLS-1 judges what it accepts).
-    blocked_tls13_suites: frozenset[str] = frozenset()
+    # TLS suites/ciphers the server refuses to be configured with (a policy may approve them:
+    # the server is then configured with the rest, and TLS-1 judges what it accepts).
+    blocked_ciphers: frozenset[str] = frozenset()
 
     def tls_settings(self, policy: Policy) -> dict[str, str]:
         """tls_version and the suites of the policy, as the server's variables/options name them."""
@@ -57,7 +57,8 @@ class Dialect:
         """my.cnf options allowing exactly these suites. MariaDB takes both kinds in
         ssl_cipher; MySQL keeps TLS 1.3 suites in tls_ciphersuites and refuses to start
         if ssl_cipher names them."""
-        tls13_suites = [suite for suite in tls13_suites if suite not in self.blocked_tls13_suites]
+        tls13_suites = [suite for suite in tls13_suites if suite not in self.blocked_ciphers]
+        tls12_ciphers = [cipher for cipher in tls12_ciphers if cipher not in self.blocked_ciphers]
         if self.tls13_suites_option == "ssl_cipher":
             return {"ssl_cipher": ":".join([*tls13_suites, *tls12_ciphers])}
         options = {self.tls13_suites_option: ":".join(tls13_suites)}
@@ -127,8 +128,8 @@ MYSQL = Dialect(
     role_has_host=True,
     mandatory_roles_variable="mandatory_roles",
     failed_login_log=("log_error_verbosity", "3", "2"),
-    # MySQL 9.7 will not start with it in tls_ciphersuites ("cipher ... is blocked").
-    blocked_tls13_suites=frozenset({"TLS_AES_128_CCM_8_SHA256"}),
+    # MySQL 9.7 will not start with these in tls_ciphersuites / ssl_cipher ("cipher ... is blocked").
+    blocked_ciphers=frozenset({"TLS_AES_128_CCM_8_SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384"}),
 )
 
 _DIALECTS = {d.name: d for d in (MARIADB, MYSQL)}
