@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.results_file import write_results
 from envelope.setup import client_for
 from provision import lab as lab_mod
 from tests.lab.fake_records import writer_accounts
@@ -33,7 +34,6 @@ from ztm.anchoring.sinks import sink_for
 from ztm.db import connect
 from ztm.target import load_target
 
-ROOT = Path(__file__).resolve().parent
 POLL = 0.02
 TIMEOUT = 600.0
 
@@ -127,9 +127,7 @@ def main() -> int:
                        "lone_every_sink_s_max": max(lone_s) if lone_s else None},
            "note": "commit to an anchor covering it in every sink; sinks polled every 20 ms; the lab anchors "
                    "with an RFC 3161 timestamp from its local TSA; the machine is shared"}
-    out = args.out or ROOT / "results" / f"anchor_latency-{target.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, "anchor_latency", target.engine, args.out, echo=False)
     print(json.dumps(doc["summary"], indent=2))
     return 0
 

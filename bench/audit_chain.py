@@ -29,6 +29,7 @@ from pathlib import Path
 import pymysql
 import pymysql.cursors
 
+from bench.results_file import write_results
 from envelope.setup import client_for
 from provision import lab as lab_mod
 from provision import schema
@@ -39,7 +40,6 @@ from ztm.db import connect, connect_c
 from ztm.target import load_target
 
 SCRATCH = "ztm_bench"
-ROOT = Path(__file__).resolve().parent
 
 
 def build_scratch_chain(admin: pymysql.connections.Connection, events: int, batch: int = 5000) -> None:
@@ -198,10 +198,7 @@ def main() -> int:
            "python": platform.python_version(), "machine": platform.machine(), "build_scratch_chain_s":
            round(build_s, 1), "verify": verify, "transfers_per_s": writes,
            "transfer_calls_per_writer": args.calls, "note": "a transfer updates two rows: two audit events"}
-    out = args.out or ROOT / "results" / f"audit_chain-{target.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc, indent=2))
+    write_results(doc, "audit_chain", target.engine, args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ Usage (root, lab up, project root): .venv/bin/python -m bench.controls
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,10 +20,10 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
+from bench.results_file import write_results
 from provision import lab as lab_mod
 from ztm.target import load_target
 
-ROOT = Path(__file__).resolve().parent
 GOAL_S = 3.0
 
 
@@ -64,10 +63,7 @@ def main() -> int:
            "outcomes": counts, "goal_per_module_s": GOAL_S,
            "modules_s": {name: round(s, 2) for name, s in times.items()},
            "over_goal": [name for name, s in times.items() if s > GOAL_S]}
-    out = args.out or ROOT / "results" / f"controls-{target.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc, indent=2))
+    write_results(doc, "controls", target.engine, args.out)
     return 0
 
 

@@ -13,12 +13,12 @@ Usage (root, lab up, project root): .venv/bin/python -m bench.envelope
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 import uuid
 from pathlib import Path
 
+from bench.results_file import write_results
 from envelope.cache import DekCache
 from envelope.client import api_json
 from envelope.setup import client_for
@@ -26,7 +26,6 @@ from provision import lab as lab_mod
 from ztm.db import connect
 from ztm.target import load_target
 
-ROOT = Path(__file__).resolve().parent
 PII = {"name": "Bench Mark", "email": "bench@example.invalid", "phone": "+15550001111"}
 
 
@@ -71,10 +70,7 @@ def main() -> int:
     doc = {"benchmark": "envelope", "engine": target.engine, "kms": target.section("kms").get("provider"),
            "pq_wrap": bool(target.section("crypto").get("require_pq")), "python": platform.python_version(),
            "dek_cache_limits": cache_limits, "results": results}
-    out = args.out or ROOT / "results" / f"envelope-{target.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc, indent=2))
+    write_results(doc, "envelope", target.engine, args.out)
     return 0
 
 

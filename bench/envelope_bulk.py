@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import platform
 import time
 import uuid
 from pathlib import Path
 
+from bench.results_file import write_results
 from envelope import branch, bulk
 from envelope.client import EnvelopeClient, api_json
 from envelope.setup import client_for
@@ -30,7 +30,6 @@ from provision import lab as lab_mod
 from ztm.db import connect
 from ztm.target import load_target
 
-ROOT = Path(__file__).resolve().parent
 PII = {"name": "Bench Mark", "email": "bench@example.invalid", "phone": "+15550001111"}
 
 
@@ -107,10 +106,7 @@ def main() -> int:
     doc = {"benchmark": "envelope_bulk", "engine": target.engine, "kms": target.section("kms").get("provider"),
            "pq_wrap": bool(target.section("crypto").get("require_pq")), "python": platform.python_version(),
            "goals": {"kms_calls_per_tenant": "<= 1", "bulk_records_per_s": ">= 3000"}, "results": results}
-    out = args.out or ROOT / "results" / f"envelope_bulk-{target.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc, indent=2))
+    write_results(doc, "envelope_bulk", target.engine, args.out)
     return 0
 
 

@@ -13,7 +13,6 @@ Usage (root, project root): .venv/bin/python -m bench.lab_bringup [--engine mysq
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -22,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.results_file import write_results
 from provision import lab as lab_mod
 
 ROOT = Path(__file__).resolve().parent
@@ -63,10 +63,7 @@ def main() -> int:
     result = {"benchmark": "lab_bringup", "engine": args.engine, "instance": os.environ.get("ZTM_LAB_INSTANCE", "0"),
               "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version()},
               "runs": runs, "control_suite_seconds": round(suite, 2), "control_suite_exit_code": suite_run.returncode}
-    out = args.out or ROOT / "results" / f"lab_bringup-{args.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_results(result, "lab_bringup", args.engine, args.out)
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pymysql
 import pymysql.cursors
 
+from bench.results_file import write_results
 from provision import lab as lab_mod
 from ztm.audit_chain import GENESIS, link_hash
 from ztm.db import connect
@@ -29,7 +30,6 @@ from ztm.ledger import reconcile
 from ztm.target import load_target
 
 SCRATCH = "ztm_bench_ledger"
-ROOT = Path(__file__).resolve().parent
 TABLE = ("CREATE TABLE {db}.items (item_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, "
          "tenant_id CHAR(36) CHARACTER SET ascii NOT NULL, balance DECIMAL(19,4) NOT NULL, "
          "note VARBINARY(64) NOT NULL, created_at DATETIME(6) NOT NULL) ENGINE = InnoDB")
@@ -121,9 +121,7 @@ def main() -> int:
            "raw_fetch_per_s": round(fetched / fetch_s), "reconcile_per_s": round(fetched / reconcile_s),
            "raw_fetch_s": round(fetch_s, 2), "reconcile_s": round(reconcile_s, 2),
            "unit": "events + rows read per second"}
-    out = args.out or ROOT / "results" / f"ledger-{target.engine}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(doc, "ledger", target.engine, args.out, echo=False)
     print(f"AUD-4 reconcile: {doc['reconcile_per_s']:,} rows/s   baseline raw fetch: {doc['raw_fetch_per_s']:,} rows/s"
           f"   ({events:,} events + {args.rows:,} rows, {target.engine})")
     return 0
