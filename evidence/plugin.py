@@ -27,7 +27,7 @@ from evidence.bundle import check_destination
 from evidence.catalog import Catalog, load_catalog
 from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
 from evidence.relay import WorkerRelay, received
-from evidence.results import TestResult
+from evidence.results import TestResult, record_report
 from evidence.scrub import FailureScrubber
 from evidence.sign import check_signer
 from evidence.summary import GATES, ControlSummary
@@ -329,11 +329,7 @@ class BundleWriter:
             result.outcome, result.message = "error", f"collection failed: {report.longreprtext}"[:4000]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        result = self.results.get(report.nodeid)
-        if result is None:
-            controls = [v for k, v in report.user_properties if k == "control"]
-            result = self.results[report.nodeid] = TestResult(report.nodeid, report.nodeid.split("::")[-1], controls)
-        result.add(report)
+        record_report(self.results, report)
 
     def _say(self, text: str, **markup: bool) -> None:
         """Shown in the terminal summary, after pytest's own newline (or at once if that has passed)."""

@@ -117,3 +117,13 @@ def control_status(results: list[TestResult]) -> str:
     if outcomes == {"passed"}:
         return "passed"
     return "partial" if "passed" in outcomes else "skipped"
+
+
+def record_report(results: dict[str, TestResult], report) -> TestResult:
+    """Add one pytest phase report to the result of its test (made on its first report)."""
+    result = results.get(report.nodeid)
+    if result is None:
+        controls = [v for k, v in report.user_properties if k == "control"]
+        result = results[report.nodeid] = TestResult(report.nodeid, report.nodeid.split("::")[-1], controls)
+    result.add(report)
+    return result

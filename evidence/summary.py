@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from evidence.catalog import Catalog
-from evidence.results import TestResult
+from evidence.results import TestResult, record_report
 
 SATISFIED, NOT_SATISFIED, WAIVED = "satisfied", "not satisfied", "waived"
 NOT_ASSESSED, NOT_APPLICABLE = "not assessed", "not applicable"
@@ -125,11 +125,7 @@ class ControlSummary:
         self.untagged: list[str] = []  # failed tests of no control: the gate cannot excuse them
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        result = self.results.get(report.nodeid)
-        if result is None:
-            controls = [v for k, v in report.user_properties if k == "control"]
-            result = self.results[report.nodeid] = TestResult(report.nodeid, report.nodeid.split("::")[-1], controls)
-        result.add(report)
+        record_report(self.results, report)
 
     def verdicts(self) -> list[ControlVerdict]:
         return control_verdicts(self.catalog, self.results.values(), self.config.option.control)
