@@ -44,11 +44,7 @@ class EnvelopeClient:
         cached = self.cache.take("branch-key/" + tenant, version, 0, limit_uses=False)
         if cached is not None:
             return cached
-        key = new_dek()
-        context = branch_context(tenant=tenant, table=TABLE, key_version=version)
-        wrapped = self.kms.wrap(key, context, version)
-        pq_blob = pq.wrap(key, self.pq_public, context) if self.pq_public else None
-        entry = CachedKey(key, wrapped, pq_blob)
+        entry = self._new_wrapped(branch_context(tenant=tenant, table=TABLE, key_version=version), version)
         self.cache.put("branch-key/" + tenant, version, entry, 0)
         return entry
 
@@ -57,13 +53,15 @@ class EnvelopeClient:
         cached = self.cache.take(tenant, version, size)
         if cached is not None:
             return cached
-        dek = new_dek()
-        context = wrap_context(tenant=tenant, table=TABLE, key_version=version)
-        wrapped = self.kms.wrap(dek, context, version)
-        pq_blob = pq.wrap(dek, self.pq_public, context) if self.pq_public else None
-        entry = CachedKey(dek, wrapped, pq_blob)
+        entry = self._new_wrapped(wrap_context(tenant=tenant, table=TABLE, key_version=version), version)
         self.cache.put(tenant, version, entry, size)
         return entry
+
+    def _new_wrapped(self, context: bytes, version: int) -> CachedKey:
+        """A fresh key, wrapped by the KMS (one call) and, when configured, by the PQ public key."""
+        key = new_dek()
+        pq_blob = pq.wrap(key, self.pq_public, context) if self.pq_public else None
+        return CachedKey(key, self.kms.wrap(key, context, version), pq_blob)
 
     def encrypt_user(self, tenant: str, pii: dict[str, str], role: str = "user",
                      user_id: str | None = None) -> dict[str, Any]:

@@ -221,7 +221,8 @@ def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, lis
             missing_tables.add(table)
             report.add(Finding("trail-table-not-in-schema", table, None,
                                f"the trail records changes of {table} (first at seq {seq}) but the schema has no "
-                               "such data table"))
+                               "such data table the assessing account can read (dropped, renamed, or its "
+                               "SELECT revoked): it cannot be reconciled"))
         return
     prior = index.get(table, key)
     alive = prior is not None and prior.op != "DELETE"
