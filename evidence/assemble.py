@@ -5,23 +5,24 @@ from __future__ import annotations
 import json
 import tomllib
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evidence import timestamp
 from evidence.bundle import json_bytes, write_bundle
 from evidence.html_report import HTML_NAME, render
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
-from evidence.results import TestResult, assign_folders, control_status
+from evidence.results import UNSAFE, TestResult, assign_folders, by_target, control_status
 from evidence.run_info import policy_in_force, policy_summary, run_document, server_version, tool_versions
 from evidence.scan import find_in, redact
 from evidence.schemas import validate_documents
 from evidence.sensitive import key_material, target_secrets
 from evidence.sign import load_signing_key
-from evidence.summary import control_verdicts
 from ztm import __version__
 from ztm.errors import UserError
 from ztm.keep_out import kept_out
-from ztm.plugin import target_info, target_path
+from ztm.plugin import fleet, target_info, target_path, targets_info
+from ztm.target import read_target_file
 
 if TYPE_CHECKING:
     from evidence.plugin import BundleWriter
@@ -32,11 +33,27 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _target_info(writer: BundleWriter) -> dict[str, Any]:
-    """What this process's fixtures read, completed by what xdist workers read."""
-    info = {**writer.worker_target, **target_info(writer.config)}
+def _target_files(writer: BundleWriter) -> dict[str, Path | None]:
+    """The run's target files by target name: every member of a fleet, else the one target."""
+    members = fleet(writer.config)
+    if members:
+        return dict(members)
+    path = target_path(writer.config)
+    known = {**writer.worker_targets, **targets_info(writer.config)}
+    name = next(iter(known), None)
+    if name is None and path is not None and path.is_file():
+        try:
+            name = str(read_target_file(path)["target"]["name"])
+        except (UserError, KeyError, TypeError):
+            name = None
+    return {name or "unknown target": path}
+
+
+def _target_info(writer: BundleWriter, name: str, path: Path | None) -> dict[str, Any]:
+    """What this process's fixtures read of one target, completed by what xdist workers read."""
+    info = {**writer.worker_targets.get(name, {}), **target_info(writer.config, name)}
     if not info:
-        return {"name": None, "note": "no test loaded the target"}
+        return {"name": None if name == "unknown target" else name, "note": "no test loaded the target"}
     if "server_version" not in info and info.get("target_file"):  # no test used the admin path: ask now
         version, why_not = server_version(info["target_file"])
         info.update({"server_version": version} if version else {"note": str(why_not)})
@@ -44,8 +61,21 @@ def _target_info(writer: BundleWriter) -> dict[str, Any]:
 
 
 def _never_in_bundle(writer: BundleWriter) -> list[str]:
-    return [*target_secrets(target_path(writer.config)), *key_material(writer.key),
-            *kept_out(writer.config), *writer.worker_kept_out]
+    secrets = [s for path in _target_files(writer).values() for s in target_secrets(path)]
+    return [*secrets, *key_material(writer.key), *kept_out(writer.config), *writer.worker_kept_out]
+
+
+def _policy_file(name: str, in_fleet: bool) -> str:
+    return f"policy/{UNSAFE.sub('_', name)}.json" if in_fleet else "policy.json"
+
+
+def _control_rows(catalog: Any, results: list[TestResult]) -> list[dict[str, Any]]:
+    per_control: dict[str, list[TestResult]] = {}
+    for r in results:
+        for c in r.controls:
+            per_control.setdefault(c, []).append(r)
+    return [{"id": cid, "title": c.title, **c.severity_json(), "status": control_status(per_control.get(cid, [])),
+             "tests": [r.nodeid for r in per_control.get(cid, [])]} for cid, c in catalog.controls.items()]
 
 
 def _redacted(files: dict[str, bytes], needles: list[str]) -> tuple[dict[str, bytes], list[str]]:
@@ -68,42 +98,56 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     assign_folders(results)
     mappings = {cid: c.mappings for cid, c in writer.catalog.controls.items()}
     severities = {cid: c.severity_json() for cid, c in writer.catalog.controls.items()}
-    target = _target_info(writer)
-    target_name = str(target.get("name") or "unknown target")
+    files_by_name = _target_files(writer)
+    in_fleet = len(files_by_name) > 1
+    groups = by_target(results, list(files_by_name))
+    for name, group in groups.items():
+        for r in group:
+            r.target = name
+    targets = {name: _target_info(writer, name, path) for name, path in files_by_name.items()}
+    policies = {name: policy_in_force(path) for name, path in files_by_name.items()}
     tools = tool_versions()
-    from ztm.plugin import target_path
+    for name, (policy, no_policy) in policies.items():
+        summary = policy_summary(policy, no_policy)
+        if policy is not None:
+            summary["file"] = _policy_file(name, in_fleet)
+        targets[name]["policy"] = summary
+    if in_fleet:
+        fleet_name = f"fleet of {len(targets)} targets: {', '.join(targets)}"
+        run_target: dict[str, Any] = {"name": fleet_name, "note": "a fleet assessed in one run: every test ran once "
+                                      "per target, its result names the target; see 'targets'"}
+        run_policy = None
+    else:
+        run_target = {k: v for k, v in next(iter(targets.values())).items() if k != "policy"}
+        run_policy = next(iter(targets.values()))["policy"]
+    target_name = str(run_target.get("name") or "unknown target")
 
-    policy, no_policy = policy_in_force(target_path(writer.config))
-
-    per_control: dict[str, list[TestResult]] = {}
-    for r in results:
-        for c in r.controls:
-            per_control.setdefault(c, []).append(r)
     today = date.today()
     documents: dict[str, Any] = {
-        "run.json": run_document(target=target, started=started_s, finished=finished_s, exit_status=exit_status,
+        "run.json": run_document(target=run_target, started=started_s, finished=finished_s, exit_status=exit_status,
                                  argv=list(writer.config.invocation_params.args), suite_version=__version__,
-                                 tools=tools, policy=policy_summary(policy, no_policy),
+                                 tools=tools, policy=run_policy, targets=targets,
                                  fail_on=getattr(writer.config.option, "fail_on", "any")),
         "results.json": {
             "schema_version": 1,
             "tests": [r.to_json(mappings, severities) for r in results],
-            "controls": [{"id": cid, "title": c.title, **c.severity_json(),
-                          "status": control_status(per_control.get(cid, [])),
-                          "tests": [r.nodeid for r in per_control.get(cid, [])]}
-                         for cid, c in writer.catalog.controls.items()],
+            "controls": _control_rows(writer.catalog, results),
+            "targets": {name: {"controls": _control_rows(writer.catalog, group), "tests": [r.nodeid for r in group]}
+                        for name, group in groups.items()},
             "waivers": {"active": [w.to_json() for w in writer.waivers if not w.expired(today)],
                         "expired_ignored": [w.to_json() for w in writer.waivers if w.expired(today)]},
         },
-        "catalog.json": writer.catalog.to_json(covered=writer.covered | set(per_control)),
+        "catalog.json": writer.catalog.to_json(covered=writer.covered | {c for r in results for c in r.controls}),
         f"oscal/{AP_FILE}": assessment_plan(writer.catalog, list(writer.catalog.controls), target_name=target_name,
-                                            when=finished_s, version=__version__, policy=policy),
-        "oscal/assessment-results.json": assessment_results(writer.catalog, results, target_name=target_name,
+                                            when=finished_s, version=__version__,
+                                            policies={n: p for n, (p, _) in policies.items() if p is not None}),
+        "oscal/assessment-results.json": assessment_results(writer.catalog, groups, target_name=target_name,
                                                             started=started_s, finished=finished_s,
                                                             version=__version__, tools=tools),
     }
-    if policy is not None:
-        documents["policy.json"] = policy.to_json()  # run.json carries its digest
+    for name, (policy, _) in policies.items():
+        if policy is not None:
+            documents[_policy_file(name, in_fleet)] = policy.to_json()  # run.json carries its digest
     files: dict[str, bytes] = {}
     run_doc = documents.pop("run.json")
     for result in results:
@@ -116,9 +160,7 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
                 files[path] = item["content"].encode()
     validate_documents(documents)
     files.update({name: json_bytes(doc) for name, doc in documents.items()})
-    verdicts = control_verdicts(writer.catalog, results)
-    files[HTML_NAME] = render(writer.catalog, verdicts, results, run_doc,
-                              documents["results.json"]["waivers"]["active"]).encode()
+    files[HTML_NAME] = render(writer.catalog, groups, run_doc, documents["results.json"]["waivers"]["active"]).encode()
     for name, path in (("junit.xml", writer.config.option.xmlpath),
                        ("report.html", getattr(writer.config.option, "htmlpath", None))):
         if path:
@@ -143,7 +185,8 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
 
 
 def _tsa_url(writer: BundleWriter) -> str | None:
-    """The target's [evidence].tsa_url: the TSA that time-stamps the manifest signature."""
+    """The target's [evidence].tsa_url: the TSA that time-stamps the manifest signature (in a
+    fleet, the first target's, like the signing key)."""
     from ztm.plugin import target_path
 
     path = target_path(writer.config)

@@ -1,5 +1,6 @@
 """OSCAL 1.1.2 assessment results (one observation per test, one finding per control) and
-the small assessment plan they import.
+the small assessment plan they import. A fleet run has one result per target, each with its
+own observations and findings (and a ``target`` property naming it).
 
 Every catalog control has a finding. It is ``satisfied`` only if every observation of its
 control passed (tests that do not apply to the target's engine or version are no objective
@@ -56,28 +57,34 @@ def _one_line(text: str) -> str:
 
 
 def assessment_plan(catalog: Catalog, controls: list[str], *, target_name: str, when: str,
-                    version: str, policy: Any = None) -> dict[str, Any]:
+                    version: str, policy: Any = None, policies: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``policy``: the one target's policy; ``policies``: each target's by name (one part each in a fleet)."""
     plan: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "metadata": _metadata(f"Zero-Trust MySQL control suite against {target_name}", when, version),
         "import-ssp": {"href": f"urn:ztm:target:{quote(target_name, safe='')}",
                        "remarks": "The target file of the run (see run.json) stands in for a system security plan."},
     }
-    if policy is not None:
-        plan["terms-and-conditions"] = {"parts": [_policy_part(policy)]}
+    named = policies if policies is not None else ({target_name: policy} if policy is not None else {})
+    if named:
+        fleet = len(named) > 1
+        parts = [_policy_part(p, name if fleet else None) for name, p in named.items()]
+        plan["terms-and-conditions"] = {"parts": parts}
     plan["reviewed-controls"] = _reviewed_controls(catalog, controls)
     return {"assessment-plan": plan}
 
 
-def _policy_part(policy: Any) -> dict[str, Any]:
+def _policy_part(policy: Any, target: str | None = None) -> dict[str, Any]:
     """The policy in force as the plan's methodology: one 'set-parameter' part per value
     (param-id, values, source). OSCAL 1.1.2 assessment plans have no set-parameters of their
     own (SSPs and component definitions do), so the values travel as parts with this shape."""
     tailored = f"; overridden by the target: {', '.join(policy.overridden)}" if policy.overridden else ""
+    on = f" on {target}" if target else ""
     return {
-        "name": "methodology", "title": f"Policy in force: {policy.name}",
-        "props": [_prop("policy-profile", policy.name), _prop("policy-sha256", policy.digest)],
-        "prose": (f"Every control judged the target against the {policy.name} policy profile ({policy.title})"
+        "name": "methodology", "title": f"Policy in force{on}: {policy.name}",
+        "props": [_prop("policy-profile", policy.name), _prop("policy-sha256", policy.digest),
+                  *([_prop("target", _one_line(target))] if target else [])],
+        "prose": (f"Every control judged the target{on} against the {policy.name} policy profile ({policy.title})"
                   f"{tailored}. The resolved policy is policy.json in this bundle; run.json records its SHA-256."),
         "parts": [{"name": "set-parameter", "ns": NS, "title": key,
                    "props": [_prop("param-id", key), *(_prop("value", _one_line(str(v)) or "(empty)")
@@ -119,8 +126,25 @@ def finding_state(results: list[TestResult]) -> tuple[str, str, str | None]:
     return "not-satisfied", "fail" if failed or waived else "other", " ".join(notes)
 
 
-def assessment_results(catalog: Catalog, results: list[TestResult], *, target_name: str, started: str,
-                       finished: str, version: str, tools: dict[str, str]) -> dict[str, Any]:
+def assessment_results(catalog: Catalog, results: list[TestResult] | dict[str, list[TestResult]], *,
+                       target_name: str, started: str, finished: str, version: str,
+                       tools: dict[str, str]) -> dict[str, Any]:
+    """``results``: the tests of the one target, or each target's tests by name (a fleet: one
+    OSCAL result per target)."""
+    groups = results if isinstance(results, dict) else {target_name: results}
+    fleet = len(groups) > 1
+    blocks = [_result_block(catalog, group, name, fleet=fleet, started=started, finished=finished, tools=tools)
+              for name, group in groups.items()]
+    return {"assessment-results": {
+        "uuid": str(uuid.uuid4()),
+        "metadata": _metadata(f"Zero-Trust MySQL assessment results: {target_name}", finished, version),
+        "import-ap": {"href": AP_FILE},
+        "results": blocks,
+    }}
+
+
+def _result_block(catalog: Catalog, results: list[TestResult], target_name: str, *, fleet: bool, started: str,
+                  finished: str, tools: dict[str, str]) -> dict[str, Any]:
     tool_uuid = str(uuid.uuid4())
     observations, findings = [], []
     by_control: dict[str, list[tuple[TestResult, str]]] = {}
@@ -168,26 +192,23 @@ def assessment_results(catalog: Catalog, results: list[TestResult], *, target_na
             finding["remarks"] = remarks
             finding["target"]["status"]["remarks"] = remarks
         findings.append(finding)
-    result_block: dict[str, Any] = {
+    block: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "title": f"Control suite run against {target_name}",
         "description": "Each observation is one pytest test of a control; each finding one control of the "
-                       "catalog, satisfied only if all its tests passed.",
+                       "catalog, satisfied only if all its tests passed."
+                       + (f" This result covers the target {target_name} of a fleet." if fleet else ""),
+        **({"props": [_prop("target", _one_line(target_name))]} if fleet else {}),
         "start": started,
         "end": finished,
         "local-definitions": {"components": [_tool_component(tool_uuid, tools)]},
         "reviewed-controls": _reviewed_controls(catalog, list(catalog.controls)),
     }
     if observations:
-        result_block["observations"] = observations
+        block["observations"] = observations
     if findings:
-        result_block["findings"] = findings
-    return {"assessment-results": {
-        "uuid": str(uuid.uuid4()),
-        "metadata": _metadata(f"Zero-Trust MySQL assessment results: {target_name}", finished, version),
-        "import-ap": {"href": AP_FILE},
-        "results": [result_block],
-    }}
+        block["findings"] = findings
+    return block
 
 
 def _tool_component(tool_uuid: str, tools: dict[str, str]) -> dict[str, Any]:

@@ -292,7 +292,7 @@ class BundleWriter:
                                                                 + ".html"))
         self.html_out = Path(html) if Path(html) != out else Path(f"{out}.html")  # never over the bundle
         self.results: dict[str, TestResult] = {}
-        self.worker_target: dict[str, Any] = {}  # what xdist workers' fixtures read (relay.WorkerRelay)
+        self.worker_targets: dict[str, dict[str, Any]] = {}  # what xdist workers' fixtures read, by target name
         self.worker_kept_out: set[str] = set()
         self.redactions: list[str] = []  # what the secret scan removed before signing (assemble)
         self._messages: list[tuple[str, dict[str, bool]]] = []
@@ -317,8 +317,10 @@ class BundleWriter:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         sent = received(node)
-        for key, value in sent.get("target", {}).items():
-            self.worker_target.setdefault(key, value)
+        for name, info in sent.get("targets", {}).items():
+            known = self.worker_targets.setdefault(name, {})
+            for key, value in info.items():
+                known.setdefault(key, value)
         self.worker_kept_out.update(sent.get("kept_out", []))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:

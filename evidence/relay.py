@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ztm.keep_out import kept_out
-from ztm.plugin import target_info
+from ztm.plugin import targets_info
 
 WORKER_KEY = "ztm_evidence"
 
@@ -27,7 +27,7 @@ class WorkerRelay:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # Runs inside xdist's own sessionfinish wrapper, before it sends workeroutput.
         self.config.workeroutput[WORKER_KEY] = {  # type: ignore[attr-defined]
-            "target": target_info(self.config),
+            "targets": targets_info(self.config),
             "kept_out": sorted(kept_out(self.config)),
         }
 

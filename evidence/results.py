@@ -30,6 +30,7 @@ class TestResult:
     waiver: str | None = None
     evidence: list[dict[str, str]] = field(default_factory=list)
     folder: str = ""  # where this test's evidence files live in the bundle (assign_folders)
+    target: str = ""  # the name of the target the test assessed ("" until known: the run's only target)
 
     @property
     def evidence_files(self) -> list[str]:
@@ -70,6 +71,7 @@ class TestResult:
             "outcome": self.outcome, "duration": round(self.duration, 4), "message": self.message,
             "waiver": self.waiver,
             "evidence": self.evidence_files,
+            **({"target": self.target} if self.target else {}),
         }
 
 
@@ -125,5 +127,15 @@ def record_report(results: dict[str, TestResult], report) -> TestResult:
     if result is None:
         controls = [v for k, v in report.user_properties if k == "control"]
         result = results[report.nodeid] = TestResult(report.nodeid, report.nodeid.split("::")[-1], controls)
+    result.target = result.target or next((str(v) for k, v in report.user_properties if k == "target"), "")
     result.add(report)
     return result
+
+
+def by_target(results: list[TestResult], names: list[str]) -> dict[str, list[TestResult]]:
+    """The results of each target, in the order of ``names``; a result that names no target
+    belongs to the first (the run's only target). Every name has an entry, maybe empty."""
+    groups: dict[str, list[TestResult]] = {name: [] for name in names}
+    for result in results:
+        groups.setdefault(result.target or names[0], []).append(result)
+    return groups

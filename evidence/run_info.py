@@ -160,11 +160,13 @@ def policy_summary(policy: Any, why_not: str | None) -> dict[str, Any]:
 
 def run_document(*, target: dict[str, Any], started: str, finished: str, exit_status: int,
                  argv: list[str], suite_version: str, tools: dict[str, str] | None = None,
-                 policy: dict[str, Any] | None = None, fail_on: str = "any") -> dict[str, Any]:
+                 policy: dict[str, Any] | None = None, fail_on: str = "any",
+                 targets: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "suite": {"name": "zero-trust-mysql", "version": suite_version, **git_commit()},
         "target": target,
+        **({"targets": targets} if targets else {}),
         "started": started,
         "finished": finished,
         "exit_status": exit_status,

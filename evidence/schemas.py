@@ -38,6 +38,8 @@ def schema_for(bundle_name: str) -> str | None:
         return BUNDLE_SCHEMAS[bundle_name]
     if bundle_name.startswith("evidence/") and bundle_name.endswith(".json"):
         return EVIDENCE_ITEM_SCHEMA
+    if bundle_name.startswith("policy/") and bundle_name.endswith(".json"):  # a fleet: one policy per target
+        return BUNDLE_SCHEMAS["policy.json"]
     return None
 
 

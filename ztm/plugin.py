@@ -5,6 +5,13 @@ mTLS with a verified server name, closed at session end), ``policy`` (the values
 against: the target's profile and overrides), ``admin`` (the admin path, for
 reading configuration), ``db_host`` (the testinfra host of the database server, ztm.fixtures_host) and
 ``tls_probe`` (the MySQL-protocol TLS scanner bound to the target).
+
+A fleet: ``--target`` given more than once parametrizes every test that uses the target with
+one session-scoped parameter per target file (``pytest_generate_tests``), so each target's
+fixtures (policy, connections, preflight, host) are its own and the test ids carry the
+target's name (``test_x[ztm-lab-mariadb]``). One target keeps plain ids. Under a fleet or
+xdist, a target that cannot be reached fails its own tests (one sentence) instead of ending
+the run.
 """
 
 from __future__ import annotations
@@ -19,33 +26,101 @@ import pytest
 
 from ztm.errors import UserError
 from ztm.policy import Policy, policy_for
-from ztm.target import MissingInput, Target, load_target
+from ztm.target import MissingInput, Target, load_target, read_target_file
 
 # Fixture modules of the other control families, kept apart so each stays small.
 pytest_plugins = ["ztm.fixtures_data", "ztm.fixtures_host"]
 
-TARGET_INFO: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+TARGET_INFO: pytest.StashKey[dict[str, dict[str, Any]]] = pytest.StashKey()  # per target name
+FLEET: pytest.StashKey[list[tuple[str, Path]]] = pytest.StashKey()
 DEFAULT_LAB_TARGET = Path("lab/target.toml")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ztm", "Zero-Trust MySQL target")
-    group.addoption("--target", metavar="FILE", default=None,
-                    help="target file (TOML); default $ZTM_TARGET, else lab/target.toml if the lab is up")
+    group.addoption("--target", metavar="FILE", action="append", default=[],
+                    help="target file (TOML); repeat it to assess a fleet in one run (every test once per target, "
+                         "its id naming the target); default $ZTM_TARGET, else lab/target.toml if the lab is up")
+
+
+def target_paths(config: pytest.Config) -> list[Path]:
+    """Every target file of the run: the --target options, else $ZTM_TARGET, else the lab's."""
+    values = config.getoption("target") or []
+    if values:
+        return [Path(v) for v in values]
+    if os.environ.get("ZTM_TARGET"):
+        return [Path(os.environ["ZTM_TARGET"])]
+    lab = Path(config.rootpath) / DEFAULT_LAB_TARGET
+    return [lab] if lab.exists() else []
 
 
 def target_path(config: pytest.Config) -> Path | None:
-    value = config.getoption("target") or os.environ.get("ZTM_TARGET")
-    if value:
-        return Path(value)
-    lab = Path(config.rootpath) / DEFAULT_LAB_TARGET
-    return lab if lab.exists() else None
+    """The run's target file, the first one of a fleet (None without any)."""
+    paths = target_paths(config)
+    return paths[0] if paths else None
 
 
-def target_info(config: pytest.Config) -> dict[str, Any]:
-    """What the fixtures learnt about the target in this process (name, host, port, engine,
-    target file, and server version once the admin path was opened); {} before that."""
-    return dict(config.stash.get(TARGET_INFO, {}))
+def fleet(config: pytest.Config) -> list[tuple[str, Path]]:
+    """(name, file) of every target when the run assesses more than one; [] for one target.
+
+    Names come from each file's [target].name and must differ (they are the test ids)."""
+    if FLEET in config.stash:
+        return config.stash[FLEET]
+    paths = target_paths(config)
+    members: list[tuple[str, Path]] = []
+    if len(paths) > 1:
+        for path in paths:
+            try:
+                name = str(read_target_file(path)["target"]["name"])
+            except (UserError, KeyError, TypeError) as exc:
+                raise UserError(f"target file {path}: no [target].name to tell it apart in the fleet ({exc})") from None
+            if name in [n for n, _ in members]:
+                raise UserError(f"two targets of the fleet are named {name!r} ({path} and "
+                                f"{dict(members)[name]}): give each target file its own [target].name")
+            members.append((name, path))
+    config.stash[FLEET] = members
+    return members
+
+
+def target_info(config: pytest.Config, name: str | None = None) -> dict[str, Any]:
+    """What the fixtures learnt about a target in this process (name, host, port, engine,
+    target file, and server version once the admin path was opened); {} before that.
+    Without ``name``: the only target, or {} when none or several were read."""
+    known = config.stash.get(TARGET_INFO, {})
+    if name is None:
+        return dict(next(iter(known.values()))) if len(known) == 1 else {}
+    return dict(known.get(name, {}))
+
+
+def targets_info(config: pytest.Config) -> dict[str, dict[str, Any]]:
+    """What the fixtures learnt about every target, by target name."""
+    return {name: dict(info) for name, info in config.stash.get(TARGET_INFO, {}).items()}
+
+
+def _info(config: pytest.Config, target: Target) -> dict[str, Any]:
+    return config.stash.setdefault(TARGET_INFO, {}).setdefault(target.name, {})
+
+
+def _stop(config: pytest.Config, message: str) -> None:
+    """A target that cannot be assessed: with one target in one process the run ends (exit 4);
+    in a fleet or an xdist worker (where pytest.exit crashes the worker) the target's own tests
+    fail with this sentence and the other targets are assessed."""
+    if fleet(config) or hasattr(config, "workerinput"):
+        pytest.fail(message, pytrace=False)
+    pytest.exit(message, returncode=4)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    members = fleet(metafunc.config)
+    if not members:
+        return
+    declared = any(metafunc.definition.iter_markers(m) for m in ("needs", "applies"))
+    if "target" not in metafunc.fixturenames:
+        if not declared:
+            return
+        metafunc.fixturenames.append("target")  # the autouse input check reads the target of the test
+    metafunc.parametrize("target", [str(p) for _, p in members], indirect=True, scope="session",
+                         ids=[n for n, _ in members])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,28 +132,45 @@ def pytest_configure(config: pytest.Config) -> None:
                             "'host', 'tenants', ...); without one it is not assessed, with the reason")
     config.addinivalue_line("markers", "applies(engine=None, version=None): engines (a name or a list) and a "
                             "minimum version the test applies to; elsewhere it is not applicable")
-    value = config.getoption("target") or os.environ.get("ZTM_TARGET")
-    if not value or hasattr(config, "workerinput") or getattr(config.option, "controls_list", False):
+    named = config.getoption("target") or os.environ.get("ZTM_TARGET")
+    if not named or hasattr(config, "workerinput") or getattr(config.option, "controls_list", False):
         return
     try:
-        load_target(value).check_secret_files()
+        members = fleet(config)
+        for path in target_paths(config):
+            loaded = load_target(path)
+            loaded.check_secret_files()
+            if members:  # in a fleet a bad [policy] is a usage error too, before any worker starts
+                policy_for(loaded)
     except UserError as exc:
         raise pytest.UsageError(f"ztm: {exc}") from None
 
 
 @pytest.fixture(scope="session")
-def target(pytestconfig: pytest.Config) -> Target:
-    path = target_path(pytestconfig)
+def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Target:
+    """The target of the test: the run's only target, or in a fleet the one of the test's parameter."""
+    path = Path(request.param) if hasattr(request, "param") else target_path(pytestconfig)
     if path is None:
-        pytest.exit("ztm: no target: pass --target FILE (or run 'ztm lab up' to create lab/target.toml)", returncode=4)
+        _stop(pytestconfig, "ztm: no target: pass --target FILE (or run 'ztm lab up' to create lab/target.toml)")
     try:
         loaded = load_target(path)
         policy_for(loaded)  # a bad [policy] stops the run before any test, like a bad target
     except UserError as exc:
-        pytest.exit(f"ztm: {exc}", returncode=4)
-    pytestconfig.stash[TARGET_INFO] = {"name": loaded.name, "host": loaded.host, "port": loaded.port,
-                                       "engine": loaded.engine, "target_file": str(loaded.path)}
+        _stop(pytestconfig, f"ztm: {exc}")
+    _info(pytestconfig, loaded).update({"name": loaded.name, "host": loaded.host, "port": loaded.port,
+                                        "engine": loaded.engine, "target_file": str(loaded.path)})
     return loaded
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """In a fleet each test names its target (a JUnit property; the bundle groups results by it)."""
+    members = fleet(item.config)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if members and "target" in params:
+        name = next((n for n, p in members if str(p) == params["target"]), None)
+        if name:
+            item.user_properties.append(("target", name))
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +179,7 @@ def preflight(target: Target, pytestconfig: pytest.Config):
     from ztm.preflight import preflight as learn
 
     facts = learn(target)
-    pytestconfig.stash.setdefault(TARGET_INFO, {})["preflight"] = facts.to_dict()
+    _info(pytestconfig, target)["preflight"] = facts.to_dict()
     return facts
 
 
@@ -116,13 +208,13 @@ def admin(target: Target, pytestconfig: pytest.Config) -> Iterator[pymysql.conne
     try:
         conn = connect(target, target.role("admin"))
     except pymysql.err.OperationalError as exc:
-        pytest.exit(f"ztm: cannot reach target {target.name} through the admin path: {exc.args[-1]}", returncode=4)
+        _stop(pytestconfig, f"ztm: cannot reach target {target.name} through the admin path: {exc.args[-1]}")
     except UserError as exc:
-        pytest.exit(f"ztm: {exc}", returncode=4)
+        _stop(pytestconfig, f"ztm: {exc}")
     with conn.cursor() as cur:
         cur.execute("SELECT VERSION()")
         (version,) = cur.fetchone()
-    pytestconfig.stash[TARGET_INFO]["server_version"] = version
+    _info(pytestconfig, target)["server_version"] = version
     yield conn
     conn.close()
 
@@ -204,7 +296,8 @@ def _ztm_declared_inputs(request: pytest.FixtureRequest) -> None:
     if not needs and not applies:
         return
     target: Target = request.getfixturevalue("target")
-    server_version = target_info(request.config).get("server_version") or (target.version or "").lstrip(">=")
+    server_version = (target_info(request.config, target.name).get("server_version")
+                      or (target.version or "").lstrip(">="))
     for spec in applies:
         reason = inapplicable(target, spec.get("engine"), spec.get("version"), server_version or None)
         if reason:

@@ -53,8 +53,9 @@ def pytest_addoption(parser):
 
 @pytest.fixture(autouse=True, scope="session")
 def fake_target(pytestconfig):
-    pytestconfig.stash[TARGET_INFO] = {"name": "unit-lab", "host": "10.77.0.2", "port": 3306, "engine": "mariadb",
-                                       "target_file": "lab/target.toml", "server_version": "11.4.5-MariaDB"}
+    pytestconfig.stash[TARGET_INFO] = {"unit-lab": {"name": "unit-lab", "host": "10.77.0.2", "port": 3306,
+                                                    "engine": "mariadb", "target_file": "lab/target.toml",
+                                                    "server_version": "11.4.5-MariaDB"}}
 '''
 
 

@@ -206,12 +206,12 @@ from ztm.plugin import TARGET_INFO
 
 @pytest.fixture(scope="session")
 def target(pytestconfig):
-    pytestconfig.stash[TARGET_INFO] = {"name": "unit-lab", "host": "10.77.0.2", "port": 3306,
-                                       "engine": "mariadb", "target_file": "lab/target.toml"}
+    pytestconfig.stash[TARGET_INFO] = {"unit-lab": {"name": "unit-lab", "host": "10.77.0.2", "port": 3306,
+                                                    "engine": "mariadb", "target_file": "lab/target.toml"}}
 
 @pytest.fixture(scope="session")
 def admin(target, pytestconfig):
-    pytestconfig.stash[TARGET_INFO]["server_version"] = "10.11.19-MariaDB"
+    pytestconfig.stash[TARGET_INFO]["unit-lab"]["server_version"] = "10.11.19-MariaDB"
 '''
 IDENTITY_TESTS = '''
 import pytest
@@ -274,8 +274,8 @@ from ztm.plugin import TARGET_INFO
 
 @pytest.fixture(scope="session")
 def target(pytestconfig):
-    pytestconfig.stash[TARGET_INFO] = {{"name": "vm1", "host": "192.0.2.10", "port": 3306, "engine": "mysql",
-                                       "target_file": {str(target)!r}}}
+    pytestconfig.stash[TARGET_INFO] = {{"vm1": {{"name": "vm1", "host": "192.0.2.10", "port": 3306,
+                                                "engine": "mysql", "target_file": {str(target)!r}}}}}
 ''')
     pytester.makepyfile(test_tls='''
 import pytest
