@@ -8,6 +8,9 @@ is not satisfied in NEW; *fixed* the other way round;
 was / is not assessed on one side; *changed* for any other change of verdict (e.g. satisfied
 to waived). For controls whose verdict did not change, the evidence files whose recorded data
 differ are listed (the recording time of a JSON evidence file is not a difference).
+
+Fleet bundles are compared per target: each control of each target is one row, named
+``ZTM-X-1 [target name]`` (a target present on one side only is not assessed on the other).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Side:
     severity: dict[str, str]
     started: str
     evidence: dict[str, bytes]
+    files: dict[str, set[str]] = field(default_factory=dict)  # a fleet: the evidence files of each row
 
 
 @dataclass
@@ -69,19 +73,35 @@ def _side(files: dict[str, bytes], where: str) -> Side:
         results = json.loads(files["results.json"])
         run = json.loads(files["run.json"])
         tests = [TestResult(t["nodeid"], t["name"], [c["id"] for c in t["controls"]], outcome=t["outcome"],
-                            message=t.get("message") or "", waiver=t.get("waiver")) for t in results["tests"]]
+                            message=t.get("message") or "", waiver=t.get("waiver"), target=t.get("target", ""))
+                 for t in results["tests"]]
+        evidence = {t["nodeid"]: t.get("evidence", []) for t in results["tests"]}
         controls = {c["id"]: c.get("severity", "medium") for c in results["controls"]}
-    except (KeyError, TypeError, ValueError) as exc:
+        names = list(results.get("targets", {}))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{where}: results.json or run.json is not a results document this version reads ({exc})",
                         2) from None
-    per: dict[str, list[TestResult]] = {cid: [] for cid in controls}
+    fleet = len(names) > 1
+    rows = {row_key(cid, name if fleet else ""): severity for name in (names or [""]) for cid, severity in
+            controls.items()}
+    per: dict[str, list[TestResult]] = {key: [] for key in rows}
+    owned: dict[str, set[str]] = {}
     for test in tests:
         for cid in test.controls:
-            per.setdefault(cid, []).append(test)
-    return Side({cid: verdict_of(rs) for cid, rs in per.items()},
-                {cid: sum(r.outcome == "passed" for r in rs) for cid, rs in per.items()},
-                controls, str(run.get("started", "?")),
-                {n: _evidence_data(n, d) for n, d in files.items() if n.startswith("evidence/")})
+            key = row_key(cid, test.target if fleet else "")
+            per.setdefault(key, []).append(test)
+            rows.setdefault(key, controls.get(cid, "medium"))
+        if fleet and test.controls:
+            owned.setdefault(row_key(test.controls[0], test.target), set()).update(evidence.get(test.nodeid, []))
+    return Side({key: verdict_of(rs) for key, rs in per.items()},
+                {key: sum(r.outcome == "passed" for r in rs) for key, rs in per.items()},
+                rows, str(run.get("started", "?")),
+                {n: _evidence_data(n, d) for n, d in files.items() if n.startswith("evidence/")}, owned)
+
+
+def row_key(control: str, target: str) -> str:
+    """One row of the diff: the control, and in a fleet the target it was assessed on."""
+    return f"{control} [{target}]" if target else control
 
 
 def load_verified(path: Path, **trust: Any) -> Side:
@@ -115,7 +135,10 @@ def diff(old: Side, new: Side) -> Diff:
             if after == NOT_SATISFIED:
                 out.changes["still failing"].append(row)
             prefix = f"evidence/{cid}/"
-            names = sorted({n for n in (*old.evidence, *new.evidence) if n.startswith(prefix)})
+            if old.files or new.files:  # a fleet: the files of this target's tests of the control
+                names = sorted(old.files.get(cid, set()) | new.files.get(cid, set()))
+            else:
+                names = sorted({n for n in (*old.evidence, *new.evidence) if n.startswith(prefix)})
             changed = [n for n in names if old.evidence.get(n) != new.evidence.get(n)]
             if changed:
                 out.evidence_changed[cid] = changed

@@ -4,7 +4,8 @@
 A control is *satisfied* only when every one of its tests passed (tests found not applicable
 aside); a failed or errored test makes it *not satisfied*; a failure accepted by a waiver makes
 it *waived*; a control whose tests were all not applicable is *not applicable*; anything else
-(no test ran, or some were skipped) is *not assessed*, never satisfied.
+(no test ran, or some were skipped) is *not assessed*, never satisfied. A fleet run prints one
+table per target; the gate judges the whole fleet (a control failing on any target counts).
 """
 
 from __future__ import annotations
@@ -128,7 +129,16 @@ class ControlSummary:
         record_report(self.results, report)
 
     def verdicts(self) -> list[ControlVerdict]:
+        """Over the whole run: in a fleet a control failing on any target is not satisfied (the gate)."""
         return control_verdicts(self.catalog, self.results.values(), self.config.option.control)
+
+    def target_verdicts(self) -> dict[str, list[ControlVerdict]]:
+        """Each target's verdicts, by name; {} unless the run assessed a fleet."""
+        names = list(dict.fromkeys(r.target for r in self.results.values() if r.target))
+        if len(names) < 2:
+            return {}
+        return {name: control_verdicts(self.catalog, [r for r in self.results.values() if r.target == name],
+                                       self.config.option.control) for name in names}
 
     def _assessed_any(self) -> bool:
         return any(r.controls for r in self.results.values())
@@ -148,9 +158,12 @@ class ControlSummary:
         verbosity = self.config.get_verbosity()
         if not self._assessed_any() or verbosity < -1:
             return
-        terminalreporter.section("ztm controls", sep="=", bold=True)
-        for text, markup in table_lines(self.verdicts(), verbosity):
-            terminalreporter.write_line(text, **markup)
+        per_target = self.target_verdicts()
+        for name, verdicts in per_target.items() or [("", self.verdicts())]:
+            terminalreporter.section(f"ztm controls: {name}" if name else "ztm controls", sep="=", bold=True)
+            for text, markup in table_lines(verdicts, verbosity):
+                terminalreporter.write_line(text if not name or not text.startswith(("NOT SATISFIED", "controls:"))
+                                            else f"{text} [{name}]", **markup)
         if self.gated is not None:
             if self.gated or self.untagged:
                 why = [v.id for v in self.gated] + [f"{n} (no control)" for n in self.untagged[:3]]
