@@ -110,6 +110,29 @@ def _stop(config: pytest.Config, message: str) -> None:
     pytest.exit(message, returncode=4)
 
 
+def _one_worker_per_target(config: pytest.Config, members: list[tuple[str, Path]]) -> None:
+    """A fleet runs under xdist with at least one worker per target (ztm.fleet_xdist says why).
+    Done before xdist's own (trylast) pytest_configure starts its session; -n 0 is respected."""
+    given = getattr(config.option, "numprocesses", 0)
+    if config.option.collectonly or getattr(config.option, "controls_list", False) or given == 0 \
+            or not (given is None or (isinstance(given, int) and given < len(members))):
+        return
+    config.option.numprocesses = len(members)
+    config.option.tx = ["popen"] * len(members)
+    if config.option.dist == "no":
+        config.option.dist = "load"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any):
+    members = fleet(config)
+    if not members:
+        return None
+    from ztm.fleet_xdist import TargetScheduling
+
+    return TargetScheduling(config, log, [name for name, _ in members])
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     members = fleet(metafunc.config)
     if not members:
@@ -144,6 +167,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 policy_for(loaded)
     except UserError as exc:
         raise pytest.UsageError(f"ztm: {exc}") from None
+    if members:
+        _one_worker_per_target(config, members)
 
 
 @pytest.fixture(scope="session")
