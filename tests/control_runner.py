@@ -63,14 +63,14 @@ def module_for(control: str) -> Path:
 
 
 def run_control(target_file: Path, *controls: str, extra: tuple[str, ...] = (),
-                wrapper: tuple[str, ...] = ()) -> ControlRun:
+                wrapper: tuple[str, ...] = (), timeout: int = 600) -> ControlRun:
     """``wrapper`` prefixes the pytest command (e.g. setpriv, to run as a less privileged assessor)."""
     paths = [str(module_for(c)) for c in controls] if controls else [str(CONTROLS)]
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
         argv = [*wrapper, sys.executable, "-m", "pytest", *paths, "--target", str(target_file), f"--junitxml={junit}",
                 "-q", "-p", "no:cacheprovider", "-o", "junit_logging=no", *extra]
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=timeout)
         tests = _parse_junit(junit) if junit.exists() else {}
     return ControlRun(",".join(controls) or "all", done.returncode, tests, done.stdout + done.stderr)
 
