@@ -2,6 +2,7 @@
 """The project's two entry points, runnable on a fresh Debian 12 machine as root with only python3.
 
     python3 tasks.py assess   bring up the lab, run every control, write and verify bundle.tar.gz
+                              (--engine mariadb --engine mysql: both labs, one fleet run, one bundle)
     python3 tasks.py test     run the project's own tests on both engines
 
 Each installs what it needs: Debian packages with apt-get, Python packages into .venv.
@@ -66,11 +67,16 @@ def pytest(args: list[str], env: dict[str, str] | None = None) -> int:
     return rc
 
 
-def assess(engine: str, bundle: Path) -> int:
+def assess(engines: list[str], bundle: Path) -> int:
+    """One engine: its lab (instance 0). Two: both labs (instances 0 and 1) assessed as one fleet."""
     install()
     ztm = str(VENV / "bin" / "ztm")
-    check([ztm, "lab", "up", "--engine", engine])
-    rc = pytest(["controls", "--target", "lab/target.toml", "--evidence-out", str(bundle),
+    targets: list[str] = []
+    for instance, engine in enumerate(engines):
+        env = dict(os.environ, ZTM_LAB_INSTANCE=str(instance)) if len(engines) > 1 else None
+        check([ztm, "lab", "up", "--engine", engine], env=env)
+        targets += ["--target", f"{'lab' if instance == 0 else f'lab-{instance}'}/target.toml"]
+    rc = pytest(["controls", *targets, "--evidence-out", str(bundle),
                  "--junitxml", "reports/controls-junit.xml"])
     if not bundle.exists():
         print(f"tasks.py: no evidence bundle was written to {bundle}", file=sys.stderr)
@@ -86,7 +92,19 @@ def test(engines: list[str]) -> int:
     check([str(VENV / "bin" / "lint-imports")])  # the dependency rule: contracts in pyproject.toml
     # Unit tests first (no lab), then the lab suites of the engines side by side.
     worst = pytest(["tests", "-m", "not lab", "--junitxml", "reports/unit-junit.xml"])
-    return max(worst, lab_lanes(engines))
+    worst = max(worst, lab_lanes(engines))
+    if set(engines) == set(ENGINES):  # both labs are still up: assess them as one fleet
+        worst = max(worst, fleet_step(engines))
+    return worst
+
+
+def fleet_step(engines: list[str]) -> int:
+    """tests/lab/test_fleet_lab.py with both lanes' labs (instances 0 and 1, still up): one run of
+    every control over the two engines, one verified bundle, one target broken. The lanes skip it."""
+    env = dict(os.environ, ZTM_ENGINE=engines[0], ZTM_LAB_INSTANCE="0", ZTM_FLEET_INSTANCE="1")
+    print(f"+ ZTM_ENGINE={engines[0]} ZTM_LAB_INSTANCE=0 ZTM_FLEET_INSTANCE=1 (fleet of {' and '.join(engines)})",
+          flush=True)
+    return pytest(["tests/lab/test_fleet_lab.py", "-m", "lab", "--junitxml", "reports/lab-fleet-junit.xml"], env=env)
 
 
 def lab_lanes(engines: list[str]) -> int:
@@ -120,7 +138,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="task", required=True)
     a = sub.add_parser("assess", help="lab up, every control, verified evidence bundle")
-    a.add_argument("--engine", choices=ENGINES, default="mariadb")
+    a.add_argument("--engine", choices=ENGINES, action="append",
+                   help="default mariadb; given twice (--engine mariadb --engine mysql), both labs as one fleet")
     a.add_argument("--bundle", type=Path, default=ROOT / "bundle.tar.gz")
     t = sub.add_parser("test", help="the project's own tests")
     t.add_argument("--engine", choices=ENGINES, action="append", help="default: both engines")
@@ -128,7 +147,8 @@ def main() -> int:
     if shutil.which("apt-get") is None:
         sys.exit("tasks.py: needs a Debian machine (apt-get)")
     if args.task == "assess":
-        return assess(args.engine, args.bundle)
+        engines = list(dict.fromkeys(args.engine or ["mariadb"]))
+        return assess(engines, args.bundle)
     return test(args.engine or list(ENGINES))
 
 
