@@ -33,7 +33,7 @@ from evidence.sign import check_signer
 from evidence.summary import GATES, ControlSummary
 from evidence.waivers import Waiver, load_waivers
 from ztm.errors import UserError
-from ztm.plugin import target_path
+from ztm.plugin import target_path, without_target
 from ztm.target import read_target_file, resolve_path
 
 RECORDER = pytest.StashKey[EvidenceRecorder]()
@@ -229,7 +229,9 @@ class CatalogGate:
         report: pytest.TestReport = yield
         if report.when == "call" and report.failed:
             message = call.excinfo.exconly() if call.excinfo is not None else report.longreprtext
-            waiver = next((w for w in self.active if w.covers(controls_of(item), item.nodeid, message)), None)
+            ids = {item.nodeid, without_target(item)}  # in a fleet, a waiver without [target] covers every target
+            waiver = next((w for w in self.active for nodeid in ids if w.covers(controls_of(item), nodeid, message)),
+                          None)
             if waiver is not None:
                 reason = f"{waiver.control} waived: {waiver.describe()}"
                 item.user_properties.append(("waiver", reason))

@@ -110,6 +110,19 @@ def _stop(config: pytest.Config, message: str) -> None:
     pytest.exit(message, returncode=4)
 
 
+def without_target(item: pytest.Item) -> str:
+    """The test's node id as a one-target run names it: in a fleet the target's name is taken out
+    of the id (``t[db-a]`` -> ``t``, ``t[db-a-app]`` -> ``t[app]``); otherwise the node id."""
+    members = fleet(item.config)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    name = next((n for n, p in members if str(p) == params.get("target")), None)
+    if name is None:
+        return item.nodeid
+    head, _, ids = item.nodeid.rpartition("[")
+    rest = ids.removesuffix("]").removeprefix(name).removeprefix("-")
+    return f"{head}[{rest}]" if rest else head
+
+
 def _one_worker_per_target(config: pytest.Config, members: list[tuple[str, Path]]) -> None:
     """A fleet runs under xdist with at least one worker per target (ztm.fleet_xdist says why).
     Done before xdist's own (trylast) pytest_configure starts its session; -n 0 is respected."""

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,31 @@ def test_diff_compares_a_fleet_per_target(fleet_run):
     lines = text_lines(diff(old, new), old, new)
     assert any(line.startswith("REGRESSED ZTM-TLS-1 [db-a]") for line in lines), lines
     assert any(line.startswith("FIXED ZTM-TLS-1 [db-b]") for line in lines), lines
+
+
+def test_a_fleet_gets_a_worker_per_target_and_a_waiver_without_target_covers_each(work):
+    """No -n: xdist starts one worker per target; a waiver naming the test (no [target]) accepts its
+    failure on any target of the fleet."""
+    (work / "waivers.toml").write_text(f'''[[waiver]]
+control = "ZTM-TLS-1"
+test = "test_controls.py::test_named"
+justification = "db-b is being rebuilt"
+approver = "CISO"
+expires = "{date.today() + timedelta(days=30)}"
+''')
+    done = _run(work, "--target", "db-a.toml", "--target", "db-b.toml", "--waivers", "waivers.toml",
+                "-k", "test_named")
+    assert "created: 2/2 workers" in done.stdout, done.stdout[-2000:]
+    assert done.returncode == 0 and "WAIVED test_controls.py::test_named[db-b]" in done.stdout, done.stdout[-2000:]
+
+
+def test_the_scheduler_keeps_each_target_on_one_worker():
+    from ztm.fleet_xdist import TargetScheduling
+
+    scheduler = TargetScheduling.__new__(TargetScheduling)  # only the scope rule, no xdist session
+    scheduler.names = sorted(["db", "db-2"], key=len, reverse=True)
+    assert scheduler._split_scope("c/t.py::test_x[db]") == "db"
+    assert scheduler._split_scope("c/t.py::test_x[db-2]") == "db-2"
+    assert scheduler._split_scope("c/t.py::test_x[db-2-app]") == "db-2"
+    assert scheduler._split_scope("c/t.py::test_x[db-app]") == "db"
+    assert scheduler._split_scope("c/t.py::test_plain") == "c/t.py"  # no target: by module, as loadscope
