@@ -185,3 +185,16 @@ def test_the_scheduler_keeps_each_target_on_one_worker():
     assert scheduler._split_scope("c/t.py::test_x[db-2-app]") == "db-2"
     assert scheduler._split_scope("c/t.py::test_x[db-app]") == "db"
     assert scheduler._split_scope("c/t.py::test_plain") == "c/t.py"  # no target: by module, as loadscope
+
+
+def test_one_unreachable_target_under_xdist_fails_its_tests_instead_of_crashing_a_worker(work):
+    done = _run(work, "-n", "2", "--target", "db-a.toml", "-k", "test_admin")
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "INTERNALERROR" not in out and "Traceback" not in out, out[-3000:]
+    assert "cannot reach target db-a through the admin path" in out
+
+
+def test_one_unreachable_target_in_one_process_still_ends_the_run_with_one_line(work):
+    done = _run(work, "--target", "db-a.toml", "-k", "test_admin")
+    assert done.returncode == 4 and "cannot reach target db-a through the admin path" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
