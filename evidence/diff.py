@@ -42,6 +42,16 @@ class Side:
     started: str
     evidence: dict[str, bytes]
     files: dict[str, set[str]] = field(default_factory=dict)  # a fleet: the evidence files of each row
+    single: str = ""  # the name of the one target of a bundle that is not a fleet's
+
+    def as_fleet(self) -> Side:
+        """A one-target bundle's rows named like a fleet's (``ZTM-X-1 [name]``), to compare with one."""
+        if not self.single:
+            return self
+        key = lambda cid: row_key(cid, self.single)  # noqa: E731
+        prefixed = {key(c): {n for n in self.evidence if n.startswith(f"evidence/{c}/")} for c in self.verdicts}
+        return Side({key(c): v for c, v in self.verdicts.items()}, {key(c): v for c, v in self.passed.items()},
+                    {key(c): v for c, v in self.severity.items()}, self.started, self.evidence, prefixed)
 
 
 @dataclass
@@ -96,7 +106,8 @@ def _side(files: dict[str, bytes], where: str) -> Side:
     return Side({key: verdict_of(rs) for key, rs in per.items()},
                 {key: sum(r.outcome == "passed" for r in rs) for key, rs in per.items()},
                 rows, str(run.get("started", "?")),
-                {n: _evidence_data(n, d) for n, d in files.items() if n.startswith("evidence/")}, owned)
+                {n: _evidence_data(n, d) for n, d in files.items() if n.startswith("evidence/")}, owned,
+                "" if fleet else (names[0] if names else str(run.get("target", {}).get("name") or "")))
 
 
 def row_key(control: str, target: str) -> str:
@@ -124,8 +135,16 @@ def load_verified(path: Path, **trust: Any) -> Side:
         return _side(read_archive(copy, None).small, str(path))
 
 
+def aligned(old: Side, new: Side) -> tuple[Side, Side]:
+    """A one-target bundle against a fleet's: the one target's rows are named as in the fleet."""
+    if bool(old.single) != bool(new.single):
+        return old.as_fleet(), new.as_fleet()
+    return old, new
+
+
 def diff(old: Side, new: Side) -> Diff:
     out = Diff()
+    old, new = aligned(old, new)
     for cid in [*old.verdicts, *(c for c in new.verdicts if c not in old.verdicts)]:
         before, _ = old.verdicts.get(cid, (NOT_ASSESSED, "not in the old catalog"))
         after, reason = new.verdicts.get(cid, (NOT_ASSESSED, "not in the new catalog"))
@@ -161,6 +180,7 @@ def diff(old: Side, new: Side) -> Diff:
 
 
 def text_lines(result: Diff, old: Side, new: Side) -> list[str]:
+    old, new = aligned(old, new)
     lines = [f"old run started {old.started}, new run started {new.started}"]
     for kind in KINDS:
         for row in result.changes[kind]:

@@ -159,6 +159,19 @@ def test_diff_compares_a_fleet_per_target(fleet_run):
     assert any(line.startswith("FIXED ZTM-TLS-1 [db-b]") for line in lines), lines
 
 
+def test_diff_of_a_one_target_bundle_against_a_fleet_compares_that_target(fleet_run):
+    _, files = fleet_run
+    results = json.loads(files["results.json"])
+    results["tests"] = [{k: v for k, v in t.items() if k != "target"} | {"nodeid": t["nodeid"].replace("[db-a]", "")}
+                        for t in results["tests"] if t["target"] == "db-a"]
+    results["targets"] = {"db-a": results["targets"]["db-a"]}
+    single = _side({**files, "results.json": json.dumps(results).encode()}, "single")
+    fleet = _side(files, "fleet")
+    lines = text_lines(diff(single, fleet), single, fleet)
+    assert not any(line.startswith(("REGRESSED", "FIXED")) for line in lines), lines  # db-a is unchanged
+    assert any(line.startswith("NEWLY ASSESSED ZTM-TLS-1 [db-b]") for line in lines), lines
+
+
 def test_a_fleet_gets_a_worker_per_target_and_a_waiver_without_target_covers_each(work):
     """No -n: xdist starts one worker per target; a waiver naming the test (no [target]) accepts its
     failure on any target of the fleet."""
