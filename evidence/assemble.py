@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from evidence import timestamp
 from evidence.bundle import json_bytes, write_bundle
+from evidence.hdf import HDF_NAME, hdf_document
 from evidence.html_report import HTML_NAME, render
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
 from evidence.results import TestResult, assign_folders, control_status
@@ -24,7 +25,7 @@ from ztm.keep_out import kept_out
 from ztm.plugin import target_info, target_path
 
 if TYPE_CHECKING:
-    from evidence.plugin import BundleWriter
+    from evidence.plugin import BundleWriter, HdfWriter
 
 
 def iso(moment: datetime) -> str:
@@ -32,7 +33,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _target_info(writer: BundleWriter) -> dict[str, Any]:
+def _target_info(writer: BundleWriter | HdfWriter) -> dict[str, Any]:
     """What this process's fixtures read, completed by what xdist workers read."""
     info = {**writer.worker_target, **target_info(writer.config)}
     if not info:
@@ -43,8 +44,9 @@ def _target_info(writer: BundleWriter) -> dict[str, Any]:
     return info
 
 
-def _never_in_bundle(writer: BundleWriter) -> list[str]:
-    return [*target_secrets(target_path(writer.config)), *key_material(writer.key),
+def _never_in_bundle(writer: BundleWriter | HdfWriter) -> list[str]:
+    key = getattr(writer, "key", None)
+    return [*target_secrets(target_path(writer.config)), *(key_material(key) if key else []),
             *kept_out(writer.config), *writer.worker_kept_out]
 
 
@@ -104,6 +106,10 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     }
     if policy is not None:
         documents["policy.json"] = policy.to_json()  # run.json carries its digest
+    verdicts = control_verdicts(writer.catalog, results)
+    documents[HDF_NAME] = hdf_document(writer.catalog, verdicts, results, run=documents["run.json"],
+                                       waivers=writer.waivers, evidence_refs=True,
+                                       policy=policy.parameters() if policy is not None else None)
     files: dict[str, bytes] = {}
     run_doc = documents.pop("run.json")
     for result in results:
@@ -116,7 +122,6 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
                 files[path] = item["content"].encode()
     validate_documents(documents)
     files.update({name: json_bytes(doc) for name, doc in documents.items()})
-    verdicts = control_verdicts(writer.catalog, results)
     files[HTML_NAME] = render(writer.catalog, verdicts, results, run_doc,
                               documents["results.json"]["waivers"]["active"]).encode()
     for name, path in (("junit.xml", writer.config.option.xmlpath),
@@ -140,6 +145,25 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     if left:
         raise UserError("secrets remain after redaction, bundle not signed: " + "; ".join(left[:5]))
     return files
+
+
+def hdf_only(writer: HdfWriter) -> bytes:
+    """``--hdf`` without a bundle: the same document as the bundle's hdf.json (no evidence files to refer
+    to), validated, with the same secret scan: found secrets are redacted, and any left stop it."""
+    results = list(writer.results.values())
+    policy, _ = policy_in_force(target_path(writer.config))
+    run = {"target": _target_info(writer), "started": iso(writer.started), "finished": iso(datetime.now(UTC)),
+           "suite": {"version": __version__}}
+    doc = hdf_document(writer.catalog, control_verdicts(writer.catalog, results), results, run=run,
+                       waivers=writer.waivers, evidence_refs=False,
+                       policy=policy.parameters() if policy is not None else None)
+    validate_documents({HDF_NAME: doc})
+    needles = _never_in_bundle(writer)
+    files, writer.redactions = _redacted({HDF_NAME: json_bytes(doc)}, needles)
+    left = find_in(files, needles)
+    if left:
+        raise UserError("secrets remain after redaction, HDF not written: " + "; ".join(left[:5]))
+    return files[HDF_NAME]
 
 
 def _tsa_url(writer: BundleWriter) -> str | None:
@@ -176,4 +200,12 @@ def assemble(writer: BundleWriter, exit_status: int) -> int:
             html_out.write_bytes(files[HTML_NAME].replace(b'href="evidence/', b'href="bundle/evidence/'))
         except OSError as exc:  # the signed bundle stands (assessor.html is inside it)
             writer._say(f"ztm evidence: WARNING: HTML report {html_out} not written: {exc.strerror}", red=True)
+    hdf_out = getattr(writer, "hdf_out", None)
+    if hdf_out is not None:  # --hdf: the bundle's hdf.json, byte for byte (secrets already redacted)
+        try:
+            hdf_out.write_bytes(files[HDF_NAME])
+        except OSError as exc:
+            writer._say(f"ztm evidence: WARNING: HDF {hdf_out} not written: {exc.strerror}", red=True)
+        else:
+            writer._say(f"ztm evidence: HDF (Heimdall Data Format) {hdf_out}")
     return writer.out.stat().st_size

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from evidence.assemble import assemble
+from evidence.assemble import assemble, hdf_only
 from evidence.bundle import check_destination
 from evidence.catalog import Catalog, load_catalog
 from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
@@ -47,6 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--evidence-html", metavar="PATH", default=None,
                     help="with --evidence-out: also write the assessor's HTML report here (default: next to the "
                          "bundle, <bundle>.html; its evidence links point into the unpacked bundle/ beside it)")
+    group.addoption("--hdf", metavar="PATH", default=None,
+                    help="also write the results as Heimdall Data Format (InSpec exec JSON, for MITRE Heimdall and "
+                         "the SAF CLI) here; with --evidence-out it is the bundle's hdf.json, without it the same "
+                         "document without links to evidence files")
     group.addoption("--evidence-key", metavar="FILE", default=None,
                     help="Ed25519 private key (PEM, mode 0600) that signs the bundle; default: the target's "
                          "[evidence].signing_key, else the lab's")
@@ -91,20 +95,38 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(gate, "ztm-catalog-gate")
     if not hasattr(config, "workerinput") and not config.option.controls_list:  # the controller has the reports
         config.pluginmanager.register(ControlSummary(config, catalog), "ztm-control-summary")
-    if config.option.evidence_out is None:
+    if (config.option.evidence_out is None and config.option.hdf is None) or config.option.controls_list:
         return
-    if not config.option.evidence_out.strip():  # '' is a mistake, not "no bundle"
+    if config.option.evidence_out is not None and not config.option.evidence_out.strip():  # a mistake, not "none"
         raise pytest.UsageError("--evidence-out is empty: name the bundle file, e.g. --evidence-out bundle.tar.gz")
     config.pluginmanager.register(FailureScrubber(config), "ztm-failure-scrubber")
     if hasattr(config, "workerinput"):  # an xdist worker: the controller writes the bundle
         config.pluginmanager.register(WorkerRelay(config), "ztm-worker-relay")
         return
     try:
-        out = check_destination(config.option.evidence_out)
+        hdf_out = check_hdf_destination(config.option.hdf) if config.option.hdf is not None else None
+        out = check_destination(config.option.evidence_out) if config.option.evidence_out is not None else None
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if out is None:
+        config.pluginmanager.register(HdfWriter(config, gate, hdf_out), "ztm-hdf-writer")
+        return
     key, cert = _signer_paths(config)
-    config.pluginmanager.register(BundleWriter(config, gate, out, key, cert), "ztm-bundle-writer")
+    writer = BundleWriter(config, gate, out, key, cert)
+    writer.hdf_out = hdf_out
+    config.pluginmanager.register(writer, "ztm-bundle-writer")
+
+
+def check_hdf_destination(value: str) -> Path:
+    """Where --hdf writes; UserError when that cannot be a file (checked before any test runs)."""
+    out = Path(value).expanduser()
+    if not value.strip() or out.is_dir():
+        raise UserError(f"--hdf {value!r} is a directory or empty: name the file, e.g. --hdf results.hdf.json")
+    if out.exists() and not out.is_file():
+        raise UserError(f"--hdf {value}: exists and is not a regular file (it would be replaced)")
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"--hdf {value}: folder {out.resolve().parent} does not exist")
+    return out.resolve()
 
 
 def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
@@ -278,7 +300,41 @@ class CatalogGate:
         cells.insert(4, f"<td>{escape(maps)}</td>")
 
 
-class BundleWriter:
+class SummaryLines:
+    """The writers' lines, shown in the terminal summary after pytest's own newline (or at once if that has
+    passed: the writers finish inside pytest_sessionfinish, which may run before or after the summary)."""
+
+    config: pytest.Config
+    _messages: list[tuple[str, dict[str, bool]]]
+    _summarised: bool
+
+    def _say(self, text: str, **markup: bool) -> None:
+        """Shown in the terminal summary, after pytest's own newline (or at once if that has passed)."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and self._summarised:
+            tr.write_line(text, **markup)
+        else:
+            self._messages.append((text, markup))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        self._summarised = True
+        for text, markup in self._messages:
+            terminalreporter.write_line(text, **markup)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # pytest skips the terminal summary for some exits (pytest.exit with its own code, --no-summary).
+        if self._summarised or not self._messages:
+            return
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        for text, markup in self._messages:
+            if tr is not None:
+                tr.write_line(text, **markup)
+            else:
+                print(text, file=sys.stderr)
+
+
+class BundleWriter(SummaryLines):
     """Collects every report on the controller and writes the bundle at the very end."""
 
     def __init__(self, config: pytest.Config, gate: CatalogGate, out: Path, key: Path, cert: Path | None) -> None:
@@ -291,6 +347,7 @@ class BundleWriter:
         html = config.option.evidence_html or str(out.with_name(out.name.removesuffix(".tar.gz").removesuffix(".tgz")
                                                                 + ".html"))
         self.html_out = Path(html) if Path(html) != out else Path(f"{out}.html")  # never over the bundle
+        self.hdf_out: Path | None = None  # --hdf: a copy of the bundle's hdf.json
         self.results: dict[str, TestResult] = {}
         self.worker_target: dict[str, Any] = {}  # what xdist workers' fixtures read (relay.WorkerRelay)
         self.worker_kept_out: set[str] = set()
@@ -331,30 +388,6 @@ class BundleWriter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record_report(self.results, report)
 
-    def _say(self, text: str, **markup: bool) -> None:
-        """Shown in the terminal summary, after pytest's own newline (or at once if that has passed)."""
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None and self._summarised:
-            tr.write_line(text, **markup)
-        else:
-            self._messages.append((text, markup))
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        self._summarised = True
-        for text, markup in self._messages:
-            terminalreporter.write_line(text, **markup)
-
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        # pytest skips the terminal summary for some exits (pytest.exit with its own code, --no-summary).
-        if self._summarised or not self._messages:
-            return
-        tr = config.pluginmanager.get_plugin("terminalreporter")
-        for text, markup in self._messages:
-            if tr is not None:
-                tr.write_line(text, **markup)
-            else:
-                print(text, file=sys.stderr)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):
@@ -377,4 +410,51 @@ class BundleWriter:
                       f"built in {time.monotonic() - began:.2f} s{where if self._own_reports else ''})")
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        return outcome
+
+
+class HdfWriter(SummaryLines):
+    """``--hdf PATH`` without ``--evidence-out``: on the controller, the run's HDF and nothing else."""
+
+    def __init__(self, config: pytest.Config, gate: CatalogGate, out: Path | None) -> None:
+        self.config = config
+        self.catalog = gate.catalog
+        self.waivers = gate.waivers
+        self.out = out
+        self.results: dict[str, TestResult] = {}
+        self.worker_target: dict[str, Any] = {}
+        self.worker_kept_out: set[str] = set()
+        self.redactions: list[str] = []
+        self.started = datetime.now(UTC)
+        self._messages: list[tuple[str, dict[str, bool]]] = []
+        self._summarised = False
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        sent = received(node)
+        for key, value in sent.get("target", {}).items():
+            self.worker_target.setdefault(key, value)
+        self.worker_kept_out.update(sent.get("kept_out", []))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record_report(self.results, report)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):
+        outcome = yield
+        if self.config.option.collectonly or self.out is None:
+            return outcome
+        try:
+            self.out.write_bytes(hdf_only(self))
+        except UserError as exc:
+            self._say(f"ztm evidence: no HDF written: {exc}", red=True, bold=True)
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return outcome
+        except OSError as exc:
+            self._say(f"ztm evidence: no HDF written to {self.out}: {exc.strerror}", red=True, bold=True)
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return outcome
+        for finding in self.redactions:
+            self._say(f"ztm evidence: redacted from the HDF: {finding} (a test output a secret)", yellow=True)
+        self._say(f"ztm evidence: HDF (Heimdall Data Format) {self.out} ({len(self.results)} tests)")
         return outcome
