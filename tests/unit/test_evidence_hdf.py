@@ -250,3 +250,22 @@ def test_a_bad_hdf_path_is_one_usage_line_before_any_test(pytester, tmp_path, wh
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert not (pytester.path / "ran.marker").exists()
     assert "--hdf" in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
+def test_heimdall_lite_shows_every_control_with_its_status(run, tmp_path):
+    """MITRE Heimdall Lite (its npm static build, in headless chromium) loads the HDF: one row per catalog
+    control, and the statuses InSpec's conventions give (error: Profile Error, impact 0: Not Applicable)."""
+    from tests.heimdall_lite import open_in_heimdall
+
+    path = tmp_path / "hdf.json"
+    path.write_bytes(run[0])
+    view = open_in_heimdall(path, ROOT / "reports" / "heimdall-unit.png")
+    catalog = list(load_catalog().controls)
+    assert sorted(i for i, _ in view.rows) == sorted(catalog), view.rows
+    assert view.viewed == f"0/{len(catalog)} Controls Viewed"
+    shown = dict(view.rows)
+    assert (shown["ZTM-TLS-1"], shown["ZTM-TLS-2"], shown["ZTM-CFG-1"]) == ("Passed", "Failed", "Profile Error")
+    assert (shown["ZTM-CRY-2"], shown["ZTM-HST-2"], shown["ZTM-AUD-4"]) == ("Not Applicable", "Not Reviewed",
+                                                                             "Not Reviewed")
+    assert shown["ZTM-NET-1"] == "Failed", "a waived failure (InSpec waiver run: true) still shows as failed"
+    assert (ROOT / "reports" / "heimdall-unit.png").stat().st_size > 10000
