@@ -65,7 +65,7 @@ def open_in_heimdall(hdf: Path, screenshot: Path | None = None, timeout: float =
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    assert (DIST / "index.html").is_file(), "Heimdall Lite is not installed: tasks.py install runs 'npm ci' in tools/node"
+    assert (DIST / "index.html").is_file(), "Heimdall Lite is not installed: tasks.py install runs npm ci in tools/node"
     browser = shutil.which("chromium")
     assert browser, "Debian's chromium is not installed (tasks.py install puts it in APT_PACKAGES)"
     assert Path(CHROMEDRIVER).is_file(), "Debian's chromium-driver is not installed (tasks.py APT_PACKAGES)"
