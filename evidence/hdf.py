@@ -12,6 +12,10 @@ One profile (the catalog), one HDF control per catalog control, one result per t
   Not-applicable tests are ``skipped`` with their reason.
 - a control that no test of the run assessed gets one ``skipped`` result that says so (Heimdall:
   *Not Reviewed*); an HDF control without results would read as a profile error.
+- HDF has no "partly assessed": Heimdall and the SAF CLI call a control *Passed* as soon as one
+  result passed and none failed. A control this suite finds *not assessed* because some of its
+  tests were skipped is never satisfied, so its passing tests are written ``skipped`` with a
+  message that says they passed and why they do not count (Heimdall: *Not Reviewed*).
 - ``tags``: ``nist`` (800-53 ids), ``stig`` as catalogued, ``gid``/``rid``/``stig_id`` split from
   it (V-, SV- and MYS8 ids), ``cis``, ``severity``, ``stig_category``, ``family`` and the suite's
   own ``verdict``.
@@ -26,7 +30,7 @@ from typing import Any
 
 from evidence.catalog import Catalog, Control
 from evidence.results import TestResult
-from evidence.summary import NOT_APPLICABLE, ControlVerdict
+from evidence.summary import NOT_APPLICABLE, NOT_ASSESSED, ControlVerdict
 from evidence.waivers import Waiver
 
 HDF_NAME = "hdf.json"
@@ -34,7 +38,7 @@ PROFILE_NAME = "zero-trust-mysql"
 IMPACT = {"high": 0.7, "medium": 0.5, "low": 0.3}  # InSpec's convention (and the SAF CLI's reading of it)
 STATUS = {"passed": "passed", "failed": "failed", "error": "error", "waived": "failed",
           "skipped": "skipped", "not-applicable": "skipped", "not_applicable": "skipped"}
-NOT_ASSESSED = ("Not assessed: no test of this control ran in this run (not selected, not collected, or the "
+NOT_ASSESSED_MESSAGE = ("Not assessed: no test of this control ran in this run (not selected, not collected, or the "
                 "control has no test yet).")
 
 
@@ -102,9 +106,15 @@ def _justification(waiver: Waiver) -> str:
 def _control(control: Control, verdict: ControlVerdict, tests: list[TestResult], waivers: list[Waiver],
              run_start: str, today: Any, evidence_refs: bool) -> dict[str, Any]:
     results = [_result(t, run_start) for t in tests]
+    if verdict.verdict == NOT_ASSESSED:  # a pass must not make Heimdall call the control Passed
+        for result in results:
+            if result["status"] == "passed":
+                result["status"] = "skipped"
+                result["skip_message"] = (f"passed, but does not count: {control.id} is not assessed as a whole "
+                                          f"({verdict.reason})")
     if not results:
         results = [{"status": "skipped", "code_desc": f"{control.id}: no test ran", "run_time": 0.0,
-                    "start_time": run_start, "skip_message": NOT_ASSESSED}]
+                    "start_time": run_start, "skip_message": NOT_ASSESSED_MESSAGE}]
     modules = sorted({t.nodeid.split("::")[0] for t in tests})
     first = tests[0] if tests else None
     descriptions = [{"label": "default", "data": control.rationale}, {"label": "rationale", "data": control.rationale}]
