@@ -111,6 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if out is None:
         config.pluginmanager.register(HdfWriter(config, gate, hdf_out), "ztm-hdf-writer")
         return
+    if hdf_out == out:
+        raise pytest.UsageError(f"--hdf {config.option.hdf} is the bundle itself: name another file")
     key, cert = _signer_paths(config)
     writer = BundleWriter(config, gate, out, key, cert)
     writer.hdf_out = hdf_out

@@ -253,12 +253,14 @@ def test_hdf_alone_without_a_bundle_keeps_secrets_out(pytester, tmp_path, monkey
                                  f"ztm evidence: HDF (Heimdall Data Format) {hdf} (1 tests)"])
 
 
-@pytest.mark.parametrize("where", ["dir", "missing-folder"])
+@pytest.mark.parametrize("where", ["dir", "missing-folder", "the-bundle"])
 def test_a_bad_hdf_path_is_one_usage_line_before_any_test(pytester, tmp_path, where):
     pytester.makeini(INI)
     pytester.makepyfile(test_x="def test_x():\n    open('ran.marker', 'w')\n")
-    path = tmp_path if where == "dir" else tmp_path / "no" / "such.json"
-    result = pytester.runpytest_subprocess("--hdf", str(path))
+    path = {"dir": tmp_path, "missing-folder": tmp_path / "no" / "such.json",
+            "the-bundle": tmp_path / "b.tar.gz"}[where]
+    bundle = ("--evidence-out", str(tmp_path / "b.tar.gz"), "--evidence-key", str(make_key(tmp_path / "k.pem")))
+    result = pytester.runpytest_subprocess("--hdf", str(path), *(bundle if where == "the-bundle" else ()))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert not (pytester.path / "ran.marker").exists()
     assert "--hdf" in result.stderr.str() and "Traceback" not in result.stderr.str()
