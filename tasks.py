@@ -28,14 +28,18 @@ APT_PACKAGES = [
     "openscap-scanner", "ssg-debian", "ssg-debderived", "sslscan",
     "libmariadb-dev", "pkg-config",  # to build mysqlclient (the C driver)
     "chromium",  # tests/lab/test_reports_lab.py renders the assessor report headless
+    "chromium-driver",  # selenium drives Heimdall Lite in that chromium (tests/lab/test_reports_lab.py)
+    "nodejs",  # MITRE's inspecjs validates hdf.json (tools/node, installed with npm ci)
 ]
+NODE_TOOLS = ROOT / "tools" / "node"
 ENGINES = ("mariadb", "mysql")
 NO_TESTS_COLLECTED = 5
 
 
 def run(argv: list[str], **kwargs) -> int:
     print("+ " + " ".join(argv), flush=True)
-    return subprocess.run(argv, cwd=ROOT, **kwargs).returncode
+    kwargs.setdefault("cwd", ROOT)
+    return subprocess.run(argv, **kwargs).returncode
 
 
 def check(argv: list[str], **kwargs) -> None:
@@ -47,7 +51,10 @@ def check(argv: list[str], **kwargs) -> None:
 def install() -> None:
     if os.geteuid() != 0:
         sys.exit("tasks.py: run as root (it installs Debian packages and builds network namespaces)")
-    missing = [p for p in APT_PACKAGES if subprocess.run(
+    # Debian's npm; a machine whose nodejs comes from NodeSource has npm inside it (and that nodejs
+    # conflicts with Debian's npm package), so npm is installed only when there is none.
+    wanted = APT_PACKAGES + ([] if shutil.which("npm") else ["npm"])
+    missing = [p for p in wanted if subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout != "install ok installed"]
     if missing:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -57,6 +64,8 @@ def install() -> None:
         check([sys.executable, "-m", "venv", str(VENV)])
     check([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
     check([str(PY), "-m", "pip", "install", "-q", "-e", ".[all]"])
+    # inspecjs and Heimdall Lite at the versions package-lock.json pins (integrity-checked).
+    check(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_TOOLS)
 
 
 def pytest(args: list[str], env: dict[str, str] | None = None) -> int:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from evidence import timestamp
 from evidence.bundle import json_bytes, write_bundle
+from evidence.hdf import HDF_NAME, hdf_document
 from evidence.html_report import HTML_NAME, render
 from evidence.oscal import AP_FILE, assessment_plan, assessment_results
 from evidence.results import UNSAFE, TestResult, assign_folders, by_target, control_status
@@ -18,6 +19,7 @@ from evidence.scan import find_in, redact
 from evidence.schemas import validate_documents
 from evidence.sensitive import key_material, target_secrets
 from evidence.sign import load_signing_key
+from evidence.summary import control_verdicts
 from ztm import __version__
 from ztm.errors import UserError
 from ztm.keep_out import kept_out
@@ -25,7 +27,7 @@ from ztm.plugin import fleet, target_info, target_path, targets_info
 from ztm.target import read_target_file
 
 if TYPE_CHECKING:
-    from evidence.plugin import BundleWriter
+    from evidence.plugin import BundleWriter, HdfWriter
 
 
 def iso(moment: datetime) -> str:
@@ -33,7 +35,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _target_files(writer: BundleWriter) -> dict[str, Path | None]:
+def _target_files(writer: BundleWriter | HdfWriter) -> dict[str, Path | None]:
     """The run's target files by target name: every member of a fleet, else the one target."""
     members = fleet(writer.config)
     if members:
@@ -49,7 +51,7 @@ def _target_files(writer: BundleWriter) -> dict[str, Path | None]:
     return {name or "unknown target": path}
 
 
-def _target_info(writer: BundleWriter, name: str, path: Path | None) -> dict[str, Any]:
+def _target_info(writer: BundleWriter | HdfWriter, name: str, path: Path | None) -> dict[str, Any]:
     """What this process's fixtures read of one target, completed by what xdist workers read."""
     info = {**writer.worker_targets.get(name, {}), **target_info(writer.config, name)}
     if not info:
@@ -60,9 +62,10 @@ def _target_info(writer: BundleWriter, name: str, path: Path | None) -> dict[str
     return info
 
 
-def _never_in_bundle(writer: BundleWriter) -> list[str]:
+def _never_in_bundle(writer: BundleWriter | HdfWriter) -> list[str]:
+    key = getattr(writer, "key", None)
     secrets = [s for path in _target_files(writer).values() for s in target_secrets(path)]
-    return [*secrets, *key_material(writer.key), *kept_out(writer.config), *writer.worker_kept_out]
+    return [*secrets, *(key_material(key) if key else []), *kept_out(writer.config), *writer.worker_kept_out]
 
 
 def _policy_file(name: str, in_fleet: bool) -> str:
@@ -76,6 +79,24 @@ def _control_rows(catalog: Any, results: list[TestResult]) -> list[dict[str, Any
             per_control.setdefault(c, []).append(r)
     return [{"id": cid, "title": c.title, **c.severity_json(), "status": control_status(per_control.get(cid, [])),
              "tests": [r.nodeid for r in per_control.get(cid, [])]} for cid, c in catalog.controls.items()]
+
+
+def hdf_name(name: str, in_fleet: bool) -> str:
+    """hdf.json; in a fleet one HDF per target, hdf/<target name>.json (HDF has one platform per file)."""
+    return f"hdf/{UNSAFE.sub('_', name)}.json" if in_fleet else HDF_NAME
+
+
+def _hdf_documents(writer: BundleWriter | HdfWriter, groups: dict[str, list[TestResult]],
+                   targets: dict[str, dict[str, Any]], policies: dict[str, tuple[Any, str | None]],
+                   run: dict[str, Any], evidence_refs: bool) -> dict[str, Any]:
+    """Each target's HDF document (exec JSON), by bundle file name."""
+    in_fleet = len(groups) > 1
+    return {hdf_name(name, in_fleet): hdf_document(
+        writer.catalog, control_verdicts(writer.catalog, group), group,
+        run={**run, "target": {k: v for k, v in targets[name].items() if k != "policy"}},
+        waivers=writer.waivers, evidence_refs=evidence_refs,
+        policy=policies[name][0].parameters() if policies[name][0] is not None else None)
+        for name, group in groups.items()}
 
 
 def _redacted(files: dict[str, bytes], needles: list[str]) -> tuple[dict[str, bytes], list[str]]:
@@ -148,6 +169,7 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     for name, (policy, _) in policies.items():
         if policy is not None:
             documents[_policy_file(name, in_fleet)] = policy.to_json()  # run.json carries its digest
+    documents.update(_hdf_documents(writer, groups, targets, policies, documents["run.json"], evidence_refs=True))
     files: dict[str, bytes] = {}
     run_doc = documents.pop("run.json")
     for result in results:
@@ -182,6 +204,34 @@ def build_files(writer: BundleWriter, exit_status: int) -> dict[str, bytes]:
     if left:
         raise UserError("secrets remain after redaction, bundle not signed: " + "; ".join(left[:5]))
     return files
+
+
+def hdf_only(writer: HdfWriter) -> dict[str, bytes]:
+    """``--hdf`` without a bundle: the same documents as the bundle's hdf.json (hdf/<target>.json in a
+    fleet; no evidence files to refer to), validated, with the same secret scan: found secrets are
+    redacted, and any left stop it. By bundle file name."""
+    results = list(writer.results.values())
+    files_by_name = _target_files(writer)
+    groups = by_target(results, list(files_by_name))
+    targets = {name: _target_info(writer, name, path) for name, path in files_by_name.items()}
+    policies = {name: policy_in_force(path) for name, path in files_by_name.items()}
+    run = {"started": iso(writer.started), "finished": iso(datetime.now(UTC)), "suite": {"version": __version__}}
+    docs = _hdf_documents(writer, groups, targets, policies, run, evidence_refs=False)
+    validate_documents(docs)
+    needles = _never_in_bundle(writer)
+    files, writer.redactions = _redacted({name: json_bytes(doc) for name, doc in docs.items()}, needles)
+    left = find_in(files, needles)
+    if left:
+        raise UserError("secrets remain after redaction, HDF not written: " + "; ".join(left[:5]))
+    return files
+
+
+def hdf_paths(out: Path, names: list[str]) -> dict[str, Path]:
+    """Where ``--hdf OUT`` writes each HDF of the run: OUT itself for hdf.json; in a fleet
+    ``<OUT stem>-<target>.json`` beside it for each hdf/<target>.json."""
+    stem = out.name.removesuffix(".json")
+    return {name: out if name == HDF_NAME else out.with_name(f"{stem}-{name.removeprefix('hdf/')}")
+            for name in names}
 
 
 def _tsa_url(writer: BundleWriter) -> str | None:
@@ -219,4 +269,14 @@ def assemble(writer: BundleWriter, exit_status: int) -> int:
             html_out.write_bytes(files[HTML_NAME].replace(b'href="evidence/', b'href="bundle/evidence/'))
         except OSError as exc:  # the signed bundle stands (assessor.html is inside it)
             writer._say(f"ztm evidence: WARNING: HTML report {html_out} not written: {exc.strerror}", red=True)
+    hdf_out = getattr(writer, "hdf_out", None)
+    if hdf_out is not None:  # --hdf: the bundle's hdf.json, byte for byte (secrets already redacted)
+        names = [n for n in files if n == HDF_NAME or (n.startswith("hdf/") and n.endswith(".json"))]
+        for name, path in hdf_paths(hdf_out, names).items():
+            try:
+                path.write_bytes(files[name])
+            except OSError as exc:
+                writer._say(f"ztm evidence: WARNING: HDF {path} not written: {exc.strerror}", red=True)
+            else:
+                writer._say(f"ztm evidence: HDF (Heimdall Data Format) {path}")
     return writer.out.stat().st_size

@@ -4,7 +4,8 @@ Layout (DESIGN §7): ``bundle/`` holding MANIFEST.sha256 (sha256sum format, ever
 file), MANIFEST.sha256.sig (raw 64-byte Ed25519 signature), MANIFEST.sha256.tsr (RFC 3161
 token over the signature, when a TSA is configured), signer.pub.pem (informational) and
 signer.pem (the signer's certificates, leaf first) when the signer has a certificate,
-run.json, results.json, catalog.json, oscal/, report.html, junit.xml, evidence/<control>/<test>/...
+run.json, results.json, catalog.json, oscal/, hdf.json, assessor.html, report.html, junit.xml,
+evidence/<control>/<test>/...
 """
 
 from __future__ import annotations

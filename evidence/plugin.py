@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from evidence.assemble import assemble
+from evidence.assemble import assemble, hdf_only, hdf_paths
 from evidence.bundle import check_destination
 from evidence.catalog import Catalog, load_catalog
 from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
@@ -47,6 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--evidence-html", metavar="PATH", default=None,
                     help="with --evidence-out: also write the assessor's HTML report here (default: next to the "
                          "bundle, <bundle>.html; its evidence links point into the unpacked bundle/ beside it)")
+    group.addoption("--hdf", metavar="PATH", default=None,
+                    help="also write the results as Heimdall Data Format (InSpec exec JSON, for MITRE Heimdall and "
+                         "the SAF CLI) here; with --evidence-out it is the bundle's hdf.json, without it the same "
+                         "document without links to evidence files")
     group.addoption("--evidence-key", metavar="FILE", default=None,
                     help="Ed25519 private key (PEM, mode 0600) that signs the bundle; default: the target's "
                          "[evidence].signing_key, else the lab's")
@@ -91,20 +95,40 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(gate, "ztm-catalog-gate")
     if not hasattr(config, "workerinput") and not config.option.controls_list:  # the controller has the reports
         config.pluginmanager.register(ControlSummary(config, catalog), "ztm-control-summary")
-    if config.option.evidence_out is None:
+    if (config.option.evidence_out is None and config.option.hdf is None) or config.option.controls_list:
         return
-    if not config.option.evidence_out.strip():  # '' is a mistake, not "no bundle"
+    if config.option.evidence_out is not None and not config.option.evidence_out.strip():  # a mistake, not "none"
         raise pytest.UsageError("--evidence-out is empty: name the bundle file, e.g. --evidence-out bundle.tar.gz")
     config.pluginmanager.register(FailureScrubber(config), "ztm-failure-scrubber")
     if hasattr(config, "workerinput"):  # an xdist worker: the controller writes the bundle
         config.pluginmanager.register(WorkerRelay(config), "ztm-worker-relay")
         return
     try:
-        out = check_destination(config.option.evidence_out)
+        hdf_out = check_hdf_destination(config.option.hdf) if config.option.hdf is not None else None
+        out = check_destination(config.option.evidence_out) if config.option.evidence_out is not None else None
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if out is None:
+        config.pluginmanager.register(HdfWriter(config, gate, hdf_out), "ztm-hdf-writer")
+        return
+    if hdf_out == out:
+        raise pytest.UsageError(f"--hdf {config.option.hdf} is the bundle itself: name another file")
     key, cert = _signer_paths(config)
-    config.pluginmanager.register(BundleWriter(config, gate, out, key, cert), "ztm-bundle-writer")
+    writer = BundleWriter(config, gate, out, key, cert)
+    writer.hdf_out = hdf_out
+    config.pluginmanager.register(writer, "ztm-bundle-writer")
+
+
+def check_hdf_destination(value: str) -> Path:
+    """Where --hdf writes; UserError when that cannot be a file (checked before any test runs)."""
+    out = Path(value).expanduser()
+    if not value.strip() or out.is_dir():
+        raise UserError(f"--hdf {value!r} is a directory or empty: name the file, e.g. --hdf results.hdf.json")
+    if out.exists() and not out.is_file():
+        raise UserError(f"--hdf {value}: exists and is not a regular file (it would be replaced)")
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"--hdf {value}: folder {out.resolve().parent} does not exist")
+    return out.resolve()
 
 
 def _signer_paths(config: pytest.Config) -> tuple[Path, Path | None]:
@@ -280,60 +304,13 @@ class CatalogGate:
         cells.insert(4, f"<td>{escape(maps)}</td>")
 
 
-class BundleWriter:
-    """Collects every report on the controller and writes the bundle at the very end."""
+class SummaryLines:
+    """The writers' lines, shown in the terminal summary after pytest's own newline (or at once if that has
+    passed: the writers finish inside pytest_sessionfinish, which may run before or after the summary)."""
 
-    def __init__(self, config: pytest.Config, gate: CatalogGate, out: Path, key: Path, cert: Path | None) -> None:
-        self.config = config
-        self.gate = gate
-        self.catalog = gate.catalog
-        self.waivers = gate.waivers
-        self.key, self.cert = key, cert
-        self.out = out
-        html = config.option.evidence_html or str(out.with_name(out.name.removesuffix(".tar.gz").removesuffix(".tgz")
-                                                                + ".html"))
-        self.html_out = Path(html) if Path(html) != out else Path(f"{out}.html")  # never over the bundle
-        self.results: dict[str, TestResult] = {}
-        self.worker_targets: dict[str, dict[str, Any]] = {}  # what xdist workers' fixtures read, by target name
-        self.worker_kept_out: set[str] = set()
-        self.redactions: list[str] = []  # what the secret scan removed before signing (assemble)
-        self._messages: list[tuple[str, dict[str, bool]]] = []
-        self._summarised = False
-        self.started = datetime.now(UTC)
-        self.workdir = Path(tempfile.mkdtemp(prefix="ztm-evidence-"))
-        # JUnit and HTML reports go into the bundle: arrange them when the user did not ask.
-        self._own_reports = False  # the report paths pytest prints are then temporary
-        if not config.option.xmlpath:
-            config.option.xmlpath = str(self.workdir / "junit.xml")
-            self._own_reports = True
-        if config.pluginmanager.hasplugin("html") and not getattr(config.option, "htmlpath", None):
-            config.option.htmlpath = str(self.workdir / "report.html")
-            self._own_reports = True
-        if hasattr(config.option, "self_contained_html"):
-            config.option.self_contained_html = True
-
-    @property
-    def covered(self) -> set[str]:
-        return self.gate.covered
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        sent = received(node)
-        for name, info in sent.get("targets", {}).items():
-            known = self.worker_targets.setdefault(name, {})
-            for key, value in info.items():
-                known.setdefault(key, value)
-        self.worker_kept_out.update(sent.get("kept_out", []))
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:  # e.g. an unknown control id or an import error: the assessor must see it
-            name = report.nodeid.split("::")[-1] or report.nodeid or "collection"
-            result = self.results.setdefault(report.nodeid or "<collection>",
-                                             TestResult(report.nodeid or "<collection>", name, []))
-            result.outcome, result.message = "error", f"collection failed: {report.longreprtext}"[:4000]
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record_report(self.results, report)
+    config: pytest.Config
+    _messages: list[tuple[str, dict[str, bool]]]
+    _summarised: bool
 
     def _say(self, text: str, **markup: bool) -> None:
         """Shown in the terminal summary, after pytest's own newline (or at once if that has passed)."""
@@ -360,6 +337,59 @@ class BundleWriter:
             else:
                 print(text, file=sys.stderr)
 
+
+class BundleWriter(SummaryLines):
+    """Collects every report on the controller and writes the bundle at the very end."""
+
+    def __init__(self, config: pytest.Config, gate: CatalogGate, out: Path, key: Path, cert: Path | None) -> None:
+        self.config = config
+        self.gate = gate
+        self.catalog = gate.catalog
+        self.waivers = gate.waivers
+        self.key, self.cert = key, cert
+        self.out = out
+        html = config.option.evidence_html or str(out.with_name(out.name.removesuffix(".tar.gz").removesuffix(".tgz")
+                                                                + ".html"))
+        self.html_out = Path(html) if Path(html) != out else Path(f"{out}.html")  # never over the bundle
+        self.hdf_out: Path | None = None  # --hdf: a copy of the bundle's hdf.json
+        self.results: dict[str, TestResult] = {}
+        self.worker_targets: dict[str, dict[str, Any]] = {}  # what xdist workers' fixtures read, by target name
+        self.worker_kept_out: set[str] = set()
+        self.redactions: list[str] = []  # what the secret scan removed before signing (assemble)
+        self._messages: list[tuple[str, dict[str, bool]]] = []
+        self._summarised = False
+        self.started = datetime.now(UTC)
+        self.workdir = Path(tempfile.mkdtemp(prefix="ztm-evidence-"))
+        # JUnit and HTML reports go into the bundle: arrange them when the user did not ask.
+        self._own_reports = False  # the report paths pytest prints are then temporary
+        if not config.option.xmlpath:
+            config.option.xmlpath = str(self.workdir / "junit.xml")
+            self._own_reports = True
+        if config.pluginmanager.hasplugin("html") and not getattr(config.option, "htmlpath", None):
+            config.option.htmlpath = str(self.workdir / "report.html")
+            self._own_reports = True
+        if hasattr(config.option, "self_contained_html"):
+            config.option.self_contained_html = True
+
+    @property
+    def covered(self) -> set[str]:
+        return self.gate.covered
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        merge_worker(self, received(node))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:  # e.g. an unknown control id or an import error: the assessor must see it
+            name = report.nodeid.split("::")[-1] or report.nodeid or "collection"
+            result = self.results.setdefault(report.nodeid or "<collection>",
+                                             TestResult(report.nodeid or "<collection>", name, []))
+            result.outcome, result.message = "error", f"collection failed: {report.longreprtext}"[:4000]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record_report(self.results, report)
+
+
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):
         outcome = yield  # JUnit and pytest-html write their files inside this call
@@ -381,4 +411,61 @@ class BundleWriter:
                       f"built in {time.monotonic() - began:.2f} s{where if self._own_reports else ''})")
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        return outcome
+
+
+def merge_worker(writer: BundleWriter | HdfWriter, sent: dict[str, Any]) -> None:
+    """What one finished xdist worker read of each target, and the values it kept out of the bundle."""
+    for name, info in sent.get("targets", {}).items():
+        known = writer.worker_targets.setdefault(name, {})
+        for key, value in info.items():
+            known.setdefault(key, value)
+    writer.worker_kept_out.update(sent.get("kept_out", []))
+
+
+class HdfWriter(SummaryLines):
+    """``--hdf PATH`` without ``--evidence-out``: on the controller, the run's HDF and nothing else."""
+
+    def __init__(self, config: pytest.Config, gate: CatalogGate, out: Path | None) -> None:
+        self.config = config
+        self.catalog = gate.catalog
+        self.waivers = gate.waivers
+        self.out = out
+        self.results: dict[str, TestResult] = {}
+        self.worker_targets: dict[str, dict[str, Any]] = {}  # what xdist workers' fixtures read, by target name
+        self.worker_kept_out: set[str] = set()
+        self.redactions: list[str] = []
+        self.started = datetime.now(UTC)
+        self._messages: list[tuple[str, dict[str, bool]]] = []
+        self._summarised = False
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        merge_worker(self, received(node))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record_report(self.results, report)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int):
+        outcome = yield
+        if self.config.option.collectonly or self.out is None:
+            return outcome
+        try:
+            documents = hdf_only(self)
+            paths = hdf_paths(self.out, list(documents))
+            for name, data in documents.items():
+                paths[name].write_bytes(data)
+        except UserError as exc:
+            self._say(f"ztm evidence: no HDF written: {exc}", red=True, bold=True)
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return outcome
+        except OSError as exc:
+            self._say(f"ztm evidence: no HDF written to {self.out}: {exc.strerror}", red=True, bold=True)
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return outcome
+        for finding in self.redactions:
+            self._say(f"ztm evidence: redacted from the HDF: {finding} (a test output a secret)", yellow=True)
+        for path in paths.values():
+            self._say(f"ztm evidence: HDF (Heimdall Data Format) {path} ({len(self.results)} tests)")
         return outcome

@@ -31,6 +31,8 @@ class TestResult:
     evidence: list[dict[str, str]] = field(default_factory=list)
     folder: str = ""  # where this test's evidence files live in the bundle (assign_folders)
     target: str = ""  # the name of the target the test assessed ("" until known: the run's only target)
+    started: float | None = None  # epoch seconds of its first phase (pytest's report.start), for HDF
+    line: int | None = None  # 1-based line of the test function, for HDF's source_location
 
     @property
     def evidence_files(self) -> list[str]:
@@ -38,6 +40,8 @@ class TestResult:
 
     def add(self, report: pytest.TestReport) -> None:
         self.duration += report.duration
+        if self.started is None:
+            self.started = getattr(report, "start", None)
         self.evidence.extend(getattr(report, REPORT_ATTRIBUTE, None) or [])
         waiver = getattr(report, "ztm_waiver", None)
         if waiver:  # a failure accepted by a waiver: reported as xfail by pytest, "waived" here
@@ -127,6 +131,9 @@ def record_report(results: dict[str, TestResult], report) -> TestResult:
     if result is None:
         controls = [v for k, v in report.user_properties if k == "control"]
         result = results[report.nodeid] = TestResult(report.nodeid, report.nodeid.split("::")[-1], controls)
+        location = getattr(report, "location", None)
+        if location and isinstance(location[1], int):
+            result.line = location[1] + 1
     result.target = result.target or next((str(v) for k, v in report.user_properties if k == "target"), "")
     result.add(report)
     return result

@@ -21,6 +21,7 @@ from ztm.errors import UserError
 OSCAL_AR_SCHEMA = "oscal/oscal_assessment-results_schema.json"
 OSCAL_AP_SCHEMA = "oscal/assessment-plan-subset.schema.json"
 EVIDENCE_ITEM_SCHEMA = "evidence-item.schema.json"
+HDF_SCHEMA = "hdf/exec-json.json"  # MITRE's exec JSON schema (inspecjs), see schemas/hdf/SOURCE.toml
 
 BUNDLE_SCHEMAS = {
     "run.json": "run.schema.json",
@@ -29,6 +30,7 @@ BUNDLE_SCHEMAS = {
     "policy.json": "policy.schema.json",
     "oscal/assessment-results.json": OSCAL_AR_SCHEMA,
     "oscal/assessment-plan.json": OSCAL_AP_SCHEMA,
+    "hdf.json": HDF_SCHEMA,
 }
 
 
@@ -40,6 +42,8 @@ def schema_for(bundle_name: str) -> str | None:
         return EVIDENCE_ITEM_SCHEMA
     if bundle_name.startswith("policy/") and bundle_name.endswith(".json"):  # a fleet: one policy per target
         return BUNDLE_SCHEMAS["policy.json"]
+    if bundle_name.startswith("hdf/") and bundle_name.endswith(".json"):  # a fleet: one HDF per target
+        return HDF_SCHEMA
     return None
 
 

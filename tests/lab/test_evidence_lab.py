@@ -126,3 +126,26 @@ def test_a_run_without_the_admin_path_still_records_the_server_version(lab, tmp_
     states = {f["target"]["target-id"]: f["target"]["status"].get("remarks", "") for f in
               findings["results"][0]["findings"]}
     assert states["ztm-net-1"].startswith("Not assessed"), "controls outside the run are not assessed"
+
+
+def test_lab_bundle_hdf_passes_inspecjs_with_every_control(lab_bundle, tmp_path):
+    """hdf.json of the whole suite's run: MITRE's inspecjs (convertFile) reads it as InSpec exec JSON, it
+    has one control per control of results.json, and each control's HDF result statuses agree with it."""
+    from tests.unit.test_evidence_hdf import validate
+
+    files = _files(lab_bundle)
+    path = tmp_path / "hdf.json"
+    path.write_bytes(files["bundle/hdf.json"])
+    checked = validate(path)
+    assert checked.returncode == 0 and "exec JSON" in checked.stdout, checked.stdout + checked.stderr
+    status = {c["id"]: c["status"] for c in json.loads(files["bundle/results.json"])["controls"]}
+    (profile,) = json.loads(files["bundle/hdf.json"])["profiles"]
+    hdf = {c["id"]: {r["status"] for r in c["results"]} for c in profile["controls"]}
+    assert list(hdf) == list(status)
+    for cid, state in status.items():  # not-applicable tests are skipped results beside passing ones
+        if state == "passed":
+            assert "passed" in hdf[cid] and hdf[cid] <= {"passed", "skipped"}, (cid, hdf[cid])
+        elif state == "failed":
+            assert hdf[cid] & {"failed", "error"}, (cid, hdf[cid])
+        elif state in ("partial", "skipped", "not-covered", "not-applicable"):
+            assert hdf[cid] == {"skipped"}, (cid, hdf[cid])  # Heimdall: Not Reviewed (Not Applicable at impact 0)

@@ -109,6 +109,7 @@ def test_the_bundle_holds_both_targets_results(fleet_run):
     assert [b["props"][0]["value"] for b in doc["assessment-results"]["results"]] == [broken, healthy]
     page = files["assessor.html"].decode()
     assert f'data-target="{broken}"' in page and f'data-target="{healthy}"' in page
+    assert {json.loads(files[f"hdf/{n}.json"])["platform"]["name"] for n in (broken, healthy)} == {"mariadb", "mysql"}
 
 
 def test_breaking_one_target_fails_only_that_targets_controls(fleet_run):

@@ -92,3 +92,29 @@ def test_assessor_report_in_headless_chromium(before_after, tmp_path):
     shot = _chromium(f"--screenshot={shots / 'assessor-broken-cfg1.png'}", "--window-size=1280,1600",
                      page.as_uri())
     assert shot.returncode == 0 and (shots / "assessor-broken-cfg1.png").stat().st_size > 10000, shot.stderr[-2000:]
+
+
+def test_hdf_of_a_real_bundle_passes_inspecjs_and_opens_in_heimdall_lite(before_after, tmp_path):
+    """The 'after' bundle's hdf.json: MITRE's parser (inspecjs convertFile) reads it as InSpec exec JSON, and
+    Heimdall Lite in headless chromium shows one row per control of the bundle, the broken ZTM-CFG-1 as
+    Failed and ZTM-TLS-2 as Passed. A screenshot goes to reports/."""
+    import tarfile
+
+    from tests.heimdall_lite import open_in_heimdall
+    from tests.unit.test_evidence_hdf import validate
+
+    _, after, _ = before_after
+    with tarfile.open(after, "r:gz") as tar:
+        hdf = tar.extractfile("bundle/hdf.json").read()
+        results = json.loads(tar.extractfile("bundle/results.json").read())
+    path = tmp_path / "hdf.json"
+    path.write_bytes(hdf)
+    checked = validate(path)
+    assert checked.returncode == 0 and "exec JSON" in checked.stdout, checked.stdout + checked.stderr
+    controls = [c["id"] for c in results["controls"]]
+    view = open_in_heimdall(path, ROOT / "reports" / "heimdall-broken-cfg1.png")
+    assert sorted(i for i, _ in view.rows) == sorted(controls), view.rows
+    assert view.viewed == f"0/{len(controls)} Controls Viewed"
+    shown = dict(view.rows)
+    assert (shown["ZTM-CFG-1"], shown["ZTM-TLS-2"]) == ("Failed", "Passed"), shown
+    assert {s for c, s in view.rows if c not in CONTROLS} == {"Not Reviewed"}, "the controls this run did not assess"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from evidence.diff import _side, diff, text_lines
-from evidence.schemas import OSCAL_AR_SCHEMA, problems
+from evidence.schemas import HDF_SCHEMA, OSCAL_AR_SCHEMA, problems
 from tests.unit.test_evidence_bundle import INI, make_key
 from tests.unit.test_target import MINIMAL
 
@@ -135,6 +135,19 @@ def test_oscal_has_one_valid_result_per_target(fleet_run):
     plan = json.loads(files["oscal/assessment-plan.json"])["assessment-plan"]
     assert [p["title"] for p in plan["terms-and-conditions"]["parts"]] == [
         "Policy in force on db-a: zero-trust", "Policy in force on db-b: zero-trust"]
+
+
+def test_hdf_is_one_valid_file_per_target(fleet_run, work):
+    _, files = fleet_run
+    assert "hdf.json" not in files
+    for name in ("db-a", "db-b"):
+        doc = json.loads(files[f"hdf/{name}.json"])
+        assert problems(doc, HDF_SCHEMA) == [] and doc["platform"]["target_id"] == name
+        status = {c["id"]: [r["status"] for r in c["results"]] for c in doc["profiles"][0]["controls"]}
+        assert status["ZTM-TLS-1"] == (["passed"] if name == "db-a" else ["failed"])
+    done = _run(work, "--target", "db-a.toml", "--target", "db-b.toml", "--hdf", "out.hdf.json", "-k", "test_named")
+    assert "out.hdf-db-a.json" in done.stdout and "out.hdf-db-b.json" in done.stdout, done.stdout[-2000:]
+    assert json.loads((work / "out.hdf-db-b.json").read_text())["platform"]["target_id"] == "db-b"
 
 
 def test_html_switches_between_targets_without_a_script(fleet_run):
