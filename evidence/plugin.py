@@ -2,7 +2,8 @@
 ``--evidence-out`` (the signed bundle of DESIGN §7).
 
 Small classes, registered in ``pytest_configure`` as pytest-reportlog does:
-``CatalogGate`` (every process: unknown ids, --control, --controls-list, waivers) and
+``CatalogGate`` (every process: unknown ids, --control, --controls-list, waivers),
+``SecretMask`` (every process, bundle or not: known secrets masked in every report) and
 ``BundleWriter`` (the controller only, never an xdist worker: collects reports and writes
 the bundle once, after JUnit and pytest-html have written theirs). A bundle run also
 registers ``FailureScrubber`` (every process: no argument values or locals in failure
@@ -28,12 +29,13 @@ from evidence.catalog import Catalog, load_catalog
 from evidence.recorder import REPORT_ATTRIBUTE, EvidenceRecorder
 from evidence.relay import WorkerRelay, received
 from evidence.results import TestResult, record_report
-from evidence.scrub import FailureScrubber
+from evidence.scrub import FailureScrubber, SecretMask
+from evidence.sensitive import target_secrets
 from evidence.sign import check_signer
 from evidence.summary import GATES, ControlSummary
 from evidence.waivers import Waiver, load_waivers
 from ztm.errors import UserError
-from ztm.plugin import target_path, without_target
+from ztm.plugin import target_path, target_paths, without_target
 from ztm.target import read_target_file, resolve_path
 
 RECORDER = pytest.StashKey[EvidenceRecorder]()
@@ -93,6 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "no"  # list in this process: xdist (configured after us) starts no workers
     gate = CatalogGate(config, catalog, waivers)
     config.pluginmanager.register(gate, "ztm-catalog-gate")
+    config.pluginmanager.register(SecretMask(config, lambda: [s for path in target_paths(config)
+                                                              for s in target_secrets(path)]), "ztm-secret-mask")
     if not hasattr(config, "workerinput") and not config.option.controls_list:  # the controller has the reports
         config.pluginmanager.register(ControlSummary(config, catalog), "ztm-control-summary")
     if (config.option.evidence_out is None and config.option.hdf is None) or config.option.controls_list:

@@ -177,10 +177,30 @@ def test_known_secrets_are_redacted_before_signing_and_reported(pytester, tmp_pa
     redactions = json.loads(files["run.json"])["redactions"]
     assert "evidence/ZTM-CRY-1/test_leaks/cfg.json: contains a PEM private key" in redactions
     assert "evidence/ZTM-CRY-1/test_leaks/dump.txt: contains a secret (plain)" in redactions
-    assert any(r.startswith("junit.xml: contains a secret") for r in redactions)
-    result.stdout.fnmatch_lines(["ztm evidence: redacted before signing: junit.xml: contains a secret*"])
+    assert not any(r.startswith("junit.xml") for r in redactions), f"masked where it was made: {redactions}"
+    result.stdout.fnmatch_lines(["ztm evidence: redacted before signing: evidence/ZTM-CRY-1/test_leaks/dump.txt: "
+                                 "contains a secret*"])
+    for secret in needles:
+        assert secret not in result.stdout.str() + result.stderr.str(), "the terminal never shows a secret"
     for secret in needles:
         assert secret not in json.dumps(redactions), "a finding names the file, never the value"
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_run_without_a_bundle_never_prints_a_secret(pytester, xdist, monkeypatch):
+    """pytest's own failure output, its short summary and the control table all come from the report,
+    which is masked where the test ran: no bundle is needed for the terminal to stay clean."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_leaks=PRINTS_SECRETS)
+    (pytester.path / "target.toml").write_text(TARGET)
+    (pytester.path / "app.password").write_text(APP_PASSWORD + "\n")
+    monkeypatch.setenv("ZTM_UNIT_KMS_PIN", KMS_PIN)
+    result = pytester.runpytest_subprocess(*xdist, "-ra", "--tb=long", "--target", "target.toml")
+    assert result.ret == 1
+    shown = result.stdout.str() + result.stderr.str()
+    assert "plaintext PII found: ***REDACTED***" in shown, "the reason is still shown, the value masked"
+    for secret in (APP_PASSWORD, SENTINEL):
+        assert secret not in shown
 
 
 def test_a_clean_run_redacts_nothing(pytester, tmp_path, key):
