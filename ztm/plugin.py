@@ -218,7 +218,7 @@ def tls_probe(target: Target):
 
 def _version_tuple(text: str) -> tuple[int, ...]:
     numbers = []
-    for part in text.removeprefix("5.5.5-").split("-")[0].split("."):  # MariaDB's greeting: 5.5.5-<version>
+    for part in text.split("-")[0].split("."):
         if not part.isdigit():
             break
         numbers.append(int(part))
@@ -262,7 +262,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     target = loaded_target(item.config)
     for spec in applies:
-        server_version = target_info(item.config).get("server_version") or (target.version or "").lstrip(">=")
+        server_version = (target_info(item.config).get("server_version")
+                          or (preflight_facts(item.config).server_version or "").removeprefix("5.5.5-")
+                          or (target.version or "").lstrip(">="))  # the greeting's, else the target file's
         reason = inapplicable(target, spec.get("engine"), spec.get("version"), server_version or None)
         if reason:
             item.stash[SKIPPED_HERE] = True
