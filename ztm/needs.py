@@ -113,15 +113,14 @@ def unmet(target: Target, facts: Facts, needs: list[str]) -> Verdict | None:
     if "tls" in needs and facts.tls_offered is False:
         return "fail", (f"the server at {target.host}:{target.port} offers no TLS (its greeting lacks the SSL "
                         "capability): every login and all data cross the network in plaintext")
-    if "data_plane" in needs:  # nothing to probe comes before who could probe it
-        problem = data_plane_problem(facts, target.database)
-        if problem:
-            return problem
+    plane = data_plane_problem(facts, target.database) if "data_plane" in needs else None
+    if plane and facts.data_plane_missing is not None:
+        return plane  # nothing (or not all) to probe comes before who could probe it
     for role in logins:
         problem = login_problem(target, facts, role)
         if problem:
             return problem
-    return None
+    return plane  # not examined (e.g. the admin path could not log in): not assessed
 
 
 def login_problem(target: Target, facts: Facts, role: str) -> Verdict | None:

@@ -12,8 +12,9 @@ import textwrap
 import pytest
 
 from tests.control_runner import CONTROLS, ROOT, _parse_junit
+from ztm.data_plane import API_PROCEDURES, AUDIT_TABLES, DATA_TABLES
 from ztm.needs import declared, unmet
-from ztm.preflight import DATA_TABLES, Facts
+from ztm.preflight import Facts
 from ztm.target import load_target
 
 pytest_plugins = ["pytester"]
@@ -93,8 +94,14 @@ def test_a_refused_login_fails_and_an_untried_one_is_not_assessed(target):
 
 
 def test_no_data_plane_is_not_assessed_before_the_logins_that_would_probe_it(target):
-    facts = _facts(data_plane_missing=None, data_plane_note="not looked at", logins={"app": "refused (error 1045)"})
+    facts = _facts(data_plane_missing=list(DATA_TABLES + AUDIT_TABLES + API_PROCEDURES),
+                   logins={"app": "refused (error 1045)"})
     assert unmet(target, facts, ["data_plane", "login.app"])[0] == "skip"
+    # An unexamined data plane (the admin path refused) comes after the refused login.
+    facts = _facts(data_plane_missing=None, data_plane_note="not looked at", logins={"admin": "refused (error 1045)"})
+    assert unmet(target, facts, ["data_plane", "login.admin"]) == (
+        "fail", "the admin role (root) cannot log in: refused (error 1045)")
+    assert unmet(target, facts, ["data_plane"])[0] == "skip"
     facts = _facts(data_plane_missing=[DATA_TABLES[0]])
     assert unmet(target, facts, ["data_plane"]) == ("fail",
                                                     f"the data plane in d is incomplete: missing {DATA_TABLES[0]}")
