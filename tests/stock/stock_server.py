@@ -201,7 +201,7 @@ def assess(target: Path, junit: Path, *extra: str) -> Assessment:
 
 def verdicts_of(junit: Path) -> tuple[dict[str, str], list[str]]:
     """Control verdicts (failed / not-assessed / passed / partial / not-applicable) from a JUnit
-    file, and the tests that errored."""
+    file, and the tests that errored or were skipped without a reason."""
     per: dict[str, list[str]] = {}
     errors = []
     for case in ET.parse(junit).getroot().iter("testcase"):
@@ -212,6 +212,8 @@ def verdicts_of(junit: Path) -> tuple[dict[str, str], list[str]]:
         if error is not None:
             errors.append(f"{case.get('name')}: {error.get('message')}")
         skipped = case.find("skipped")
+        if skipped is not None and not skipped.get("message", "").strip():
+            errors.append(f"{case.get('name')}: skipped without a reason")
         outcome = ("failed" if case.find("failure") is not None or error is not None else
                    ("not-applicable" if skipped.get("message", "").startswith("not applicable") else "skipped")
                    if skipped is not None else "passed")

@@ -24,3 +24,6 @@ def test_stock_mariadb_gets_a_reason_for_every_control_and_no_traceback(stock_ta
     assessment = assess(stock_target, tmp_path / "junit.xml")
     check(assessment, HERE / "expected-mariadb.toml")
     assert "passed" not in assessment.verdicts.values(), "a stock server passed a control"
+    # TLS-2 names the plaintext login it saw, although the server offers no TLS and no CA is named.
+    assert ("a plaintext (non-TLS) login as ztm_probe was accepted: the server does not require secure transport "
+            "(and it offers no TLS at all)") in assessment.report, assessment.report[-4000:]

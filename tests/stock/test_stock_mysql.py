@@ -25,3 +25,4 @@ def test_stock_mysql_gets_a_reason_for_every_control_and_no_traceback(stock_targ
     assessment = assess(stock_target, tmp_path / "junit.xml")
     check(assessment, HERE / "expected-mysql.toml")
     assert "passed" not in assessment.verdicts.values(), "a stock server passed a control"
+    assert "a plaintext (non-TLS) login as ztm_probe was accepted" in assessment.report, assessment.report[-4000:]
