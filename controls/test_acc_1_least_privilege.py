@@ -59,6 +59,7 @@ def test_login_role_holds_only_its_allowed_grants(role, target, policy, admin, a
     assert not extra, f"{account.name} ({role}) holds grants beyond its role: " + "; ".join(extra)
 
 
+@pytest.mark.needs("login.app", "data_plane")
 @pytest.mark.parametrize(("what", "template", "errno", "named"), APP_PROBES, ids=[p[0] for p in APP_PROBES])
 def test_app_account_is_refused_for_lack_of_privilege(what, template, errno, named, target, session, evidence):
     sql, named = template.format(db=target.database), named.format(db=target.database)
@@ -73,6 +74,7 @@ def test_app_account_is_refused_for_lack_of_privilege(what, template, errno, nam
         f"{named!r}: the account may hold the privilege")
 
 
+@pytest.mark.needs("data_plane")  # the data plane's API is what is inspected
 def test_routines_and_views_run_as_a_locked_definer(target, admin, accounts, evidence):
     objects = SchemaObjects(admin, target.database)
     routines, views = objects.routines, objects.views
@@ -91,6 +93,7 @@ def test_routines_and_views_run_as_a_locked_definer(target, admin, accounts, evi
     assert not problems, "routines and views must run as the locked definer: " + "; ".join(problems)
 
 
+@pytest.mark.needs("data_plane")
 def test_no_dynamic_sql_in_routine_bodies(target, admin, evidence):
     bodies = {r.name: r.body for r in SchemaObjects(admin, target.database).routines}
     found = {name: DYNAMIC_SQL.search(body).group(0) for name, body in bodies.items() if DYNAMIC_SQL.search(body)}

@@ -82,6 +82,7 @@ def _judge(refusal, privilege: str) -> str | None:
     return None
 
 
+@pytest.mark.needs("login.{role}")
 @pytest.mark.parametrize("role", LOGIN_ROLES)
 def test_login_accounts_are_refused_changes_to_audit_tables(role, target, connect, fenced, admin, evidence):
     db = target.database
@@ -221,6 +222,7 @@ def test_guards_refuse_even_a_privileged_writer(target, admin, evidence):
                            f"privileged account: {results}")
 
 
+@pytest.mark.needs("login.app", "login.auditor")
 def test_every_write_procedure_appends_exactly_its_events(target, connect, tenants, evidence):
     """Coverage by behaviour, not by reading trigger text: as the app, in assessment tenant A,
     each write procedure is called with probe data and the trail must gain exactly the events

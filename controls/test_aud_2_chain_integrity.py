@@ -15,7 +15,7 @@ import pytest
 
 from ztm.audit_chain import verify_target
 
-pytestmark = [pytest.mark.control("ZTM-AUD-2"), pytest.mark.needs("data_plane")]
+pytestmark = [pytest.mark.control("ZTM-AUD-2"), pytest.mark.needs("data_plane", "login.auditor")]
 
 
 def test_full_chain_recomputes_to_the_head(target, evidence):

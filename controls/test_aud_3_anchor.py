@@ -63,6 +63,7 @@ def test_newest_anchor_is_fresh(anchor, policy, evidence):
     assert stale is None, stale
 
 
+@pytest.mark.needs("login.auditor")
 def test_database_is_consistent_with_every_anchor(anchor, target, connect, evidence):
     _, _, report, _ = anchor
     if not report.reference:

@@ -20,7 +20,7 @@ import pytest
 
 from ztm.ledger import reconcile
 
-pytestmark = [pytest.mark.control("ZTM-AUD-4"), pytest.mark.needs("data_plane")]
+pytestmark = [pytest.mark.control("ZTM-AUD-4"), pytest.mark.needs("data_plane", "login.auditor")]
 
 
 def test_data_equals_the_replay_of_its_trail(connect, target, evidence):

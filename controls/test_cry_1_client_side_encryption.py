@@ -33,7 +33,7 @@ from ztm.resources.records import SentinelRecord, record, table_rows
 from ztm.resources.records import recent_records as newest_records
 from ztm.resources.schema_objects import SchemaObjects
 
-pytestmark = [pytest.mark.control("ZTM-CRY-1"), pytest.mark.needs("data_plane")]
+pytestmark = [pytest.mark.control("ZTM-CRY-1"), pytest.mark.needs("data_plane", "login.app")]
 
 GCM_TAG_BYTES = 16
 

@@ -21,7 +21,7 @@ from ztm.fixtures_data import sql_error
 from ztm.resources.accounts import list_accounts
 from ztm.resources.tenancy import balances, current_tenant, granted_user_names, key_state, visible
 
-pytestmark = [pytest.mark.control("ZTM-TEN-1"), pytest.mark.needs("roles.app", "tenants", "data_plane")]
+pytestmark = [pytest.mark.control("ZTM-TEN-1"), pytest.mark.needs("login.app", "tenants", "data_plane")]
 
 FORGED_VARIABLES = ("tenant", "tenant_id", "current_tenant", "ztm_tenant", "app_tenant")
 
@@ -116,6 +116,7 @@ def test_cross_tenant_writes_are_refused_by_every_write_procedure(target, sessio
     assert not problems, "; ".join(problems)
 
 
+@pytest.mark.needs("login.auditor")
 def test_tenant_grant_follows_the_identity(session, tenants, evidence):
     """Differential: the tenant the app is refused is accepted for the auditor, who holds its grant."""
     if not tenants["auditor_only"]:

@@ -73,13 +73,12 @@ def test_server_certificate_is_valid_for_the_target(scan_result, target, policy,
     assert not problems, f"policy {policy.name}: " + "; ".join(problems)
 
 
-def test_administrative_interface_tls_matches_the_policy(target, policy, evidence, request):
+@pytest.mark.needs("login.admin")
+def test_administrative_interface_tls_matches_the_policy(target, policy, evidence, admin):
     """MySQL's administrative interface (admin_address) has its own TLS versions and suites;
     whenever it is enabled they are judged like the main interface's (read through the admin
     path, which the rest of this control does not need)."""
-    if "admin" not in target.roles:
-        pytest.skip("not assessed: the target has no [roles.admin] to read admin_address and its TLS settings")
-    live = live_variables(request.getfixturevalue("admin"), list(ADMIN_VARIABLES))
+    live = live_variables(admin, list(ADMIN_VARIABLES))
     evidence.json("admin-interface", live)
     if live["admin_address"] is None:
         pytest.skip(f"not applicable: {target.engine} has no administrative connection interface (admin_address)")

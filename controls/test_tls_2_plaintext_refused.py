@@ -1,9 +1,11 @@
 """ZTM-TLS-2: plaintext transport is refused *because* it is plaintext.
 
 Differential probe: the probe account (which itself demands nothing of the transport)
-logs in over TLS with its credentials; the same credentials without TLS must be refused.
-If the TLS login fails too, the reason of a plaintext refusal cannot be known: that is a
-failure of the control, not a pass.
+logs in without TLS, which must be refused, and over TLS with the same credentials, which
+must succeed. An accepted plaintext login fails the control at once (on a server that
+offers no TLS at all too, and whether or not the target names a CA); if the TLS login
+fails as well, the reason of a plaintext refusal cannot be known: that is a failure of
+the control, not a pass.
 """
 
 from __future__ import annotations
@@ -13,20 +15,23 @@ import pytest
 from ztm.db import try_login
 from ztm.resources.variables import live_variables
 
-pytestmark = pytest.mark.control("ZTM-TLS-2")
+pytestmark = [pytest.mark.control("ZTM-TLS-2"), pytest.mark.needs("server")]
 
 
-def test_plaintext_login_refused_while_tls_login_succeeds(target, evidence):
+def test_plaintext_login_refused_while_tls_login_succeeds(target, preflight, evidence):
     probe = target.role("probe")
-    over_tls = try_login(target, probe, present_cert=False)
     plaintext = try_login(target, probe, tls=False)
-    evidence.json("login-probes", {"account": probe.user, "over_tls": over_tls.to_dict(),
-                                   "plaintext": plaintext.to_dict()})
+    probes = {"account": probe.user, "plaintext": plaintext.to_dict(), "tls_offered": preflight.tls_offered}
+    if plaintext.accepted:  # a finding on its own: no CA is needed to see it (nor TLS on the server)
+        evidence.json("login-probes", probes)
+    no_tls = " (and it offers no TLS at all)" if preflight.tls_offered is False else ""
+    assert not plaintext.accepted, (f"a plaintext (non-TLS) login as {probe.user} was accepted: the server does not "
+                                    f"require secure transport{no_tls}")
+    over_tls = try_login(target, probe, present_cert=False)  # MissingInput (not assessed) without [tls].ca
+    evidence.json("login-probes", {**probes, "over_tls": over_tls.to_dict()})
     assert over_tls.accepted, (
         f"the probe account {probe.user} cannot log in even over TLS (error {over_tls.errno}: {over_tls.message}); "
         "the reason of a plaintext refusal cannot be proven")
-    assert not plaintext.accepted, (
-        f"a plaintext (non-TLS) login as {probe.user} was accepted: the server does not require secure transport")
     assert plaintext.errno in target.dialect.insecure_transport_errors, (
         f"plaintext login refused with unexpected error {plaintext.errno} ({plaintext.message}); "
         f"{target.engine} refuses insecure transport with {sorted(target.dialect.insecure_transport_errors)}")

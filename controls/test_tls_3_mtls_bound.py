@@ -85,12 +85,14 @@ def test_transport_canary_holds_no_privileges(target, admin, evidence):
     assert not extra, f"the probe account {probe} holds privileges beyond USAGE: {extra}"
 
 
+@pytest.mark.needs("login.app", "tls")
 def test_login_without_certificate_refused(target, own_certificate_login, evidence):
     outcome = try_login(target, target.role("app"), present_cert=False)
     evidence.json("no-certificate", outcome.to_dict())
     assert not outcome.accepted, f"{target.role('app').user} logged in over TLS without a client certificate"
 
 
+@pytest.mark.needs("login.app", "tls")
 @pytest.mark.parametrize("kind", sorted(EXPECTED_ALERT))
 def test_bad_certificate_refused(target, own_certificate_login, kind, evidence):
     credential = target.negative.get(kind)
@@ -110,6 +112,7 @@ def test_bad_certificate_refused(target, own_certificate_login, kind, evidence):
         f"the {kind} certificate was refused, but not for being {kind}: {reason}")
 
 
+@pytest.mark.needs("login.auditor", "tls")
 def test_certificate_of_one_account_cannot_log_in_as_another(target, evidence):
     own = try_login(target, target.role("auditor"))
     assert own.accepted, f"auditor cannot log in with its own certificate: {own.message}"

@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
-from ztm.checks.host_spec import HostUnreachable, open_host
+from ztm.checks.host_spec import HostUnreachable
+from ztm.needs import Unmet
 from ztm.netprobe import Verdict, run_from
+from ztm.plugin import database_host
 
 
 @pytest.fixture(scope="session")
-def db_host(target):
+def db_host(target, pytestconfig):
     """The testinfra host of the database server: the target's [host].spec and nothing else.
 
     Named ``db_host`` (not testinfra's ``host``) and testinfra's own plugin is disabled
@@ -23,9 +25,9 @@ def db_host(target):
         pytest.skip("not assessed: the target has no [host] section, so there is no database host to examine "
                     "(host checks never run on the assessor's machine unless [host].spec says local://)")
     try:
-        return open_host(spec)
+        return database_host(pytestconfig, target)
     except HostUnreachable as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise Unmet(str(exc)) from None  # each host test's failure (not a pytest error)
 
 
 @pytest.fixture(scope="session")

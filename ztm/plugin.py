@@ -16,15 +16,17 @@ the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pymysql
 import pytest
 
 from ztm.errors import UserError
+from ztm.needs import Unmet
 from ztm.policy import Policy, policy_for
 from ztm.target import MissingInput, Target, load_target, read_target_file
 
@@ -101,15 +103,6 @@ def _info(config: pytest.Config, target: Target) -> dict[str, Any]:
     return config.stash.setdefault(TARGET_INFO, {}).setdefault(target.name, {})
 
 
-def _stop(config: pytest.Config, message: str) -> None:
-    """A target that cannot be assessed: with one target in one process the run ends (exit 4);
-    in a fleet or an xdist worker (where pytest.exit crashes the worker) the target's own tests
-    fail with this sentence and the other targets are assessed."""
-    if fleet(config) or hasattr(config, "workerinput"):
-        pytest.fail(message, pytrace=False)
-    pytest.exit(message, returncode=4)
-
-
 def without_target(item: pytest.Item) -> str:
     """The test's node id as a one-target run names it: in a fleet the target's name is taken out
     of the id (``t[db-a]`` -> ``t``, ``t[db-a-app]`` -> ``t[app]``); otherwise the node id."""
@@ -176,55 +169,105 @@ def pytest_configure(config: pytest.Config) -> None:
         for path in target_paths(config):
             loaded = load_target(path)
             loaded.check_secret_files()
-            if members:  # in a fleet a bad [policy] is a usage error too, before any worker starts
-                policy_for(loaded)
+            policy_for(loaded)  # a bad [policy] too is one usage line before any worker starts
     except UserError as exc:
         raise pytest.UsageError(f"ztm: {exc}") from None
     if members:
         _one_worker_per_target(config, members)
 
 
-@pytest.fixture(scope="session")
-def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Target:
-    """The target of the test: the run's only target, or in a fleet the one of the test's parameter."""
-    path = Path(request.param) if hasattr(request, "param") else target_path(pytestconfig)
+TARGETS: pytest.StashKey[dict[str, Target]] = pytest.StashKey()  # by target file
+FACTS: pytest.StashKey[dict[str, Any]] = pytest.StashKey()  # preflight facts by target name
+HOSTS: pytest.StashKey[dict[str, Any]] = pytest.StashKey()  # opened host (or why not) by target name
+SKIPPED_HERE: pytest.StashKey[bool] = pytest.StashKey()  # a test skipped by pytest_runtest_setup below
+
+
+def _stop(config: pytest.Config, message: str) -> NoReturn:
+    """A target that cannot be assessed: with one target in one process the run ends (exit 4);
+    in a fleet or an xdist worker (where pytest.exit would crash the worker) the target's own
+    tests fail with this sentence and the other targets are assessed."""
+    if fleet(config) or hasattr(config, "workerinput"):
+        raise Unmet(message)
+    pytest.exit(message, returncode=4)
+
+
+def item_target_path(item: pytest.Item) -> Path | None:
+    """The target file of a test: in a fleet its parameter's, otherwise the run's only one."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return Path(params["target"]) if "target" in params else target_path(item.config)
+
+
+def loaded_target(config: pytest.Config, path: Path | None = None) -> Target:
+    """A target file of this run (default: the only one), loaded once per process (``_stop``
+    when there is none or it cannot be used)."""
+    path = path if path is not None else target_path(config)
     if path is None:
-        _stop(pytestconfig, "ztm: no target: pass --target FILE (or run 'ztm lab up' to create lab/target.toml)")
+        _stop(config, "ztm: no target: pass --target FILE (or run 'ztm lab up' to create lab/target.toml)")
+    loaded_by_file = config.stash.setdefault(TARGETS, {})
+    if str(path) in loaded_by_file:
+        return loaded_by_file[str(path)]
     try:
         loaded = load_target(path)
         policy_for(loaded)  # a bad [policy] stops the run before any test, like a bad target
     except UserError as exc:
-        _stop(pytestconfig, f"ztm: {exc}")
-    _info(pytestconfig, loaded).update({"name": loaded.name, "host": loaded.host, "port": loaded.port,
-                                        "engine": loaded.engine, "target_file": str(loaded.path)})
+        _stop(config, f"ztm: {exc}")
+    loaded_by_file[str(path)] = loaded
+    _info(config, loaded).update({"name": loaded.name, "host": loaded.host, "port": loaded.port,
+                                  "engine": loaded.engine, "target_file": str(loaded.path)})
     return loaded
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """In a fleet each test names its target (a JUnit property; the bundle groups results by it)."""
-    members = fleet(item.config)
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    if members and "target" in params:
-        name = next((n for n, p in members if str(p) == params["target"]), None)
-        if name:
-            item.user_properties.append(("target", name))
+def preflight_facts(config: pytest.Config, target: Target):
+    """What the target offers (ztm.preflight), learnt once per process and recorded in run.json.
+    The host is not tried here: db_host opens it when a host test runs, and records the outcome."""
+    known = config.stash.setdefault(FACTS, {})
+    if target.name not in known:
+        from ztm.preflight import preflight as learn
+
+        known[target.name] = learn(target, host_check=False)
+        _info(config, target)["preflight"] = known[target.name].to_dict()
+    return known[target.name]
+
+
+def database_host(config: pytest.Config, target: Target):
+    """The testinfra host of the target's [host].spec, opened once per process when a host test
+    first needs it (ztm.checks.host_spec); HostUnreachable, every time, when it cannot be. The
+    outcome is recorded with the preflight facts."""
+    from ztm.checks.host_spec import HostUnreachable, open_host
+
+    hosts = config.stash.setdefault(HOSTS, {})
+    if target.name not in hosts:
+        try:
+            hosts[target.name] = open_host(target.section("host")["spec"])
+            fact = "ok"
+        except HostUnreachable as exc:
+            hosts[target.name] = exc
+            fact = str(exc)
+        facts = preflight_facts(config, target)
+        facts.host = fact
+        _info(config, target)["preflight"] = facts.to_dict()
+    opened = hosts[target.name]
+    if isinstance(opened, HostUnreachable):
+        raise opened
+    return opened
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Target:
+    """The target of the test: the run's only target, or in a fleet the one of the test's parameter."""
+    return loaded_target(pytestconfig, Path(request.param) if hasattr(request, "param") else None)
 
 
 @pytest.fixture(scope="session")
 def preflight(target: Target, pytestconfig: pytest.Config):
     """What the target offers, learnt once (ztm.preflight) and recorded in run.json."""
-    from ztm.preflight import preflight as learn
-
-    facts = learn(target)
-    _info(pytestconfig, target)["preflight"] = facts.to_dict()
-    return facts
+    return preflight_facts(pytestconfig, target)
 
 
 @pytest.fixture(scope="session")
 def data_plane(target: Target, preflight) -> None:
-    """Requested by module fixtures that read the data plane (they set up before the autouse
-    check of ``needs("data_plane")``): a target without a data plane makes them not assessed."""
+    """Requested by module fixtures that read the data plane; ztm.needs (FIXTURE_NEEDS) judges
+    it before they set up, this stays as their guard when used outside a control test."""
     from ztm.preflight import data_plane_problem
 
     problem = data_plane_problem(preflight, target.database)
@@ -245,10 +288,10 @@ def admin(target: Target, pytestconfig: pytest.Config) -> Iterator[pymysql.conne
 
     try:
         conn = connect(target, target.role("admin"))
-    except pymysql.err.OperationalError as exc:
-        _stop(pytestconfig, f"ztm: cannot reach target {target.name} through the admin path: {exc.args[-1]}")
+    except pymysql.MySQLError as exc:  # a finding of each test that reads through the admin path
+        raise Unmet(f"cannot reach target {target.name} through the admin path: {exc.args[-1]}") from None
     except UserError as exc:
-        _stop(pytestconfig, f"ztm: {exc}")
+        raise Unmet(f"the admin path cannot be used: {exc}") from None
     with conn.cursor() as cur:
         cur.execute("SELECT VERSION()")
         (version,) = cur.fetchone()
@@ -289,23 +332,6 @@ def tls_probe(target: Target):
 
 # -- Inputs, applicability and driver errors: one sentence per test, never a traceback -------
 
-def missing_inputs(target: Target, needs: tuple[str, ...] | list[str]) -> list[str]:
-    """The inputs of ``needs`` ('roles.app', 'tls.ca', 'host', 'tenants', ...) the target lacks."""
-    missing = []
-    for need in needs:
-        section, _, key = need.partition(".")
-        if section == "roles":
-            present = key in target.roles
-        elif need == "tls.ca":
-            present = target.ca is not None
-        else:
-            value = target.section(section)
-            present = bool(value) and (not key or key in value)
-        if not present:
-            missing.append(need)
-    return missing
-
-
 def _version_tuple(text: str) -> tuple[int, ...]:
     numbers = []
     for part in text.split("-")[0].split("."):
@@ -326,42 +352,58 @@ def inapplicable(target: Target, engine: str | list[str] | None, version: str | 
     return None
 
 
-@pytest.fixture(autouse=True)
-def _ztm_declared_inputs(request: pytest.FixtureRequest) -> None:
-    """Applies the ``needs`` and ``applies`` markers before a test touches the target."""
-    needs = tuple(n for m in request.node.iter_markers("needs") for n in m.args)
-    applies = [m.kwargs for m in request.node.iter_markers("applies")]
+def _own_fixtures(item: pytest.Item) -> list[str]:
+    """The fixtures of the test's closure that are this plugin's (a conftest may override one)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return [name for name, defs in info.name2fixturedefs.items()
+            if defs and getattr(defs[-1].func, "__module__", "").startswith("ztm.")]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Applies the ``applies`` and ``needs`` markers and the needs of the test's fixtures
+    (ztm.needs) before any fixture touches the target: not applicable, not assessed, or failed
+    with one sentence. A plain hook: it runs after the evidence plugin's (registered later, so
+    called first) and before pytest's own, which sets the fixtures up. In a fleet each test
+    first names its target (a JUnit property; the bundle groups results by it)."""
+    from ztm.needs import declared, unmet
+
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    members = fleet(item.config)
+    if members and "target" in params:
+        name = next((n for n, p in members if str(p) == params["target"]), None)
+        if name:
+            item.user_properties.append(("target", name))
+    markers = [m.args for m in item.iter_markers("needs")]
+    applies = [m.kwargs for m in item.iter_markers("applies")]
+    if not markers and not applies and item.get_closest_marker("control") is None:
+        return
+    needs = declared(markers, _own_fixtures(item), params)
     if not needs and not applies:
         return
-    target: Target = request.getfixturevalue("target")
-    server_version = (target_info(request.config, target.name).get("server_version")
-                      or (target.version or "").lstrip(">="))
+    target = loaded_target(item.config, item_target_path(item))
     for spec in applies:
+        server_version = (target_info(item.config, target.name).get("server_version")
+                          or (preflight_facts(item.config, target).server_version or "").removeprefix("5.5.5-")
+                          or (target.version or "").lstrip(">="))  # the greeting's, else the target file's
         reason = inapplicable(target, spec.get("engine"), spec.get("version"), server_version or None)
         if reason:
+            item.stash[SKIPPED_HERE] = True
             pytest.skip(reason)
-    missing = missing_inputs(target, [n for n in needs if n != "data_plane"])
-    if missing:
-        pytest.skip("not assessed: " + "; ".join(_need_reason(target, need) for need in missing))
-    if "data_plane" in needs:
-        from ztm.preflight import data_plane_problem
+    if not needs:
+        return
+    if "host" in needs and target.section("host").get("spec"):
+        from ztm.checks.host_spec import HostUnreachable
 
-        problem = data_plane_problem(request.getfixturevalue("preflight"), target.database)
-        if problem and problem[0] == "skip":
-            pytest.skip(problem[1])
-        if problem:
-            pytest.fail(problem[1], pytrace=False)
-
-
-def _need_reason(target: Target, need: str) -> str:
-    try:
-        if need.startswith("roles."):
-            target.role(need.removeprefix("roles."))
-        elif need == "tls.ca":
-            target.need_ca()
-    except MissingInput as exc:
-        return exc.reason.removeprefix("not assessed: ")
-    return f"the target names no [{need}]"
+        with contextlib.suppress(HostUnreachable):  # recorded in the facts: unmet() names it
+            database_host(item.config, target)
+    verdict = unmet(target, preflight_facts(item.config, target), needs)
+    if verdict and verdict[0] == "skip":
+        item.stash[SKIPPED_HERE] = True  # reported at the test, not at this hook
+        pytest.skip(verdict[1])
+    if verdict:
+        raise Unmet(verdict[1])
 
 
 DRIVER_CAUSES = {
@@ -388,14 +430,23 @@ def driver_finding(exc: BaseException, where: str) -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
-    """A MissingInput becomes a skip (not assessed) with its sentence; a driver error that
-    reached pytest becomes that one sentence instead of a pymysql traceback."""
+    """An Unmet prerequisite becomes the test's failure, a MissingInput a skip (not assessed),
+    each with its sentence; a driver error that reached pytest becomes that one sentence
+    instead of a pymysql traceback."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     excinfo = call.excinfo
+    if report.skipped and item.stash.get(SKIPPED_HERE, False) and isinstance(report.longrepr, tuple):
+        report.longrepr = (str(item.path), item.location[1] or 0, report.longrepr[2])
     if excinfo is None or not report.failed:
         return
-    if excinfo.errisinstance(MissingInput):
+    if excinfo.errisinstance((Unmet, UserError)):
+        # A prerequisite the target lacks (or an input of it that cannot be used: a secret's
+        # variable unset) is the test's finding, wherever it was found: a failure, not a
+        # pytest error, even when a fixture raised it while setting up.
+        report.when = "call"
+        report.longrepr = excinfo.value.reason if isinstance(excinfo.value, Unmet) else str(excinfo.value)
+    elif excinfo.errisinstance(MissingInput):
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {excinfo.value.reason}")
     elif excinfo.errisinstance(pymysql.MySQLError):
