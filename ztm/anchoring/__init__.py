@@ -143,10 +143,21 @@ def read_state(conn: pymysql.connections.Connection, database: str = DATABASE) -
         finally:
             cur.execute("COMMIT")
     objects = definitions(conn, database)
+    return make_state(heads, digest_of(objects), objects, counts)
+
+
+def make_state(heads: dict[int, tuple[int, str]], ddl_digest: str, objects: dict[str, str] | None = None,
+               counts: dict[int, int] | None = None) -> dict[str, Any]:
+    """What an anchor records of the trail: every lane's (seq, head_hash, row_count), lanes not
+    in ``heads`` at genesis; the digest binding the heads; the definitions' digest (and the
+    per-object digests when given). ``counts`` defaults to each lane's seq."""
+    heads = {**{lane: (0, GENESIS) for lane in range(LANES)}, **heads}
+    counts = counts if counts is not None else {lane: seq for lane, (seq, _) in heads.items()}
     lanes = {str(lane): {"seq": seq, "head_hash": h, "row_count": counts.get(lane, 0)}
              for lane, (seq, h) in sorted(heads.items())}
-    return {"events": sum(seq for seq, _ in heads.values()), "lanes": lanes, "heads_digest": heads_digest(heads),
-            "ddl_digest": digest_of(objects), "definitions": objects}
+    state = {"events": sum(seq for seq, _ in heads.values()), "lanes": lanes, "heads_digest": heads_digest(heads),
+             "ddl_digest": ddl_digest}
+    return {**state, "definitions": objects} if objects is not None else state
 
 
 def lane_heads(checkpoint: dict[str, Any]) -> dict[int, tuple[int, str]]:
