@@ -146,8 +146,19 @@ def measure_drivers(events: int) -> dict[str, dict[str, object]]:
     return found
 
 
-def transfers_per_second(target, writers: int, calls: int, tenants: list[str]) -> float:
-    """Writer i works in tenants[i % len(tenants)]."""
+def server_cpu_s(lab) -> float:
+    """CPU seconds (user + system) the lab's database server has used so far (/proc)."""
+    pid = int((lab.target_file.parent / "db" / "run" / "mysqld.pid").read_text().strip())
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, dict[str, float]] = {}  # mode -> writers -> server / client CPU ms per call
+
+
+def transfers_per_second(target, writers: int, calls: int, tenants: list[str], lab=None, mode: str = "") -> float:
+    """Writer i works in tenants[i % len(tenants)]. With ``lab``, the server's and this
+    process's CPU time per call during the run go to CPU[mode]."""
     barrier = threading.Barrier(writers + 1)
     envelope = client_for(target)
 
@@ -164,10 +175,14 @@ def transfers_per_second(target, writers: int, calls: int, tenants: list[str]) -
     with ThreadPoolExecutor(max_workers=writers) as pool:
         futures = [pool.submit(writer, i) for i in range(writers)]
         barrier.wait()
-        t = time.perf_counter()
+        t, server0, client0 = time.perf_counter(), server_cpu_s(lab) if lab else 0.0, time.process_time()
         for f in futures:
             f.result()
         elapsed = time.perf_counter() - t
+        if lab:
+            CPU.setdefault(mode, {})[str(writers)] = {
+                "server_cpu_ms_per_call": round(1000 * (server_cpu_s(lab) - server0) / (writers * calls), 3),
+                "client_cpu_ms_per_call": round(1000 * (time.process_time() - client0) / (writers * calls), 3)}
     return writers * calls / elapsed
 
 
@@ -182,8 +197,9 @@ def measure_writes(lab, target, calls: int) -> dict[str, object]:
                                   "lanes_used": {str(w): len({lane_of(t) for t in own[:w]}) for w in WRITERS},
                                   "lanes_used_two_tenants": len({lane_of(t) for t in two})}
     for writers in WRITERS:
-        results["audited"][str(writers)] = round(transfers_per_second(target, writers, calls, own), 1)
-        results["audited_two_tenants"][str(writers)] = round(transfers_per_second(target, writers, calls, two), 1)
+        results["audited"][str(writers)] = round(transfers_per_second(target, writers, calls, own, lab, "audited"), 1)
+        results["audited_two_tenants"][str(writers)] = round(
+            transfers_per_second(target, writers, calls, two, lab, "audited_two_tenants"), 1)
     # The anchor is paused: unaudited writes and the re-applied triggers are not tampering to record.
     lab_mod.anchor_down(lab)
     try:
@@ -192,12 +208,14 @@ def measure_writes(lab, target, calls: int) -> dict[str, object]:
                 cur.execute(f"DROP TRIGGER securedb.accounts_audit_{op}")
         try:
             for writers in WRITERS:
-                results["unaudited"][str(writers)] = round(transfers_per_second(target, writers, calls, own), 1)
+                results["unaudited"][str(writers)] = round(
+                    transfers_per_second(target, writers, calls, own, lab, "unaudited"), 1)
         finally:
             with lab.admin() as conn:
                 schema.apply(conn, account_host=ACCOUNT_HOST)
     finally:
         lab_mod.anchor_up(lab)
+    results["cpu_ms_per_call"] = CPU
     return results
 
 
