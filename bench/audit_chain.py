@@ -11,8 +11,8 @@
    writer in its own tenant (the lanes are per tenant: writers of tenants in different lanes
    never wait for each other's head row); and, audited, all writers in the two assessment
    tenants (at most two lanes: what a one-chain trail was for everyone). The unaudited run
-   drops the accounts audit triggers for its duration and the data plane is re-applied
-   afterwards.
+   drops the accounts audit triggers for its duration, opens its own accounts, deletes them
+   again before the data plane is re-applied (so the lab's data still equals its trail).
 
 Usage (root, lab up, project root): .venv/bin/python -m bench.audit_chain [--events N]
 """
@@ -204,6 +204,8 @@ def measure_writes(lab, target, calls: int) -> dict[str, object]:
     lab_mod.anchor_down(lab)
     try:
         with lab.admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT account_id FROM securedb.accounts")
+            before = {r[0] for r in cur.fetchall()}
             for op in ("insert", "update", "delete"):
                 cur.execute(f"DROP TRIGGER securedb.accounts_audit_{op}")
         try:
@@ -212,6 +214,11 @@ def measure_writes(lab, target, calls: int) -> dict[str, object]:
                     transfers_per_second(target, writers, calls, own, lab, "unaudited"), 1)
         finally:
             with lab.admin() as conn:
+                with conn.cursor() as cur:  # the accounts opened unaudited go again: data = trail (AUD-4)
+                    cur.execute("SELECT account_id FROM securedb.accounts")
+                    added = [(r[0],) for r in cur.fetchall() if r[0] not in before]
+                    cur.executemany("DELETE FROM securedb.accounts WHERE account_id = %s", added)
+                conn.commit()
                 schema.apply(conn, account_host=ACCOUNT_HOST)
     finally:
         lab_mod.anchor_up(lab)
