@@ -67,8 +67,15 @@ def table(found: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, str]]
     for writers in ("8", "32"):
         if writes.get("audited", {}).get(writers):
             a, u = writes["audited"][writers], writes["unaudited"][writers]
-            rows.append((f"`app_transfer`, audited / unaudited, {writers} writers",
+            lanes = writes.get("lanes_used", {}).get(writers)
+            rows.append((f"`app_transfer`, audited / unaudited, {writers} writers"
+                         + (f" in {writers} tenants ({lanes} lanes)" if lanes else ""),
                          f"{a:,} / {u:,} calls/s = {_pct(a, u)}", ">= 60 %"))
+            two = writes.get("audited_two_tenants", {}).get(writers)
+            if two:
+                rows.append((f"  same, audited, all {writers} writers in the 2 assessment tenants "
+                             f"({writes.get('lanes_used_two_tenants')} lanes)", f"{two:,} calls/s = {_pct(two, u)}",
+                             "-"))
     envelope = (found.get("envelope") or {}).get("results") or {}
     if envelope:
         on = envelope["encrypt_only_cache_on"]

@@ -43,7 +43,7 @@ def newest_seq(sink) -> int:
         records = sink.read()
     except Exception:  # a journal being appended to may end in half a line: read again
         return -1
-    return max((r["checkpoint"]["seq"] for r in records), default=-1)
+    return max((r["checkpoint"]["events"] for r in records), default=-1)  # events in every lane
 
 
 def wait_in_every_sink(sinks, seq: int, committed: float) -> dict[str, float]:
@@ -69,7 +69,7 @@ def transfer(cur, accounts: list[str]) -> float:
 
 def head_seq(auditor) -> int:
     with auditor.cursor() as cur:
-        cur.execute("SELECT seq FROM securedb.audit_chain_head WHERE id = 1")
+        cur.execute("SELECT SUM(seq) FROM securedb.audit_chain_head")  # events in every lane
         return int(cur.fetchone()[0])
 
 

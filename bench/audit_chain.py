@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Audit chain benchmarks on the lab; writes JSON (default bench/results/audit_chain-<engine>.json).
 
-1. Verify throughput over N events (default 1,000,000) next to the raw row-fetch rate and
+1. Verify throughput over N events (default 1,000,000, spread over 16 of the 64 lanes as a
+   multi-tenant trail would be) next to the raw row-fetch rate and
    the raw hashlib rate on the same rows; then, per driver (pymysql, and mysqlclient when
    installed), its raw fetch of the bytes rows next to the fast verifier, serial and
    segment-parallel (one process per core), all in the same run. The events are synthetic but chained exactly as
    the triggers chain them, in a scratch database (ztm_bench) so the lab's trail is untouched.
-2. Audited vs unaudited write throughput of app_transfer with 1, 8 and 32 writers; the
-   unaudited run drops the accounts audit triggers for its duration and the data plane is
-   re-applied afterwards.
+2. Audited vs unaudited write throughput of app_transfer with 1, 8 and 32 writers, each
+   writer in its own tenant (the lanes are per tenant: writers of tenants in different lanes
+   never wait for each other's head row); and, audited, all writers in the two assessment
+   tenants (at most two lanes: what a one-chain trail was for everyone). The unaudited run
+   drops the accounts audit triggers for its duration, opens its own accounts, deletes them
+   again before the data plane is re-applied (so the lab's data still equals its trail).
 
 Usage (root, lab up, project root): .venv/bin/python -m bench.audit_chain [--events N]
 """
@@ -34,34 +38,45 @@ from envelope.setup import client_for
 from provision import lab as lab_mod
 from provision import schema
 from provision.netns import ACCOUNT_HOST
-from tests.lab.fake_records import writer_accounts
-from ztm.audit_chain import GENESIS, link_hash, stream_rows, verify_database, verify_rows
+from tests.lab.fake_records import load_tenants, writer_accounts
+from ztm.audit_chain import GENESIS, LANES, lane_of, link_hash, stream_trail, verify_database, verify_lanes
 from ztm.db import connect, connect_c
 from ztm.target import load_target
 
 SCRATCH = "ztm_bench"
 
 
+SCRATCH_LANES = 16
+
+
 def build_scratch_chain(admin: pymysql.connections.Connection, events: int, batch: int = 5000) -> None:
+    """``events`` chained exactly as the triggers chain them, over SCRATCH_LANES lanes."""
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {SCRATCH}")
         cur.execute(f"CREATE DATABASE {SCRATCH}")
         cur.execute(f"CREATE TABLE {SCRATCH}.audit_events LIKE securedb.audit_events")
         cur.execute(f"CREATE TABLE {SCRATCH}.audit_chain_head LIKE securedb.audit_chain_head")
-        prev, rows = GENESIS, []
-        for seq in range(1, events + 1):
-            payload = json.dumps({"seq": seq, "table": "accounts", "op": "UPDATE", "key": str(uuid.UUID(int=seq)),
-                                  "actor": "app_user@10.77.0.1", "at": "2026-11-22T00:00:00.000000Z",
-                                  "before": {"balance": seq}, "after": {"balance": seq + 1}})
-            curr = link_hash(prev, payload)
-            rows.append((seq, payload, prev, curr))
-            prev = curr
-            if len(rows) == batch:
-                cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s)", rows)
-                rows = []
+        heads = {lane: (0, GENESIS) for lane in range(LANES)}
+        per_lane = -(-events // SCRATCH_LANES)
+        rows, made = [], 0
+        for lane in range(SCRATCH_LANES):
+            prev = GENESIS
+            for seq in range(1, min(per_lane, events - made) + 1):
+                body = {"table": "accounts", "op": "UPDATE", "key": str(uuid.UUID(int=seq)),
+                        "actor": "app_user@10.77.0.1", "at": "2026-11-22T00:00:00.000000Z",
+                        "before": {"balance": seq}, "after": {"balance": seq + 1}}
+                payload = f'{{"lane": {lane}, "seq": {seq}, ' + json.dumps(body)[1:]
+                curr = link_hash(prev, payload)
+                rows.append((lane, seq, payload, prev, curr))
+                prev, made = curr, made + 1
+                heads[lane] = (seq, curr)
+                if len(rows) == batch:
+                    cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s, %s)", rows)
+                    rows = []
         if rows:
-            cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s)", rows)
-        cur.execute(f"INSERT INTO {SCRATCH}.audit_chain_head (id, seq, head_hash) VALUES (1, %s, %s)", (events, prev))
+            cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s, %s)", rows)
+        cur.executemany(f"INSERT INTO {SCRATCH}.audit_chain_head (lane, seq, head_hash) VALUES (%s, %s, %s)",
+                        [(lane, seq, h) for lane, (seq, h) in heads.items()])
 
 
 def stream(admin, query: str):
@@ -78,18 +93,18 @@ def _rate(events: int, seconds: float) -> int:
 def measure_verify(admin, events: int) -> dict[str, float]:
     """pymysql (str rows, the old serial verifier) next to its raw fetch; then each driver's
     raw fetch of the bytes rows next to the fast verifier, serial and segment-parallel."""
-    query = f"SELECT seq, payload, prev_hash, curr_hash FROM {SCRATCH}.audit_events ORDER BY seq"
+    query = f"SELECT lane, seq, payload, prev_hash, curr_hash FROM {SCRATCH}.audit_events ORDER BY lane, seq"
     t = time.perf_counter()
     fetched = sum(1 for _ in stream(admin, query))
     fetch_s = time.perf_counter() - t
     t = time.perf_counter()
     hashed = 0
-    for _, payload, prev, _ in stream(admin, query):
+    for _, _, payload, prev, _ in stream(admin, query):
         hashlib.sha256((prev + payload).encode()).hexdigest()
         hashed += 1
     hash_s = time.perf_counter() - t
     t = time.perf_counter()
-    report = verify_rows(stream(admin, query))
+    report = verify_lanes(stream(admin, query))
     verify_s = time.perf_counter() - t
     assert fetched == hashed == events and report.intact and report.checked == events, report.describe()
     result: dict[str, object] = {
@@ -113,7 +128,7 @@ def measure_drivers(events: int) -> dict[str, dict[str, object]]:
         conn = opener()
         try:
             t = time.perf_counter()
-            fetched = sum(1 for _ in stream_rows(conn, 0, 5000, database=SCRATCH, binary=True))
+            fetched = sum(1 for _ in stream_trail(conn, database=SCRATCH))
             fetch_s = time.perf_counter() - t
             t = time.perf_counter()
             serial = verify_database(conn, database=SCRATCH)
@@ -131,15 +146,26 @@ def measure_drivers(events: int) -> dict[str, dict[str, object]]:
     return found
 
 
-def transfers_per_second(target, writers: int, calls: int) -> float:
-    tenants = target.raw["tenants"]["granted"]
+def server_cpu_s(lab) -> float:
+    """CPU seconds (user + system) the lab's database server has used so far (/proc)."""
+    pid = int((lab.target_file.parent / "db" / "run" / "mysqld.pid").read_text().strip())
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, dict[str, float]] = {}  # mode -> writers -> server / client CPU ms per call
+
+
+def transfers_per_second(target, writers: int, calls: int, tenants: list[str], lab=None, mode: str = "") -> float:
+    """Writer i works in tenants[i % len(tenants)]. With ``lab``, the server's and this
+    process's CPU time per call during the run go to CPU[mode]."""
     barrier = threading.Barrier(writers + 1)
     envelope = client_for(target)
 
     def writer(index: int) -> None:
         conn = connect(target, target.roles["app"], database=target.database)
         with conn.cursor() as cur:
-            accounts = writer_accounts(cur, envelope, tenants[index % 2])
+            accounts = writer_accounts(cur, envelope, tenants[index % len(tenants)])
             barrier.wait()
             for call in range(calls):
                 source, dest = accounts if call % 2 == 0 else accounts[::-1]
@@ -149,31 +175,54 @@ def transfers_per_second(target, writers: int, calls: int) -> float:
     with ThreadPoolExecutor(max_workers=writers) as pool:
         futures = [pool.submit(writer, i) for i in range(writers)]
         barrier.wait()
-        t = time.perf_counter()
+        t, server0, client0 = time.perf_counter(), server_cpu_s(lab) if lab else 0.0, time.process_time()
         for f in futures:
             f.result()
         elapsed = time.perf_counter() - t
+        if lab:
+            CPU.setdefault(mode, {})[str(writers)] = {
+                "server_cpu_ms_per_call": round(1000 * (server_cpu_s(lab) - server0) / (writers * calls), 3),
+                "client_cpu_ms_per_call": round(1000 * (time.process_time() - client0) / (writers * calls), 3)}
     return writers * calls / elapsed
 
 
-def measure_writes(lab, target, calls: int) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {"audited": {}, "unaudited": {}}
-    for writers in (1, 8, 32):
-        results["audited"][str(writers)] = round(transfers_per_second(target, writers, calls), 1)
+WRITERS = (1, 8, 32)
+
+
+def measure_writes(lab, target, calls: int) -> dict[str, object]:
+    two = target.raw["tenants"]["granted"]
+    with lab.admin() as conn:
+        own = two + load_tenants(conn, target.roles["app"].user, max(WRITERS) - len(two), target.database)
+    results: dict[str, object] = {"audited": {}, "unaudited": {}, "audited_two_tenants": {},
+                                  "lanes_used": {str(w): len({lane_of(t) for t in own[:w]}) for w in WRITERS},
+                                  "lanes_used_two_tenants": len({lane_of(t) for t in two})}
+    for writers in WRITERS:
+        results["audited"][str(writers)] = round(transfers_per_second(target, writers, calls, own, lab, "audited"), 1)
+        results["audited_two_tenants"][str(writers)] = round(
+            transfers_per_second(target, writers, calls, two, lab, "audited_two_tenants"), 1)
     # The anchor is paused: unaudited writes and the re-applied triggers are not tampering to record.
     lab_mod.anchor_down(lab)
     try:
         with lab.admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT account_id FROM securedb.accounts")
+            before = {r[0] for r in cur.fetchall()}
             for op in ("insert", "update", "delete"):
                 cur.execute(f"DROP TRIGGER securedb.accounts_audit_{op}")
         try:
-            for writers in (1, 8, 32):
-                results["unaudited"][str(writers)] = round(transfers_per_second(target, writers, calls), 1)
+            for writers in WRITERS:
+                results["unaudited"][str(writers)] = round(
+                    transfers_per_second(target, writers, calls, own, lab, "unaudited"), 1)
         finally:
             with lab.admin() as conn:
+                with conn.cursor() as cur:  # the accounts opened unaudited go again: data = trail (AUD-4)
+                    cur.execute("SELECT account_id FROM securedb.accounts")
+                    added = [(r[0],) for r in cur.fetchall() if r[0] not in before]
+                    cur.executemany("DELETE FROM securedb.accounts WHERE account_id = %s", added)
+                conn.commit()
                 schema.apply(conn, account_host=ACCOUNT_HOST)
     finally:
         lab_mod.anchor_up(lab)
+    results["cpu_ms_per_call"] = CPU
     return results
 
 

@@ -24,7 +24,7 @@ import pymysql.cursors
 
 from bench.results_file import write_results
 from provision import lab as lab_mod
-from ztm.audit_chain import GENESIS, link_hash
+from ztm.audit_chain import GENESIS, LANES, link_hash
 from ztm.db import connect
 from ztm.ledger import reconcile
 from ztm.target import load_target
@@ -46,8 +46,7 @@ def build(admin: pymysql.connections.Connection, rows: int, database: str, batch
         cur.execute(f"DROP DATABASE IF EXISTS {SCRATCH}")
         cur.execute(f"CREATE DATABASE {SCRATCH}")
         cur.execute(f"CREATE TABLE {SCRATCH}.audit_events LIKE `{database}`.audit_events")
-        cur.execute(f"CREATE TABLE {SCRATCH}.audit_chain_head (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, "
-                    "seq BIGINT UNSIGNED NOT NULL, head_hash CHAR(64) CHARACTER SET ascii NOT NULL)")
+        cur.execute(f"CREATE TABLE {SCRATCH}.audit_chain_head LIKE `{database}`.audit_chain_head")
         cur.execute(TABLE.format(db=SCRATCH))
         created = dt.datetime(2026, 12, 1, 12, 0, 0, 123456)
         events: list[tuple] = []
@@ -57,14 +56,14 @@ def build(admin: pymysql.connections.Connection, rows: int, database: str, batch
         def append(op: str, key: str, before: dict | None, after: dict | None) -> None:
             nonlocal prev, seq
             seq += 1
-            body = {"seq": seq, "table": "items", "op": op, "key": key, "actor": "app_user@10.77.0.1",
+            body = {"table": "items", "op": op, "key": key, "actor": "app_user@10.77.0.1",
                     "at": "2026-12-01T12:00:00.000000Z", "before": before, "after": after}
-            payload = json.dumps(body)
+            payload = f'{{"lane": 0, "seq": {seq}, ' + json.dumps(body)[1:]  # one tenant: one lane
             curr = link_hash(prev, payload)
-            events.append((seq, payload, prev, curr))
+            events.append((0, seq, payload, prev, curr))
             prev = curr
             if len(events) >= batch:
-                cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s)", events)
+                cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s, %s)", events)
                 events.clear()
 
         for n in range(rows):
@@ -80,16 +79,17 @@ def build(admin: pymysql.connections.Connection, rows: int, database: str, batch
                 cur.executemany(f"INSERT INTO {SCRATCH}.items VALUES (%s, %s, %s, %s, %s)", data)
                 data.clear()
         if events:
-            cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s)", events)
+            cur.executemany(f"INSERT INTO {SCRATCH}.audit_events VALUES (%s, %s, %s, %s, %s)", events)
         if data:
             cur.executemany(f"INSERT INTO {SCRATCH}.items VALUES (%s, %s, %s, %s, %s)", data)
-        cur.execute(f"INSERT INTO {SCRATCH}.audit_chain_head VALUES (1, %s, %s)", (seq, prev))
+        cur.executemany(f"INSERT INTO {SCRATCH}.audit_chain_head VALUES (%s, %s, %s)",
+                        [(0, seq, prev)] + [(lane, 0, GENESIS) for lane in range(1, LANES)])
     return seq
 
 
 def raw_fetch_s(admin: pymysql.connections.Connection) -> tuple[int, float]:
     t, n = time.perf_counter(), 0
-    for query in (f"SELECT seq, payload, prev_hash, curr_hash FROM {SCRATCH}.audit_events ORDER BY seq",
+    for query in (f"SELECT lane, seq, payload, prev_hash, curr_hash FROM {SCRATCH}.audit_events ORDER BY lane, seq",
                   f"SELECT * FROM {SCRATCH}.items"):
         with admin.cursor(pymysql.cursors.SSCursor) as cur:
             cur.execute(query)

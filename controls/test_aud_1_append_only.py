@@ -24,7 +24,7 @@ from decimal import Decimal
 import pytest
 
 from envelope.probe import assessment_record
-from ztm.audit_chain import new_events, read_head, verify_database
+from ztm.audit_chain import lane_of, new_events, read_heads, verify_database
 from ztm.data_plane import (
     AUDIT_APPEND,
     AUDIT_GUARDS,
@@ -204,22 +204,22 @@ def test_guards_refuse_even_a_privileged_writer(target, admin, evidence):
     """As the admin (who holds the privileges), in a transaction that is always rolled back."""
     db = target.database
     with admin.cursor() as cur:
-        cur.execute(f"SELECT MAX(seq) FROM {db}.audit_events")
-        (head,) = cur.fetchone()
+        cur.execute(f"SELECT lane, seq FROM {db}.audit_chain_head WHERE seq > 0 ORDER BY seq DESC LIMIT 1")
+        head = cur.fetchone()
     if head is None:
         pytest.skip("the audit trail has no event yet, so there is no row to probe the guards with")
     results = {}
     try:
         admin.begin()
-        results["UPDATE"] = sql_error(admin, f"UPDATE {db}.audit_events SET payload = payload WHERE seq = %s",
-                                      (head,))
-        results["DELETE"] = sql_error(admin, f"DELETE FROM {db}.audit_events WHERE seq = %s", (head,))
+        results["UPDATE"] = sql_error(admin, f"UPDATE {db}.audit_events SET payload = payload WHERE lane = %s "
+                                      "AND seq = %s", head)
+        results["DELETE"] = sql_error(admin, f"DELETE FROM {db}.audit_events WHERE lane = %s AND seq = %s", head)
     finally:
         admin.rollback()
-    evidence.json("privileged-writer", {"row": head, "refusals": results})
+    evidence.json("privileged-writer", {"row": {"lane": head[0], "seq": head[1]}, "refusals": results})
     unguarded = [op for op, refusal in results.items() if refusal is None or "append-only" not in refusal[1]]
-    assert not unguarded, ("no trigger refused " + " and ".join(unguarded) + f" of audit row {head} by a "
-                           f"privileged account: {results}")
+    assert not unguarded, ("no trigger refused " + " and ".join(unguarded) + f" of audit row lane {head[0]} seq "
+                           f"{head[1]} by a privileged account: {results}")
 
 
 @pytest.mark.needs("login.app", "login.auditor")
@@ -227,11 +227,13 @@ def test_every_write_procedure_appends_exactly_its_events(target, connect, tenan
     """Coverage by behaviour, not by reading trigger text: as the app, in assessment tenant A,
     each write procedure is called with probe data and the trail must gain exactly the events
     it implies (table, op, key, before and after images, tenant, actor), chained from the head
+    of tenant A's lane (where they must all go)
     before the calls; refused calls add none. app_rewrap_user_key is probed with a version that
     must be refused (a real rewrap needs a newer KEK than the target's key holds)."""
     app, auditor = connect("app", database=target.database), connect("auditor")
-    head_before = read_head(auditor, target.database)
-    assert head_before is not None, "the audit chain head row is missing: nothing can be appended to it"
+    heads_before = read_heads(auditor, target.database)
+    lane = lane_of(tenants["A"])
+    assert lane in heads_before, f"the head row of tenant A's lane {lane} is missing: nothing can be appended to it"
     user_id = str(uuid.uuid4())
     with app.cursor() as cur:
         cur.execute("CALL security_set_tenant(%s)", (tenants["A"],))
@@ -247,19 +249,21 @@ def test_every_write_procedure_appends_exactly_its_events(target, connect, tenan
     refused = {"app_transfer overdraft": sql_error(app, "CALL app_transfer(%s, %s, 1000)", tuple(opened)),
                "app_rewrap_user_key same version": sql_error(
                    app, "CALL app_rewrap_user_key(%s, 'AAAA', 'probe', %s)", (user_id, version))}
-    report = verify_database(auditor, start_seq=head_before[0], start_hash=head_before[1], database=target.database)
+    report = verify_database(auditor, start=heads_before, database=target.database)
     keys = {user_id, *opened}
-    events = [e for e in new_events(auditor, target.database, head_before[0]) if e.get("key") in keys]
+    events = [e for e in new_events(auditor, target.database, heads_before) if e.get("key") in keys]
     seen = [(e["table"], e["op"], e["key"], _balance(e.get("before")), _balance(e.get("after"))) for e in events]
     expected = [("users", "INSERT", user_id, None, None),
                 ("accounts", "INSERT", opened[0], None, 10), ("accounts", "INSERT", opened[1], None, 10),
                 ("accounts", "UPDATE", opened[0], 10, 9), ("accounts", "UPDATE", opened[1], 10, 11)]
-    evidence.json("behaviour", {"head_before": head_before, "events": seen, "expected": expected,
+    evidence.json("behaviour", {"lane": lane, "head_before": heads_before[lane], "events": seen, "expected": expected,
                                 "refused": refused, "chain": report.to_dict()})
     assert all(r is not None for r in refused.values()), f"a call that must be refused was accepted: {refused}"
     assert report.intact, f"the events the probes appended do not chain from the head: {report.describe()}"
     assert seen == expected, (f"the write procedures did not append exactly their events: expected {expected}, "
                               f"the trail holds {seen}")
+    astray = [(e["lane"], e["seq"]) for e in events if e.get("lane") != lane]
+    assert not astray, f"events {astray} of tenant A are not in its lane {lane}"
     wrong = [e["seq"] for e in events if e.get("tenant") != tenants["A"] or not str(e.get("actor", "")).startswith(
         target.roles["app"].user + "@")]
     assert not wrong, f"events {wrong} do not name tenant A and the app account as tenant and actor"

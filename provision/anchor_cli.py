@@ -197,7 +197,8 @@ def _once(args: argparse.Namespace) -> int:
         conn.close()
     c = shipment.record["checkpoint"]
     delivered = len(sinks) - len(shipment.failures)
-    print(f"anchor {c['anchor_seq']}: audit seq {c['seq']} head {c['head_hash'][:16]}... shipped to "
+    print(f"anchor {c['anchor_seq']}: {c['events']} audit events in {len(c['lanes'])} lanes, heads digest "
+          f"{c['heads_digest'][:16]}... shipped to "
           f"{delivered} of {len(sinks)} sink(s); {sinks[0].note}" + (f"; declared DDL change: {c['ddl_change']}"
                                                                     if c.get("ddl_change") else ""))
     for failure in shipment.failures:
@@ -220,14 +221,14 @@ def _run(args: argparse.Namespace) -> int:
         try:
             conn = conn if conn and conn.open else _auditor(target)
             with conn.cursor() as cur:
-                cur.execute(f"SELECT seq FROM {quote_name(target.database)}.audit_chain_head WHERE id = 1")
-                (seq,) = cur.fetchone()
+                cur.execute(f"SELECT SUM(seq) FROM {quote_name(target.database)}.audit_chain_head")
+                seq = int(cur.fetchone()[0] or 0)
             due = last_seq is None or time.monotonic() - last_time >= interval
             if every and last_seq is not None and seq - last_seq >= every:
                 due = True
             if due:
                 shipment = anchor_once(target, section, sinks, key, conn)
-                last_time, last_seq = time.monotonic(), shipment.record["checkpoint"]["seq"]
+                last_time, last_seq = time.monotonic(), shipment.record["checkpoint"]["events"]
                 failures = shipment.failures + ([f"TSA: {shipment.tsa_error}"] if shipment.tsa_error else [])
             elif shipper.pending():  # retry buffered anchors as soon as their backoff allows
                 shipper.ship(None)
@@ -288,5 +289,5 @@ def _verify(args: argparse.Namespace) -> int:
         c = report.latest["checkpoint"]
         against = f"the export {args.dump}" if args.dump else "the database"
         print(f"anchors verified: {c['anchor_seq']} anchors in {len(sinks)} sink(s), newest at {c['at']} "
-              f"(audit seq {c['seq']}), {against} consistent with them")
+              f"({c['events']} audit events), {against} consistent with them")
     return 1 if problems else 0

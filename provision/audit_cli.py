@@ -1,8 +1,8 @@
-"""`ztm audit verify` and `ztm audit export`: the audit hash chain, online or from a dump.
+"""`ztm audit verify` and `ztm audit export`: the audit trail's lanes, online or from a dump.
 
-Exit codes of `ztm audit verify`: 0 the chain is intact; 1 it is broken (the first broken
-seq and the reason are printed); 2 the input is unusable (bad target, unreachable server,
-unreadable dump, bad arguments).
+Exit codes of `ztm audit verify`: 0 every lane is intact; 1 one is broken (each broken lane,
+its first broken seq and the reason are printed); 2 the input is unusable (bad target,
+unreachable server, unreadable or single-chain dump, bad arguments).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ztm.audit_chain import (
     EXIT_INTACT,
     EXIT_UNUSABLE,
     GENESIS,
+    LANES,
     export_rows,
     open_reader,
     verify_dump,
@@ -30,8 +31,9 @@ from ztm.errors import UserError
 from ztm.target import Target, load_target
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
-EXIT_CODES = (f"exit codes: {EXIT_INTACT} intact; {EXIT_BROKEN} broken (first broken seq and why: hash mismatch, "
-              f"link mismatch, gap, head mismatch); {EXIT_UNUSABLE} unusable input (target, server, dump, arguments)")
+EXIT_CODES = (f"exit codes: {EXIT_INTACT} intact; {EXIT_BROKEN} broken (per broken lane, first broken seq and why: "
+              f"hash mismatch, link mismatch, gap, head mismatch); {EXIT_UNUSABLE} unusable input (target, server, "
+              "dump, arguments)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--target", type=Path, help="target file: read the chain from the server")
     source.add_argument("--dump", type=Path, help="a JSON-lines dump from 'ztm audit export': verify offline")
     v.add_argument("--role", default="auditor", help="target role to read as (default: auditor)")
-    v.add_argument("--from-seq", type=int, default=0, help="trusted starting point: verify only rows after it")
+    v.add_argument("--from-lane", type=int, default=0, help="the lane of --from-seq (default 0)")
+    v.add_argument("--from-seq", type=int, default=0,
+                   help="trusted starting point: verify only that lane's rows after it (other lanes from genesis)")
     v.add_argument("--from-hash", default=GENESIS, help="curr_hash of --from-seq (e.g. from a signed anchor)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_verify)
@@ -76,8 +80,11 @@ def _verify(args: argparse.Namespace) -> int:
         raise UserError("--from-seq must be >= 0 and --from-hash 64 lower-case hex digits", EXIT_UNUSABLE)
     if args.from_seq == 0 and args.from_hash != GENESIS:
         raise UserError("--from-hash needs --from-seq (the seq whose curr_hash it is)", EXIT_UNUSABLE)
+    if not 0 <= args.from_lane < LANES:
+        raise UserError(f"--from-lane must be one of the trail's lanes, 0..{LANES - 1}", EXIT_UNUSABLE)
+    start = {args.from_lane: (args.from_seq, args.from_hash)}
     if args.dump is not None:
-        report = verify_dump(args.dump, start_seq=args.from_seq, start_hash=args.from_hash)
+        report = verify_dump(args.dump, start=start)
     else:
         target = _target(args.target, args.role)
         try:
@@ -85,8 +92,7 @@ def _verify(args: argparse.Namespace) -> int:
         except DRIVER_ERRORS as exc:
             raise UserError(f"cannot connect to {target.name} as {args.role}: {exc.args[-1]}", EXIT_UNUSABLE) from None
         try:
-            report, _ = verify_target(target, args.role, start_seq=args.from_seq, start_hash=args.from_hash,
-                                      conn=conn)
+            report, _ = verify_target(target, args.role, start=start, conn=conn)
         except DRIVER_ERRORS as exc:
             raise UserError(f"cannot read the audit chain of {target.name}: {exc.args[-1]}", EXIT_UNUSABLE) from None
         except RuntimeError as exc:  # a segment worker could not run

@@ -96,7 +96,19 @@ def apply(conn: pymysql.connections.Connection, *, account_host: str, database: 
                 count += 1
             if path.name == INIT_FILE:
                 _upgrade_session_table(cur, database)
+                _refuse_single_chain(cur, database)
     return count
+
+
+def _refuse_single_chain(cur, database: str) -> None:
+    """A trail of the single-chain shape (before lanes) is not rewritten in place: its rows
+    and anchors would have to be re-hashed, which is what the trail exists to prevent."""
+    cur.execute("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
+                "TABLE_NAME = 'audit_chain_head' AND COLUMN_NAME = 'id'", (database,))
+    if cur.fetchone()[0]:
+        raise UserError(f"{database}.audit_chain_head is of the single-chain shape (before audit lanes): export and "
+                        "archive that trail ('ztm audit export' with the version that wrote it), then install into a "
+                        "new database; this version does not rewrite a trail in place")
 
 
 def _upgrade_session_table(cur, database: str) -> None:

@@ -1,7 +1,11 @@
-"""Verify the audit hash chain (provision/sql/020_audit.sql documents the format).
+"""Verify the audit trail: 64 hash chains ("lanes"), provision/sql/020_audit.sql documents it.
 
-    curr_hash(n) = hex(SHA-256(prev_hash(n) || payload(n)))   (UTF-8 bytes)
-    prev_hash(n) = curr_hash(n-1),  prev_hash(1) = "0" * 64
+    curr_hash(l, n) = hex(SHA-256(prev_hash(l, n) || payload(l, n)))   (UTF-8 bytes)
+    prev_hash(l, n) = curr_hash(l, n-1),  prev_hash(l, 1) = "0" * 64
+
+Every lane is verified on its own (its seq, links and hashes, and that its head row points
+at its last event); a lane's head row missing, or rows in a lane that has none, is a break.
+The trail's state is the (seq, hash) of every lane, bound together by ``heads_digest``.
 
 Rows are streamed (an unbuffered cursor, or a JSON-lines dump read line by line), so
 memory stays constant however long the chain is. Verification can start from a trusted
@@ -20,9 +24,10 @@ import itertools
 import json
 import multiprocessing
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,8 @@ from ztm.db import quote_name
 from ztm.errors import UserError
 
 GENESIS = "0" * 64
+LANES = 64  # fixed at install (provision/sql/020_audit.sql): one head row per lane
+Start = dict[int, tuple[int, str]]  # lane -> a trusted (seq, curr_hash) to verify from
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:
@@ -47,13 +54,29 @@ def _driver_errors() -> tuple[type[Exception], ...]:
 DRIVER_ERRORS = _driver_errors()  # what either driver raises for a server or connection error
 
 
+def lane_of(tenant: str | None) -> int:
+    """The lane of a tenant's events, as audit_append computes it (CRC32 is the same IEEE CRC)."""
+    return 0 if tenant is None else zlib.crc32(tenant.encode("ascii")) % LANES
+
+
 def row_query(database: str = DATABASE) -> str:
+    """One lane's rows after a seq, as str."""
     return (f"SELECT seq, payload, prev_hash, curr_hash FROM {quote_name(database)}.audit_events "
-            "WHERE seq > %s ORDER BY seq")
+            "WHERE lane = %s AND seq > %s ORDER BY seq")
 
 
 def head_query(database: str = DATABASE) -> str:
-    return f"SELECT seq, head_hash FROM {quote_name(database)}.audit_chain_head WHERE id = 1"
+    return f"SELECT lane, seq, head_hash FROM {quote_name(database)}.audit_chain_head ORDER BY lane"
+
+
+def heads_digest(heads: dict[int, tuple[int, str]]) -> str:
+    """One SHA-256 binding every lane's (seq, hash): lines "lane seq hash\n" in lane order."""
+    return hashlib.sha256("".join(f"{lane} {seq} {h}\n" for lane, (seq, h) in sorted(heads.items()))
+                          .encode("ascii")).hexdigest()
+
+
+def genesis_heads() -> dict[int, tuple[int, str]]:
+    return {lane: (0, GENESIS) for lane in range(LANES)}
 
 
 # Exit codes of `ztm audit verify`.
@@ -78,6 +101,7 @@ class ChainReport:
     broken_seq: int | None = None
     reason: str | None = None
     head_row: dict[str, Any] | None = None
+    lane: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,11 +156,100 @@ def _verify(rows: Iterator[tuple[int, Any, Any, Any]], expected_seq: int, head: 
     return ChainReport(True, checked, first, expected_seq - 1, head)
 
 
+@dataclass
+class TrailReport:
+    """Every lane's verdict (lane order) and what concerns the trail as a whole."""
+    lanes: list[ChainReport]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems and all(r.intact for r in self.lanes)
+
+    @property
+    def checked(self) -> int:
+        return sum(r.checked for r in self.lanes)
+
+    @property
+    def broken(self) -> list[ChainReport]:
+        return [r for r in self.lanes if not r.intact]
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.intact else self.describe()
+
+    def heads(self) -> dict[int, tuple[int, str]]:
+        return {r.lane: (r.last_seq, r.head_hash) for r in self.lanes}
+
+    def lane(self, lane: int) -> ChainReport:
+        return next(r for r in self.lanes if r.lane == lane)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"intact": self.intact, "checked": self.checked, "problems": self.problems,
+                "heads_digest": heads_digest(self.heads()),
+                "lanes": {str(r.lane): {k: v for k, v in r.to_dict().items() if k != "lane"} for r in self.lanes}}
+
+    def describe(self) -> str:
+        if self.intact:
+            used = sum(1 for r in self.lanes if r.last_seq)
+            return (f"audit trail intact: {self.checked} events checked in {len(self.lanes)} lanes ({used} holding "
+                    f"events), heads digest {heads_digest(self.heads())}")
+        parts = self.problems + [f"lane {r.lane}: {r.describe()}" for r in self.broken]
+        return "audit trail broken: " + "; ".join(parts)
+
+
+def verify_lanes(rows: Iterable[tuple[int, int, Any, Any, Any]], *, start: Start | None = None,
+                 lanes: Iterable[int] = range(LANES)) -> TrailReport:
+    """Verify rows (lane, seq, payload, prev_hash, curr_hash) in (lane, seq) order: each lane
+    from its trusted start (else genesis). Every lane of ``lanes`` gets a verdict; rows of
+    another lane, or of one lane in two runs (out of order), are a problem."""
+    start = start or {}
+    wanted = sorted(set(lanes))
+    reports: dict[int, ChainReport] = {}
+    problems: list[str] = []
+    for lane, group in itertools.groupby(rows, key=lambda r: int(r[0])):
+        if lane in reports:
+            problems.append(f"rows of lane {lane} appear out of (lane, seq) order")
+            continue
+        if lane not in wanted:
+            problems.append(f"events in lane {lane}, which is not one of the trail's {len(wanted)} lanes")
+            reports[lane] = ChainReport(True, 0, None, 0, GENESIS, lane=lane)
+            continue
+        seq, h = start.get(lane, (0, GENESIS))
+        reports[lane] = verify_rows((r[1:] for r in group), start_seq=seq, start_hash=h)
+        reports[lane].lane = lane
+    out = []
+    for lane in wanted:
+        seq, h = start.get(lane, (0, GENESIS))
+        out.append(reports.get(lane) or ChainReport(True, 0, None, seq, h, lane=lane))
+    return TrailReport(out, problems)
+
+
+def check_heads(report: TrailReport, heads: dict[int, tuple[int, str]]) -> TrailReport:
+    """Every intact lane must end where its head row says; a lane without its head row breaks."""
+    for lane_report in report.lanes:
+        check_head(lane_report, heads.get(lane_report.lane))
+        if lane_report.reason == "the chain head row is missing":
+            lane_report.reason = (f"the head row of lane {lane_report.lane} is missing (deleted, or the trail was "
+                                  "installed with fewer lanes)")
+    extra = sorted(set(heads) - {r.lane for r in report.lanes})
+    if extra:
+        report.problems.append(f"head rows for lanes {extra} beyond the trail's {len(report.lanes)} lanes")
+    return report
+
+
 def row_query_bytes(database: str = DATABASE) -> str:
-    """The rows of (lo, hi] as bytes with either driver: the payload's stored UTF-8 and the
-    hex hashes, hashed as they are (no decoding, no re-encoding per row)."""
+    """The rows of one lane in (lo, hi] as bytes with either driver: the payload's stored
+    UTF-8 and the hex hashes, hashed as they are (no decoding, no re-encoding per row)."""
     return (f"SELECT seq, CAST(payload AS BINARY), CAST(prev_hash AS BINARY), CAST(curr_hash AS BINARY) "
-            f"FROM {quote_name(database)}.audit_events WHERE seq > %s AND seq <= %s ORDER BY seq")
+            f"FROM {quote_name(database)}.audit_events WHERE lane = %s AND seq > %s AND seq <= %s ORDER BY seq")
+
+
+def trail_query(database: str = DATABASE, *, binary: bool = True) -> str:
+    """Every row of the trail in (lane, seq) order (the primary key's order: one index scan)."""
+    cols = ("CAST(payload AS BINARY), CAST(prev_hash AS BINARY), CAST(curr_hash AS BINARY)" if binary
+            else "payload, prev_hash, curr_hash")
+    return f"SELECT lane, seq, {cols} FROM {quote_name(database)}.audit_events ORDER BY lane, seq"
 
 
 def _unbuffered_cursor(conn: Any) -> Any:
@@ -148,14 +261,7 @@ def _unbuffered_cursor(conn: Any) -> Any:
     return conn.cursor(MySQLdb.cursors.SSCursor)
 
 
-def stream_rows(conn: Any, start_seq: int = 0, batch: int = 2000, *, database: str = DATABASE,
-                end_seq: int | None = None, binary: bool = False) -> Iterator[tuple[int, Any, Any, Any]]:
-    """Rows after ``start_seq`` (up to ``end_seq``) through an unbuffered cursor (constant
-    memory); ``binary`` gives bytes columns (the fast path), else str."""
-    if binary or end_seq is not None:
-        sql, args = row_query_bytes(database), (start_seq, (1 << 63) - 1 if end_seq is None else end_seq)
-    else:
-        sql, args = row_query(database), (start_seq,)
+def _stream(conn: Any, sql: str, args: tuple, batch: int) -> Iterator[tuple]:
     cur = _unbuffered_cursor(conn)
     try:
         cur.execute(sql, args)
@@ -168,12 +274,30 @@ def stream_rows(conn: Any, start_seq: int = 0, batch: int = 2000, *, database: s
         cur.close()  # a broken chain stops early: the unbuffered result is drained here
 
 
+def stream_rows(conn: Any, start_seq: int = 0, batch: int = 2000, *, database: str = DATABASE,
+                end_seq: int | None = None, binary: bool = False, lane: int = 0) -> Iterator[tuple[int, Any, Any, Any]]:
+    """One lane's rows (seq, payload, prev_hash, curr_hash) after ``start_seq`` (up to
+    ``end_seq``) through an unbuffered cursor (constant memory); ``binary`` gives bytes
+    columns (the fast path), else str."""
+    if binary or end_seq is not None:
+        sql, args = row_query_bytes(database), (lane, start_seq, (1 << 63) - 1 if end_seq is None else end_seq)
+    else:
+        sql, args = row_query(database), (lane, start_seq)
+    return _stream(conn, sql, args, batch)
+
+
+def stream_trail(conn: Any, batch: int = 5000, *, database: str = DATABASE,
+                 binary: bool = True) -> Iterator[tuple[int, int, Any, Any, Any]]:
+    """Every row (lane, seq, payload, prev_hash, curr_hash) in (lane, seq) order, streamed."""
+    return _stream(conn, trail_query(database, binary=binary), (), batch)
+
+
 # -- Segment-parallel verification -------------------------------------------------------------
-# Each worker verifies the links and hashes inside one seq range on its own connection; the
-# joins (each range's first prev_hash = the previous range's last curr_hash, and no seq
-# missing between ranges) are checked here in seq order, so the verdict is the serial one.
-# Rows at or below the snapshot's last seq never change under an intact guard, so the
-# workers' own snapshots read the same rows as the coordinator's.
+# Each worker verifies (lane, seq range) pieces on its own connection: its lanes whole, or a
+# long lane cut into seq ranges whose joins (each range's first prev_hash = the previous
+# range's last curr_hash, and no seq missing between ranges) are checked here in seq order,
+# so the verdict is the serial one. Rows at or below the snapshot's last seq of a lane never
+# change under an intact guard, so the workers' own snapshots read the same rows.
 MIN_SEGMENT_ROWS = 50_000
 
 
@@ -227,49 +351,74 @@ def split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
     return [(a, min(a + size, hi)) for a in range(lo, hi, size)]
 
 
-def _segment_worker(connect: Callable[[], Any], database: str, lo: int, hi: int, out: Any) -> None:
+Piece = tuple[int, int, int]  # (lane, lo, hi): the rows of a lane with lo < seq <= hi
+
+
+def plan_pieces(ranges: dict[int, tuple[int, int]], workers: int) -> list[list[Piece]]:
+    """Per worker, the pieces it verifies: every lane's (lo, hi] cut so that no piece is longer
+    than an even share, then dealt out longest first to the least loaded worker."""
+    total = sum(hi - lo for lo, hi in ranges.values())
+    share = max(1, -(-total // workers))
+    pieces = [(lane, a, b) for lane, (lo, hi) in sorted(ranges.items()) if hi > lo
+              for a, b in split(lo, hi, -(-(hi - lo) // share))]
+    plan: list[list[Piece]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for piece in sorted(pieces, key=lambda p: p[1] - p[2]):
+        i = load.index(min(load))
+        plan[i].append(piece)
+        load[i] += piece[2] - piece[1]
+    return [p for p in plan if p]
+
+
+def _segment_worker(connect: Callable[[], Any], database: str, pieces: list[Piece], out: Any) -> None:
     try:
         conn = connect()
         try:
-            out.send(verify_segment(stream_rows(conn, lo, 5000, database=database, end_seq=hi, binary=True), lo))
+            out.send([(lane, lo, verify_segment(stream_rows(conn, lo, 5000, database=database, end_seq=hi,
+                                                            binary=True, lane=lane), lo))
+                      for lane, lo, hi in pieces])
         finally:
             conn.close()
     except BaseException as exc:
         out.send(f"{type(exc).__name__}: {exc}")
 
 
-def verify_segments(connect: Callable[[], Any], lo: int, hi: int, *, workers: int,
-                    database: str = DATABASE) -> list[SegmentResult]:
-    """Verify (lo, hi] in ``workers`` forked processes, each on its own connection from
-    ``connect`` (called in the child). A worker that fails raises here: never a verdict."""
+def verify_segments(connect: Callable[[], Any], ranges: dict[int, tuple[int, int]], *, workers: int,
+                    database: str = DATABASE) -> dict[int, list[SegmentResult]]:
+    """Verify each lane's (lo, hi] in ``workers`` forked processes, each on its own connection
+    from ``connect`` (called in the child); per lane, its segments in seq order. A worker that
+    fails raises here: never a verdict."""
     ctx = multiprocessing.get_context("fork")
     jobs = []
-    for a, b in split(lo, hi, workers):
+    for pieces in plan_pieces(ranges, workers):
         receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_segment_worker, args=(connect, database, a, b, send), daemon=True)
+        proc = ctx.Process(target=_segment_worker, args=(connect, database, pieces, send), daemon=True)
         proc.start()
         send.close()
-        jobs.append((proc, receive, (a, b)))
-    results: list[SegmentResult] = []
+        jobs.append((proc, receive, pieces))
+    found: list[tuple[int, int, SegmentResult]] = []
     failures = []
-    for proc, receive, (a, b) in jobs:
+    for proc, receive, pieces in jobs:
         try:
             got = receive.recv()
         except EOFError:
             got = f"the worker died (exit code {proc.join() or proc.exitcode})"
         proc.join()
-        if isinstance(got, SegmentResult):
-            results.append(got)
+        if isinstance(got, list):
+            found += got
         else:
-            failures.append(f"seq {a + 1}..{b}: {got}")
+            failures.append(", ".join(f"lane {lane} seq {lo + 1}..{hi}" for lane, lo, hi in pieces) + f": {got}")
     if failures:
         raise RuntimeError("segment verification could not run: " + "; ".join(failures))
-    return results
+    per_lane: dict[int, list[SegmentResult]] = {}
+    for lane, _, part in sorted(found, key=lambda f: (f[0], f[1])):
+        per_lane.setdefault(lane, []).append(part)
+    return per_lane
 
 
 @contextmanager
 def chain_snapshot(conn: pymysql.connections.Connection) -> Iterator[None]:
-    """Every read inside sees the chain as it was at one instant (InnoDB consistent read)."""
+    """Every read inside sees the trail as it was at one instant (InnoDB consistent read)."""
     with conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # the next transaction only
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
@@ -280,19 +429,25 @@ def chain_snapshot(conn: pymysql.connections.Connection) -> Iterator[None]:
             conn.rollback()
 
 
-def read_head(conn: Any, database: str = DATABASE) -> tuple[int, str] | None:
+def read_heads(conn: Any, database: str = DATABASE) -> dict[int, tuple[int, str]]:
+    """Every lane's head row: lane -> (seq, head_hash)."""
     with conn.cursor() as cur:
         cur.execute(head_query(database))
-        row = cur.fetchone()
-    return (int(row[0]), _text(row[1])) if row else None
+        return {int(lane): (int(seq), _text(h)) for lane, seq, h in cur.fetchall()}
 
 
-def new_events(conn: pymysql.connections.Connection, database: str, after_seq: int) -> list[dict[str, Any]]:
-    """The events after ``after_seq`` as recorded (the stored payload, parsed), in seq order;
-    for a probe's own few events (AUD-1), not for whole chains (use stream_rows)."""
+def new_events(conn: Any, database: str, after: dict[int, tuple[int, str]]) -> list[dict[str, Any]]:
+    """The events after the heads ``after`` (lane -> (seq, hash)) as recorded (the stored
+    payload, parsed), in (lane, seq) order, of the lanes whose head moved since; for a probe's
+    own few events (AUD-1), not for whole trails (use stream_trail)."""
+    events = []
     with conn.cursor() as cur:
-        cur.execute(row_query(database), (after_seq,))
-        return [json.loads(payload) for _, payload, _, _ in cur.fetchall()]
+        for lane, (seq, _) in sorted(read_heads(conn, database).items()):
+            since = after.get(lane, (0, GENESIS))[0]
+            if seq > since:
+                cur.execute(row_query(database), (lane, since))
+                events += [json.loads(_text(payload)) for _, payload, _, _ in cur.fetchall()]
+    return events
 
 
 def check_head(report: ChainReport, head: tuple[int, str] | None) -> ChainReport:
@@ -311,35 +466,61 @@ def check_head(report: ChainReport, head: tuple[int, str] | None) -> ChainReport
     return report
 
 
-def verify_database(conn: Any, *, start_seq: int = 0, start_hash: str = GENESIS, database: str = DATABASE,
-                    connect: Callable[[], Any] | None = None, workers: int = 1,
-                    min_segment_rows: int = MIN_SEGMENT_ROWS) -> ChainReport:
-    """Verify the stored chain and that the head row points at its last event, all in one
-    consistent snapshot (the connection, pymysql or mysqlclient, must not be inside a
-    transaction). With ``connect`` (a factory of new connections) and ``workers`` > 1, a
-    long chain is verified in seq ranges by that many processes (see verify_segments)."""
-    with chain_snapshot(conn):
-        if start_seq:
-            with conn.cursor() as cur:
-                cur.execute(f"SELECT curr_hash FROM {quote_name(database)}.audit_events WHERE seq = %s", (start_seq,))
-                row = cur.fetchone()
-            if row is None or _text(row[0]) != start_hash:
+def _check_start(conn: Any, database: str, start: Start) -> list[str]:
+    problems = []
+    with conn.cursor() as cur:
+        for lane, (seq, h) in sorted(start.items()):
+            if not seq:
+                continue
+            cur.execute(f"SELECT curr_hash FROM {quote_name(database)}.audit_events WHERE lane = %s AND seq = %s",
+                        (lane, seq))
+            row = cur.fetchone()
+            if row is None or _text(row[0]) != h:
                 found = "no such row" if row is None else f"stored {_text(row[0])[:16]}..."
-                return ChainReport(False, 0, None, start_seq, start_hash, start_seq,
-                                   "the trusted starting point does not match the database at seq "
-                                   f"{start_seq} ({found})")
-        last = None
+                problems.append(f"the trusted starting point does not match the database at lane {lane} seq {seq} "
+                                f"({found})")
+    return problems
+
+
+def verify_database(conn: Any, *, start: Start | None = None, database: str = DATABASE,
+                    connect: Callable[[], Any] | None = None, workers: int = 1,
+                    min_segment_rows: int = MIN_SEGMENT_ROWS) -> TrailReport:
+    """Verify every lane of the stored trail and that each lane's head row points at its last
+    event, all in one consistent snapshot (the connection, pymysql or mysqlclient, must not be
+    inside a transaction). ``start``: lane -> trusted (seq, hash) to verify from. With
+    ``connect`` (a factory of new connections) and ``workers`` > 1, a long trail is verified
+    in (lane, seq range) pieces by that many processes (see verify_segments)."""
+    start = start or {}
+    with chain_snapshot(conn):
+        problems = _check_start(conn, database, start)
+        if problems:
+            return TrailReport([ChainReport(True, 0, None, 0, GENESIS, lane=lane) for lane in range(LANES)], problems)
+        heads = read_heads(conn, database)
+        lasts: dict[int, int] = {}
         if connect is not None and workers > 1:
             with conn.cursor() as cur:
-                cur.execute(f"SELECT MAX(seq) FROM {quote_name(database)}.audit_events")
-                (last,) = cur.fetchone()
-        if last is not None and int(last) - start_seq >= workers * min_segment_rows:
-            parts = verify_segments(connect, start_seq, int(last), workers=workers, database=database)
-            report = join_segments(parts, start_seq=start_seq, start_hash=start_hash)
+                cur.execute(f"SELECT lane, MAX(seq) FROM {quote_name(database)}.audit_events GROUP BY lane")
+                lasts = {int(lane): int(last) for lane, last in cur.fetchall()}
+        ranges = {lane: (start.get(lane, (0, GENESIS))[0], last) for lane, last in lasts.items()}
+        if sum(hi - lo for lo, hi in ranges.values()) >= workers * min_segment_rows:
+            parts = verify_segments(connect, ranges, workers=workers, database=database)
+            lanes = []
+            extra = sorted(set(parts) - set(range(LANES)))
+            for lane in range(LANES):
+                seq, h = start.get(lane, (0, GENESIS))
+                joined = join_segments(parts.get(lane, []), start_seq=seq, start_hash=h)
+                joined.lane = lane
+                lanes.append(joined)
+            report = TrailReport(lanes, [f"events in lane {lane}, which is not one of the trail's {LANES} lanes"
+                                         for lane in extra])
         else:
-            report = verify_rows(stream_rows(conn, start_seq, 5000, database=database, binary=True),
-                                 start_seq=start_seq, start_hash=start_hash)
-        return check_head(report, read_head(conn, database))
+            stream = stream_trail(conn, database=database)
+            try:
+                rows = (r for r in stream if r[1] > start.get(r[0], (0, GENESIS))[0]) if start else stream
+                report = verify_lanes(rows, start=start)
+            finally:
+                stream.close()  # a broken lane stops early: the unbuffered result is drained here
+        return check_heads(report, heads)
 
 
 def open_reader(target: Any, role: str) -> Any:
@@ -352,37 +533,42 @@ def open_reader(target: Any, role: str) -> Any:
     return fast if fast is not None else connect(target, identity)
 
 
-def verify_target(target: Any, role: str, *, start_seq: int = 0, start_hash: str = GENESIS,
-                  workers: int | None = None, conn: Any = None) -> tuple[ChainReport, str]:
-    """Verify the target's chain as ``role`` at the driver's limit (open_reader), seq ranges
-    in parallel on a long chain. Returns the report and the driver used. A ``conn`` given
-    (from open_reader) is used and closed."""
+def verify_target(target: Any, role: str, *, start: Start | None = None,
+                  workers: int | None = None, conn: Any = None) -> tuple[TrailReport, str]:
+    """Verify the target's trail as ``role`` at the driver's limit (open_reader), pieces in
+    parallel on a long trail. Returns the report and the driver used. A ``conn`` given (from
+    open_reader) is used and closed."""
     conn = conn if conn is not None else open_reader(target, role)
     driver = "pymysql" if isinstance(conn, pymysql.connections.Connection) else "mysqlclient"
     try:
-        report = verify_database(conn, start_seq=start_seq, start_hash=start_hash, database=target.database,
+        report = verify_database(conn, start=start, database=target.database,
                                  connect=lambda: open_reader(target, role), workers=workers or os.cpu_count() or 1)
     finally:
         conn.close()
     return report, driver
 
 
+# -- Export: JSON lines {"lane", "seq", "payload", "prev_hash", "curr_hash"} in (lane, seq) order,
+# then the trailer {"heads": {"<lane>": {"seq", "head_hash"}}, "heads_digest", "lanes", "rows"}.
+OLD_SHAPE = ("a single-chain audit export (written before the trail had lanes): this version verifies only "
+             "lane exports; export the trail again")
+
+
 def export_rows(conn: pymysql.connections.Connection, out: Path, database: str = DATABASE) -> int:
-    """Write the chain as JSON lines (seq, payload, prev_hash, curr_hash) for offline checks,
-    then a head trailer {"head": {seq, head_hash}, "rows": n} read in the same snapshot, so an
-    offline export's head can be matched to a signed anchor (and an export cut short shows)."""
+    """Write the trail as JSON lines for offline checks, then a trailer with every lane's head
+    read in the same snapshot, so an offline export can be matched to a signed anchor (and an
+    export cut short shows)."""
     count = 0
     with conn.cursor() as cur:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        cur.execute(head_query(database))
-        head = cur.fetchone()
+    heads = read_heads(conn, database)
     with open(out, "w", encoding="utf-8") as handle:
-        for seq, payload, prev_hash, curr_hash in stream_rows(conn, database=database):
-            handle.write(json.dumps({"seq": seq, "payload": payload, "prev_hash": prev_hash,
+        for lane, seq, payload, prev_hash, curr_hash in stream_trail(conn, database=database, binary=False):
+            handle.write(json.dumps({"lane": lane, "seq": seq, "payload": payload, "prev_hash": prev_hash,
                                      "curr_hash": curr_hash}, ensure_ascii=False) + "\n")
             count += 1
-        if head is not None:
-            handle.write(json.dumps({"head": {"seq": head[0], "head_hash": head[1]}, "rows": count}) + "\n")
+        handle.write(json.dumps({"heads": {str(lane): {"seq": s, "head_hash": h} for lane, (s, h) in heads.items()},
+                                 "heads_digest": heads_digest(heads), "lanes": len(heads), "rows": count}) + "\n")
     conn.commit()
     return count
 
@@ -390,8 +576,9 @@ def export_rows(conn: pymysql.connections.Connection, out: Path, database: str =
 class DumpReader:
     """The rows of a JSON-lines dump from 'ztm audit export', streamed, and its head trailer.
 
-    An export ends with {"head": {"seq", "head_hash"}, "rows": n}; a dump without it, with
-    rows after it, or whose trailer disagrees with its rows was cut short or edited.
+    An export ends with {"heads": {...}, "rows": n, ...}; a dump without it, with rows after
+    it, or whose trailer disagrees with its rows was cut short or edited. A dump of the
+    single-chain shape (rows without a lane, a {"head": ...} trailer) is refused (OLD_SHAPE).
     """
 
     def __init__(self, path: Path) -> None:
@@ -399,9 +586,9 @@ class DumpReader:
         self.trailer: dict[str, Any] | None = None
         self.rows_read = 0
         self.after_trailer = False
-        self.last: tuple[int, str] | None = None
+        self.last: dict[int, tuple[int, str]] = {}
 
-    def rows(self, start_seq: int = 0) -> Iterator[tuple[int, str, str, str]]:
+    def rows(self) -> Iterator[tuple[int, int, str, str, str]]:
         try:
             handle = open(self.path, encoding="utf-8", errors="strict")  # noqa: SIM115  (closed below)
         except OSError as exc:
@@ -412,31 +599,35 @@ class DumpReader:
                 if self.trailer is not None:
                     self.after_trailer = True
                     continue
-                if isinstance(row.get("head"), dict) and "seq" not in row:
+                if "seq" not in row and (isinstance(row.get("heads"), dict) or isinstance(row.get("head"), dict)):
+                    if "heads" not in row:
+                        raise UserError(f"{self.path}: {OLD_SHAPE}", EXIT_UNUSABLE)
                     self.trailer = row
                     continue
                 item = _audit_row(row, number, self.path)
                 self.rows_read += 1
-                self.last = (item[0], item[3])
-                if item[0] >= start_seq:
-                    yield item
+                self.last[item[0]] = (item[1], item[4])
+                yield item
 
-    def check(self, report: ChainReport, start_seq: int, start_hash: str) -> ChainReport:
-        """A dump verifies only whole: trailer present, last, and equal to its last row; and
-        a trusted starting point must be one of its rows with that hash."""
+    def check(self, report: TrailReport) -> TrailReport:
+        """A dump verifies only whole: trailer present, last, and equal to its last row per lane."""
         problem = None
-        head = self.trailer.get("head") if self.trailer else None
+        heads = self.trailer.get("heads") if self.trailer else None
+        mine = {str(lane): {"seq": s, "head_hash": h} for lane, (s, h) in self.last.items()}
+        theirs = ({k: v for k, v in heads.items() if not (isinstance(v, dict) and v.get("seq") == 0)}
+                  if isinstance(heads, dict) else None)
         if self.trailer is None:
             problem = "the dump has no head trailer: it was cut short or is not an export of 'ztm audit export'"
         elif self.after_trailer:
             problem = "rows follow the head trailer: the dump was edited"
-        elif (not isinstance(head, dict) or head.get("seq") != (self.last[0] if self.last else 0)
-              or head.get("head_hash") != (self.last[1] if self.last else GENESIS)
-              or self.trailer.get("rows") != self.rows_read):
-            problem = (f"the head trailer ({head}, {self.trailer.get('rows')} rows) does not match the dump's last "
-                       f"row ({self.last}) and row count ({self.rows_read}): cut short or edited")
-        if problem and report.intact:
-            report.intact, report.reason = False, problem
+        elif theirs != mine or self.trailer.get("rows") != self.rows_read:
+            differ = sorted(int(k) for k in set(mine) | set(theirs or {}) if (theirs or {}).get(k) != mine.get(k))
+            problem = (f"the head trailer ({self.trailer.get('rows')} rows) does not match the dump's rows "
+                       f"({self.rows_read}; lanes differing: {differ}): cut short or edited")
+        elif isinstance(heads, dict) and sorted(heads, key=int) != [str(lane) for lane in range(LANES)]:
+            problem = f"the head trailer names lanes {sorted(heads, key=int)}, not the trail's {LANES}: a lane dropped"
+        if problem:
+            report.problems.append(problem)
         return report
 
 
@@ -453,8 +644,8 @@ def _parse_line(line: str, number: int, path: Path) -> dict[str, Any]:
     except (ValueError, RecursionError):
         row = None
     if not isinstance(row, dict):
-        raise UserError(f"{path}: line {number} is not an audit row (JSON with seq, payload, prev_hash, curr_hash)",
-                        EXIT_UNUSABLE)
+        raise UserError(f"{path}: line {number} is not an audit row (JSON with lane, seq, payload, prev_hash, "
+                        "curr_hash)", EXIT_UNUSABLE)
     return row
 
 
@@ -462,37 +653,47 @@ def _no_constant(name: str) -> None:
     raise ValueError(name)
 
 
-def _audit_row(row: dict[str, Any], number: int, path: Path) -> tuple[int, str, str, str]:
-    seq, payload, prev_hash, curr_hash = (row.get(k) for k in ("seq", "payload", "prev_hash", "curr_hash"))
-    if (type(seq) is not int or seq < 1 or not isinstance(payload, str) or not isinstance(prev_hash, str)
-            or not isinstance(curr_hash, str)):
-        raise UserError(f"{path}: line {number} is not an audit row (JSON with seq, payload, prev_hash, curr_hash)",
-                        EXIT_UNUSABLE)
-    return seq, payload, prev_hash, curr_hash
+def _audit_row(row: dict[str, Any], number: int, path: Path) -> tuple[int, int, str, str, str]:
+    if "lane" not in row and "seq" in row:
+        raise UserError(f"{path}: {OLD_SHAPE}", EXIT_UNUSABLE)
+    lane, seq, payload, prev_hash, curr_hash = (row.get(k) for k in ("lane", "seq", "payload", "prev_hash",
+                                                                     "curr_hash"))
+    if (type(lane) is not int or lane < 0 or type(seq) is not int or seq < 1 or not isinstance(payload, str)
+            or not isinstance(prev_hash, str) or not isinstance(curr_hash, str)):
+        raise UserError(f"{path}: line {number} is not an audit row (JSON with lane, seq, payload, prev_hash, "
+                        "curr_hash)", EXIT_UNUSABLE)
+    return lane, seq, payload, prev_hash, curr_hash
 
 
-def verify_dump(path: Path, *, start_seq: int = 0, start_hash: str = GENESIS) -> ChainReport:
-    """Verify an export offline: every link after the trusted start, the start row itself
-    (when start_seq > 0 it must be in the dump with curr_hash = start_hash), and the trailer."""
+def verify_dump(path: Path, *, start: Start | None = None) -> TrailReport:
+    """Verify an export offline: every lane's links after its trusted start (whose row must be
+    in the dump with that hash), and the trailer."""
+    start = {lane: s for lane, s in (start or {}).items() if s[0]}
     reader = DumpReader(path)
-    rows = reader.rows(start_seq)
-    if start_seq:
-        first = next(rows, None)
-        if first is None or first[0] != start_seq or first[3] != start_hash:
-            found = "no such row" if first is None or first[0] != start_seq else f"stored {first[3][:16]}..."
-            for _ in rows:  # read to the end: the trailer is still checked
-                pass
-            report = ChainReport(False, 0, None, start_seq, start_hash, start_seq,
-                                 f"the trusted starting point seq {start_seq} is not in the dump as given ({found})")
-            return reader.check(report, start_seq, start_hash)
-    report = verify_rows(rows, start_seq=start_seq, start_hash=start_hash)
+    seen: dict[int, str] = {}
+
+    def after_start(rows: Iterator[tuple[int, int, str, str, str]]) -> Iterator[tuple[int, int, str, str, str]]:
+        for row in rows:
+            lane, seq = row[0], row[1]
+            if lane in start and seq <= start[lane][0]:
+                if seq == start[lane][0]:
+                    seen[lane] = row[4]
+                continue
+            yield row
+
+    rows = after_start(reader.rows())
+    report = verify_lanes(rows, start=start)
     for _ in rows:  # a broken chain stops early; the trailer is still read
         pass
-    return reader.check(report, start_seq, start_hash)
+    for lane, (seq, h) in sorted(start.items()):
+        if seen.get(lane) != h:
+            found = "no such row" if lane not in seen else f"stored {seen[lane][:16]}..."
+            report.problems.append(f"the trusted starting point lane {lane} seq {seq} is not in the dump as given "
+                                   f"({found})")
+    return reader.check(report)
 
 
-def dump_rows(path: Path, start_seq: int = 0) -> Iterator[tuple[int, str, str, str]]:
-    """Rows after ``start_seq`` of a dump (no completeness check: see verify_dump)."""
-    for row in DumpReader(path).rows(start_seq):
-        if row[0] > start_seq:
-            yield row
+def dump_rows(path: Path) -> Iterator[tuple[int, int, str, str, str]]:
+    """The rows of a dump, (lane, seq, payload, prev_hash, curr_hash) (no completeness check:
+    see verify_dump)."""
+    yield from DumpReader(path).rows()

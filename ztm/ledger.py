@@ -1,8 +1,10 @@
 """Ledger reconciliation: the data equals the replay of its audit trail (ZTM-AUD-4).
 
-The hash chain proves the trail was not rewritten; this proves the *data* is what the trail
-says. In one consistent snapshot it streams the chain (recomputing every link, so only
-authentic events are replayed) and then every audited table, and shows:
+The hash chains prove the trail was not rewritten; this proves the *data* is what the trail
+says. In one consistent snapshot it streams the trail lane by lane (recomputing every link,
+so only authentic events are replayed; a key's events are all in the lane of its tenant,
+in their order, as audit_append refuses a row moving to another tenant) and then every
+audited table, and shows:
 
 - replay: each key's history is INSERT, UPDATE*, DELETE, (INSERT ...) and every event's
   before-image equals the after-image the previous event of that key left (a change made
@@ -10,7 +12,9 @@ authentic events are replayed) and then every audited table, and shows:
 - state: every current row equals the last after-image of its key, column by column, and no
   column exists that the trail does not record; every key whose last event is a DELETE is
   absent; no row exists without events; every key the trail leaves alive is present;
-- scope: nothing in the chain refers to a table the schema no longer has.
+- scope: nothing in the chain refers to a table the schema no longer has;
+- lanes: a key whose events are in two lanes (a key deleted in one tenant and inserted again
+  in another: no order between lanes is recorded) is named, not replayed across lanes.
 
 What it cannot see: a change made and reverted between two reads of a row with no event in
 between leaves data and trail equal again; that is what the anchors' definition digests and
@@ -42,7 +46,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from ztm.audit_chain import GENESIS, chain_snapshot, stream_rows
+from ztm.audit_chain import GENESIS, LANES, chain_snapshot, read_heads, stream_trail
 
 # Tables of the trail itself and of live sessions: not data, not reconciled.
 NOT_DATA_TABLES = frozenset({"audit_events", "audit_chain_head", "tenant_context"})
@@ -66,7 +70,7 @@ class Finding:
 class LedgerReport:
     events: int = 0
     rows: dict[str, int] = field(default_factory=dict)
-    head: tuple[int, str] | None = None
+    heads: dict[int, tuple[int, str]] | None = None
     chain_error: str | None = None
     counts: Counter[str] = field(default_factory=Counter)
     examples: list[Finding] = field(default_factory=list)
@@ -95,7 +99,8 @@ class LedgerReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"equal": self.equal, "events": self.events, "rows": self.rows,
-                "head": {"seq": self.head[0], "head_hash": self.head[1]} if self.head else None,
+                "heads": ({str(lane): {"seq": seq, "head_hash": h} for lane, (seq, h) in self.heads.items()}
+                          if self.heads else None),
                 "chain_error": self.chain_error, "finding_counts": dict(self.counts),
                 "examples": [asdict(f) for f in self.examples]}
 
@@ -159,7 +164,8 @@ class ReplayIndex:
         self.db = sqlite3.connect(folder / "replay.sqlite", isolation_level=None)
         self.db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;"
                               "CREATE TABLE state (tbl TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, "
-                              "seq INTEGER NOT NULL, after BLOB, PRIMARY KEY (tbl, key)) WITHOUT ROWID;")
+                              "seq INTEGER NOT NULL, lane INTEGER NOT NULL, after BLOB, PRIMARY KEY (tbl, key)) "
+                              "WITHOUT ROWID;")
         self.db.execute("BEGIN")
         self.cache: dict[tuple[str, str], State] = {}
         self.cache_keys = cache_keys
@@ -168,8 +174,9 @@ class ReplayIndex:
         found = self.cache.get((table, key))
         if found is not None:
             return found
-        row = self.db.execute("SELECT op, seq, after FROM state WHERE tbl = ? AND key = ?", (table, key)).fetchone()
-        return State(row[0], row[1], pickle.loads(row[2]) if row[2] is not None else None) if row else None
+        row = self.db.execute("SELECT op, seq, after, lane FROM state WHERE tbl = ? AND key = ?",
+                              (table, key)).fetchone()
+        return State(row[0], row[1], pickle.loads(row[2]) if row[2] is not None else None, row[3]) if row else None
 
     def put(self, table: str, key: str, state: State) -> None:
         self.cache[(table, key)] = state
@@ -178,18 +185,18 @@ class ReplayIndex:
 
     def flush(self) -> None:
         self.db.executemany(
-            "INSERT INTO state (tbl, key, op, seq, after) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE "
-            "SET op = excluded.op, seq = excluded.seq, after = excluded.after",
-            ((t, k, s.op, s.seq, pickle.dumps(s.after) if s.after is not None else None)
+            "INSERT INTO state (tbl, key, op, seq, lane, after) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tbl, key) "
+            "DO UPDATE SET op = excluded.op, seq = excluded.seq, lane = excluded.lane, after = excluded.after",
+            ((t, k, s.op, s.seq, s.lane, pickle.dumps(s.after) if s.after is not None else None)
              for (t, k), s in self.cache.items()))
         self.cache.clear()
 
     def in_key_order(self, table: str) -> Iterator[tuple[str, State]]:
         """Every key of ``table`` with its state, in code-point (UTF-8 byte) order of the key."""
         self.flush()
-        for key, op, seq, after in self.db.execute("SELECT key, op, seq, after FROM state WHERE tbl = ? "
-                                                   "ORDER BY key", (table,)):
-            yield key, State(op, seq, pickle.loads(after) if after is not None else None)
+        for key, op, seq, after, lane in self.db.execute("SELECT key, op, seq, after, lane FROM state WHERE tbl = ? "
+                                                         "ORDER BY key", (table,)):
+            yield key, State(op, seq, pickle.loads(after) if after is not None else None, lane)
 
     def tables(self) -> list[str]:
         self.flush()
@@ -204,13 +211,14 @@ class State:
     op: str
     seq: int
     after: dict[str, Any] | None
+    lane: int = 0
 
 
 _DECODER = json.JSONDecoder(parse_float=Decimal)
 
 
 def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, list[str]],
-                  seq: int, event: dict[str, Any], missing_tables: set[str]) -> None:
+                  seq: int, event: dict[str, Any], missing_tables: set[str], lane: int = 0) -> None:
     table, op, key = event.get("table"), event.get("op"), event.get("key")
     if not isinstance(table, str) or op not in ("INSERT", "UPDATE", "DELETE") or key is None:
         report.add(Finding("malformed-event", str(table), None, f"seq {seq} lacks table, op or key"))
@@ -225,6 +233,12 @@ def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, lis
                                "SELECT revoked): it cannot be reconciled"))
         return
     prior = index.get(table, key)
+    if prior is not None and prior.lane != lane:
+        report.add(Finding("key-in-two-lanes", table, key,
+                           f"events in lane {prior.lane} (last seq {prior.seq}) and lane {lane} (seq {seq}): the key "
+                           "moved to another tenant; no order between lanes is recorded, so it is not replayed"))
+        index.put(table, key, State(op, seq, None, lane))
+        return
     alive = prior is not None and prior.op != "DELETE"
     if op == "INSERT" and alive:
         report.add(Finding("insert-over-live-key", table, key,
@@ -246,7 +260,7 @@ def replay_event(index: ReplayIndex, report: LedgerReport, tables: dict[str, lis
                                        f"columns {', '.join(changed)} changed without an event between seq "
                                        f"{prior.seq} and seq {seq}"))
     after = event.get("after")
-    index.put(table, key, State(op, seq, after if op != "DELETE" and isinstance(after, dict) else None))
+    index.put(table, key, State(op, seq, after if op != "DELETE" and isinstance(after, dict) else None, lane))
 
 
 def _image_equal(a: Any, b: Any) -> bool:
@@ -268,32 +282,41 @@ def _quote(name: str) -> str:
 
 def _replay_chain(conn: pymysql.connections.Connection, database: str, index: ReplayIndex,
                   report: LedgerReport, tables: dict[str, list[str]]) -> None:
-    # The chain's fast row stream (bytes, hashed as stored); every link is still verified.
-    expected, head, missing_tables = 1, GENESIS.encode("ascii"), set[str]()
+    # The trail's fast row stream (bytes, hashed as stored), lane after lane, each in seq order;
+    # every link is still verified.
+    ends: dict[int, tuple[int, bytes]] = {}
+    lane, expected, head, missing_tables = -1, 1, GENESIS.encode("ascii"), set[str]()
     sha256 = hashlib.sha256
-    rows = stream_rows(conn, 0, BATCH, database=database, binary=True)
+    rows = stream_trail(conn, BATCH, database=database, binary=True)
     try:
-        for seq, payload, prev_hash, curr_hash in rows:
+        for row_lane, seq, payload, prev_hash, curr_hash in rows:
+            if row_lane != lane:
+                if row_lane in ends or row_lane >= LANES:
+                    report.chain_error = (f"the audit trail holds rows of lane {row_lane} out of order or beyond its "
+                                          "lanes")
+                    return
+                lane, expected, head = row_lane, 1, GENESIS.encode("ascii")
             if seq != expected or prev_hash != head or sha256(prev_hash + payload).hexdigest().encode() != curr_hash:
-                report.chain_error = (f"the audit chain is broken at seq {expected} (see ZTM-AUD-2): only an intact "
-                                      "trail can be replayed")
+                report.chain_error = (f"lane {lane} of the audit trail is broken at seq {expected} (see ZTM-AUD-2): "
+                                      "only an intact trail can be replayed")
                 return
             head, expected = curr_hash, expected + 1
+            ends[lane] = (seq, curr_hash)
             report.events += 1
             try:
                 event = _DECODER.decode(payload.decode("utf-8"))
             except ValueError:
-                report.add(Finding("malformed-event", "audit_events", str(seq), "payload is not JSON"))
+                report.add(Finding("malformed-event", "audit_events", f"{lane}/{seq}", "payload is not JSON"))
                 continue
-            replay_event(index, report, tables, seq, event, missing_tables)
+            replay_event(index, report, tables, seq, event, missing_tables, lane)
     finally:
         rows.close()
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT seq, head_hash FROM {_quote(database)}.audit_chain_head WHERE id = 1")
-        found = cur.fetchone()
-    report.head = (int(found[0]), found[1]) if found else None
-    if report.head != (expected - 1, head.decode("ascii")):
-        report.chain_error = (f"the chain head row does not point at the last event (seq {expected - 1}) "
+    report.heads = read_heads(conn, database)
+    last = {lane: (seq, h.decode("ascii")) for lane, (seq, h) in ends.items()}
+    moved = sorted(lane for lane in set(report.heads) | set(range(LANES))
+                   if report.heads.get(lane) != last.get(lane, (0, GENESIS)))
+    if moved:
+        report.chain_error = (f"the head rows of lanes {moved} do not point at the last event of their lane "
                               "(see ZTM-AUD-2)")
 
 

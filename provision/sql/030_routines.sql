@@ -50,8 +50,6 @@ CREATE DEFINER = 'api_definer'@'localhost' FUNCTION api_json_bytes(p_doc LONGTEX
   DETERMINISTIC NO SQL SQL SECURITY DEFINER
 RETURN FROM_BASE64(api_json_text(p_doc, p_path)) //
 
--- Appends one event to the chain. Called by the data triggers with the event body (a JSON
--- object); prepends {"seq": n, ...}, hashes exactly the stored text, moves the head.
 -- A local time of this session as UTC ISO 8601 with microseconds and a Z: how every time is
 -- recorded in the trail, whatever time_zone the writing session chose.
 DROP FUNCTION IF EXISTS audit_utc //
@@ -59,20 +57,30 @@ CREATE DEFINER = 'api_definer'@'localhost' FUNCTION audit_utc(p_local DATETIME(6
   RETURNS CHAR(27) CHARACTER SET ascii NOT DETERMINISTIC NO SQL SQL SECURITY DEFINER
   RETURN DATE_FORMAT(CONVERT_TZ(p_local, @@session.time_zone, '+00:00'), '%Y-%m-%dT%H:%i:%s.%fZ') //
 
+-- Appends one event to the lane of its tenant. Called by the data triggers with the row's
+-- tenant before and after the change and the event body (a JSON object); prepends
+-- {"lane": l, "seq": n, ...}, hashes exactly the stored text, moves that lane's head. A row
+-- that changes tenant is refused: its key's events would be split over two lanes, with no
+-- order between them. Lane = CRC32(tenant) MOD 64 (no tenant: lane 0), fixed at install.
 DROP PROCEDURE IF EXISTS audit_append //
-CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE audit_append(IN p_body LONGTEXT)
+CREATE DEFINER = 'api_definer'@'localhost' PROCEDURE audit_append(
+    IN p_tenant_before CHAR(36) CHARACTER SET ascii, IN p_tenant CHAR(36) CHARACTER SET ascii, IN p_body LONGTEXT)
   MODIFIES SQL DATA SQL SECURITY DEFINER
 BEGIN
+  DECLARE v_lane SMALLINT UNSIGNED DEFAULT IF(p_tenant IS NULL, 0, CRC32(p_tenant) MOD 64);
   DECLARE v_seq BIGINT UNSIGNED;
   DECLARE v_prev CHAR(64) CHARACTER SET ascii;
   DECLARE v_payload LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
   DECLARE v_hash CHAR(64) CHARACTER SET ascii;
-  SELECT seq, head_hash INTO v_seq, v_prev FROM audit_chain_head WHERE id = 1 FOR UPDATE;
+  IF NOT (p_tenant_before <=> p_tenant) THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit: a row cannot move to another tenant (its events would leave their lane)';
+  END IF;
+  SELECT seq, head_hash INTO v_seq, v_prev FROM audit_chain_head WHERE lane = v_lane FOR UPDATE;
   SET v_seq = v_seq + 1;
-  SET v_payload = CONCAT('{"seq": ', v_seq, ', ', SUBSTRING(p_body, 2));
+  SET v_payload = CONCAT('{"lane": ', v_lane, ', "seq": ', v_seq, ', ', SUBSTRING(p_body, 2));
   SET v_hash = SHA2(CONCAT(v_prev, v_payload), 256);
-  INSERT INTO audit_events (seq, payload, prev_hash, curr_hash) VALUES (v_seq, v_payload, v_prev, v_hash);
-  UPDATE audit_chain_head SET seq = v_seq, head_hash = v_hash WHERE id = 1;
+  INSERT INTO audit_events (lane, seq, payload, prev_hash, curr_hash) VALUES (v_lane, v_seq, v_payload, v_prev, v_hash);
+  UPDATE audit_chain_head SET seq = v_seq, head_hash = v_hash WHERE lane = v_lane;
 END //
 
 -- Create a user from the JSON the client-side envelope produces (ztm envelope encrypt):

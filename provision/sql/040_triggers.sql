@@ -1,12 +1,14 @@
 -- Triggers, all owned by api_definer.
 --
--- Guards: audit_events accepts only rows that extend the chain head exactly and refuses
--- every UPDATE and DELETE; audit_chain_head only moves forward, one event at a time, to
--- the hash of that event, and cannot be deleted. A trigger cannot see TRUNCATE or DROP:
+-- Guards: audit_events accepts only rows that extend the head of their lane exactly (the
+-- payload starting with that lane and seq) and refuses every UPDATE and DELETE; a lane's
+-- head row only moves forward, one event at a time, to the hash of that event, and cannot
+-- be deleted; no head row beyond the 64 lanes can be inserted. A trigger cannot see TRUNCATE or DROP:
 -- privileges forbid those to every account but the break-glass admin (050_grants.sql),
 -- and the off-host anchor makes the admin's tampering visible.
 --
--- Audit: every INSERT, UPDATE and DELETE on a data table appends one event with the
+-- Audit: every INSERT, UPDATE and DELETE on a data table appends one event, to the lane of
+-- its tenant (audit_append is given the row's tenant before and after), with the
 -- before and after images, the tenant, the authenticated client (USER()) and the time.
 -- Written out per table (no dynamic SQL): binary columns as HEX(), times as ISO 8601 in UTC
 -- with a Z (audit_utc). The event time is SYSDATE(6), the server's clock when the row
@@ -22,10 +24,12 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER audit_events_guard_insert
 BEGIN
   DECLARE v_seq BIGINT UNSIGNED;
   DECLARE v_head CHAR(64) CHARACTER SET ascii;
-  SELECT seq, head_hash INTO v_seq, v_head FROM audit_chain_head WHERE id = 1 FOR UPDATE;
-  IF NEW.seq <> v_seq + 1 OR NEW.prev_hash <> v_head
+  SELECT seq, head_hash INTO v_seq, v_head FROM audit_chain_head WHERE lane = NEW.lane FOR UPDATE;
+  IF v_seq IS NULL OR NEW.seq <> v_seq + 1 OR NEW.prev_hash <> v_head
+     OR LEFT(NEW.payload, CHAR_LENGTH(CONCAT('{"lane": ', NEW.lane, ', "seq": ', NEW.seq, ', ')))
+        <> CONCAT('{"lane": ', NEW.lane, ', "seq": ', NEW.seq, ', ')
      OR NEW.curr_hash <> SHA2(CONCAT(NEW.prev_hash, NEW.payload), 256) THEN
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_events is append-only: a new row must extend the chain head';
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_events is append-only: a new row must extend the head of its lane';
   END IF;
 END //
 
@@ -43,8 +47,8 @@ DROP TRIGGER IF EXISTS audit_chain_head_guard_insert //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER audit_chain_head_guard_insert
   BEFORE INSERT ON audit_chain_head FOR EACH ROW
 BEGIN
-  IF NEW.seq <> 0 OR NEW.head_hash <> REPEAT('0', 64) THEN
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_chain_head: only the genesis head can be inserted';
+  IF NEW.seq <> 0 OR NEW.head_hash <> REPEAT('0', 64) OR NEW.lane >= 64 THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_chain_head: only the genesis head of one of the 64 lanes can be inserted';
   END IF;
 END //
 
@@ -52,9 +56,9 @@ DROP TRIGGER IF EXISTS audit_chain_head_guard_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER audit_chain_head_guard_update
   BEFORE UPDATE ON audit_chain_head FOR EACH ROW
 BEGIN
-  IF NEW.id <> OLD.id OR NEW.seq <> OLD.seq + 1
-     OR NOT (NEW.head_hash <=> (SELECT curr_hash FROM audit_events WHERE seq = NEW.seq)) THEN
-    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_chain_head moves only to the next event of the chain';
+  IF NEW.lane <> OLD.lane OR NEW.seq <> OLD.seq + 1
+     OR NOT (NEW.head_hash <=> (SELECT curr_hash FROM audit_events WHERE lane = NEW.lane AND seq = NEW.seq)) THEN
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'audit_chain_head moves only to the next event of its lane';
   END IF;
 END //
 
@@ -66,7 +70,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER audit_chain_head_guard_delete
 DROP TRIGGER IF EXISTS tenants_audit_insert //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_insert
   AFTER INSERT ON tenants FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(NEW.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'tenants', 'op', 'INSERT', 'key', NEW.tenant_id, 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
@@ -78,7 +82,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_insert
 DROP TRIGGER IF EXISTS tenants_audit_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_update
   AFTER UPDATE ON tenants FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'tenants', 'op', 'UPDATE', 'key', NEW.tenant_id, 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
@@ -93,7 +97,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_update
 DROP TRIGGER IF EXISTS tenants_audit_delete //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_delete
   AFTER DELETE ON tenants FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, OLD.tenant_id, JSON_OBJECT(
     'table', 'tenants', 'op', 'DELETE', 'key', OLD.tenant_id, 'tenant', OLD.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
@@ -105,7 +109,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenants_audit_delete
 DROP TRIGGER IF EXISTS tenant_grants_audit_insert //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_insert
   AFTER INSERT ON tenant_grants FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(NEW.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'tenant_grants', 'op', 'INSERT', 'key', CONCAT(NEW.user_name, '/', NEW.tenant_id), 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
@@ -116,7 +120,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_insert
 DROP TRIGGER IF EXISTS tenant_grants_audit_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_update
   AFTER UPDATE ON tenant_grants FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'tenant_grants', 'op', 'UPDATE', 'key', CONCAT(NEW.user_name, '/', NEW.tenant_id), 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
@@ -129,7 +133,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_update
 DROP TRIGGER IF EXISTS tenant_grants_audit_delete //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_delete
   AFTER DELETE ON tenant_grants FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, OLD.tenant_id, JSON_OBJECT(
     'table', 'tenant_grants', 'op', 'DELETE', 'key', CONCAT(OLD.user_name, '/', OLD.tenant_id), 'tenant', OLD.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
@@ -140,7 +144,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER tenant_grants_audit_delete
 DROP TRIGGER IF EXISTS users_audit_insert //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_insert
   AFTER INSERT ON users FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(NEW.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'users', 'op', 'INSERT', 'key', NEW.user_id, 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
@@ -167,7 +171,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_insert
 DROP TRIGGER IF EXISTS users_audit_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_update
   AFTER UPDATE ON users FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'users', 'op', 'UPDATE', 'key', NEW.user_id, 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
@@ -212,7 +216,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_update
 DROP TRIGGER IF EXISTS users_audit_delete //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_delete
   AFTER DELETE ON users FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, OLD.tenant_id, JSON_OBJECT(
     'table', 'users', 'op', 'DELETE', 'key', OLD.user_id, 'tenant', OLD.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
@@ -239,7 +243,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER users_audit_delete
 DROP TRIGGER IF EXISTS accounts_audit_insert //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_insert
   AFTER INSERT ON accounts FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(NEW.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'accounts', 'op', 'INSERT', 'key', NEW.account_id, 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', NULL,
@@ -254,7 +258,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_insert
 DROP TRIGGER IF EXISTS accounts_audit_update //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_update
   AFTER UPDATE ON accounts FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, NEW.tenant_id, JSON_OBJECT(
     'table', 'accounts', 'op', 'UPDATE', 'key', NEW.account_id, 'tenant', NEW.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(
@@ -275,7 +279,7 @@ CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_update
 DROP TRIGGER IF EXISTS accounts_audit_delete //
 CREATE DEFINER = 'api_definer'@'localhost' TRIGGER accounts_audit_delete
   AFTER DELETE ON accounts FOR EACH ROW
-  CALL audit_append(JSON_OBJECT(
+  CALL audit_append(OLD.tenant_id, OLD.tenant_id, JSON_OBJECT(
     'table', 'accounts', 'op', 'DELETE', 'key', OLD.account_id, 'tenant', OLD.tenant_id,
     'actor', USER(), 'at', audit_utc(SYSDATE(6)),
     'before', JSON_OBJECT(

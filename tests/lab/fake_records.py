@@ -33,3 +33,19 @@ def app_in_tenant(target, tenant: str):
     with conn.cursor() as cur:
         cur.execute("CALL security_set_tenant(%s)", (tenant,))
     return conn
+
+
+def load_tenants(admin, user_name: str, count: int, database: str = "securedb") -> list[str]:
+    """``count`` more tenants (deterministic ids, created once, audited like any write) granted
+    to ``user_name``: writers of several tenants spread over several audit lanes."""
+    import uuid
+
+    tenants = [str(uuid.uuid5(uuid.NAMESPACE_DNS, f"load-tenant-{i}.ztm.lab")) for i in range(count)]
+    with admin.cursor() as cur:
+        for i, tenant in enumerate(tenants):
+            cur.execute(f"INSERT IGNORE INTO `{database}`.tenants (tenant_id, name) VALUES (%s, %s)",
+                        (tenant, f"load tenant {i}"))
+            cur.execute(f"INSERT IGNORE INTO `{database}`.tenant_grants (user_name, tenant_id) VALUES (%s, %s)",
+                        (user_name, tenant))
+    admin.commit()
+    return tenants

@@ -153,7 +153,7 @@ def test_aud3_fails_naming_a_future_dated_anchor(lab, tmp_path):
     sink = FileSink(tmp_path / "anchors.jsonl")
     (first,) = sink.read()
     key = load_signing_key(Path(tomllib.loads(target.read_text())["anchor"]["signing_key"]), "anchor signing key")
-    state = {k: first["checkpoint"][k] for k in ("seq", "head_hash", "row_count", "ddl_digest", "definitions")}
+    state = {k: first["checkpoint"][k] for k in ("events", "lanes", "heads_digest", "ddl_digest", "definitions")}
     future = anchoring.make_anchor(state, first, key, first["checkpoint"]["target"],
                                    now=datetime.now(UTC) + timedelta(days=1))
     sink.ship(future)

@@ -42,7 +42,7 @@ from ztm.target import load_target
 pytestmark = [pytest.mark.lab, pytest.mark.sensitivity]
 ROOT = Path(__file__).resolve().parents[2]
 GUARDS = ("audit_events_guard_insert", "audit_events_guard_update", "audit_events_guard_delete",
-          "audit_chain_head_guard_update")
+          "audit_chain_head_guard_insert", "audit_chain_head_guard_update", "audit_chain_head_guard_delete")
 DEADLINE = 180  # seconds: generous, everything here runs on a loaded machine
 
 
@@ -81,13 +81,13 @@ def quiet_lab(lab) -> Iterator[object]:
 
 @contextmanager
 def tampered_trail(lab) -> Iterator[object]:
-    """An admin cursor with the audit guards dropped; afterwards every audit row and the head
-    are put back exactly and the guards re-applied."""
+    """An admin cursor with the audit guards dropped; afterwards every audit row and every
+    lane's head are put back exactly and the guards re-applied."""
     with lab.admin() as conn, conn.cursor() as cur:
-        cur.execute("SELECT seq, payload, prev_hash, curr_hash FROM securedb.audit_events ORDER BY seq")
+        cur.execute("SELECT lane, seq, payload, prev_hash, curr_hash FROM securedb.audit_events ORDER BY lane, seq")
         saved = list(cur.fetchall())
-        cur.execute("SELECT seq, head_hash FROM securedb.audit_chain_head WHERE id = 1")
-        head = cur.fetchone()
+        cur.execute("SELECT lane, seq, head_hash FROM securedb.audit_chain_head")
+        heads = list(cur.fetchall())
     assert len(saved) >= 4, "the lab audit trail needs a few events for this test"
     try:
         with lab.admin() as conn, conn.cursor() as cur:
@@ -101,42 +101,53 @@ def tampered_trail(lab) -> Iterator[object]:
             for trigger in GUARDS:
                 cur.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             cur.execute("DELETE FROM audit_events")
-            cur.executemany("INSERT INTO audit_events (seq, payload, prev_hash, curr_hash) VALUES (%s, %s, %s, %s)",
-                            saved)
-            cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE id = 1", head)
+            cur.executemany("INSERT INTO audit_events (lane, seq, payload, prev_hash, curr_hash) "
+                            "VALUES (%s, %s, %s, %s, %s)", saved)
+            cur.execute("DELETE FROM audit_chain_head")
+            cur.executemany("INSERT INTO audit_chain_head (lane, seq, head_hash) VALUES (%s, %s, %s)", heads)
         with lab.admin() as conn:
             schema.apply(conn, account_host=ACCOUNT_HOST)
 
 
+def busiest(cur) -> int:
+    """The lane with the most events: the one these tests tamper with."""
+    cur.execute("SELECT lane FROM audit_chain_head ORDER BY seq DESC, lane LIMIT 1")
+    return cur.fetchone()[0]
+
+
 def newest(cur) -> tuple[int, str]:
-    cur.execute("SELECT seq, head_hash FROM audit_chain_head WHERE id = 1")
+    """(seq, head_hash) of the busiest lane."""
+    cur.execute("SELECT seq, head_hash FROM audit_chain_head WHERE lane = %s", (busiest(cur),))
     return cur.fetchone()
 
 
 def append_forged(cur, after_seq: int, count: int, tag: str) -> int:
-    """What a restore from an old backup followed by new traffic leaves: rows after
-    ``after_seq`` replaced by ``count`` other, correctly chained rows."""
-    cur.execute("SELECT curr_hash FROM audit_events WHERE seq = %s", (after_seq,))
+    """What a restore from an old backup followed by new traffic leaves in the busiest lane:
+    rows after ``after_seq`` replaced by ``count`` other, correctly chained rows."""
+    lane = busiest(cur)
+    cur.execute("SELECT curr_hash FROM audit_events WHERE lane = %s AND seq = %s", (lane, after_seq))
     (prev,) = cur.fetchone()
-    cur.execute("DELETE FROM audit_events WHERE seq > %s", (after_seq,))
+    cur.execute("DELETE FROM audit_events WHERE lane = %s AND seq > %s", (lane, after_seq))
     seq = after_seq
     for seq in range(after_seq + 1, after_seq + count + 1):
-        payload = json.dumps({"seq": seq, "table": "accounts", "op": "INSERT", "tag": tag})
+        payload = f'{{"lane": {lane}, "seq": {seq}, ' + json.dumps({"table": "accounts", "op": "INSERT",
+                                                                  "tag": tag})[1:]
         curr = link_hash(prev, payload)
-        cur.execute("INSERT INTO audit_events VALUES (%s, %s, %s, %s)", (seq, payload, prev, curr))
+        cur.execute("INSERT INTO audit_events VALUES (%s, %s, %s, %s, %s)", (lane, seq, payload, prev, curr))
         prev = curr
-    cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE id = 1", (seq, prev))
+    cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE lane = %s", (seq, prev, lane))
     return seq
 
 
 def drop_newest_two(cur) -> int:
-    """Delete the two newest audit rows and move the head back onto the row before them, as
-    an admin with the guards dropped would; returns the seq the head had."""
+    """Delete the two newest audit rows of the busiest lane and move its head back onto the
+    row before them, as an admin with the guards dropped would; returns the seq the head had."""
+    lane = busiest(cur)
     seq, _ = newest(cur)
-    cur.execute("SELECT curr_hash FROM audit_events WHERE seq = %s", (seq - 2,))
+    cur.execute("SELECT curr_hash FROM audit_events WHERE lane = %s AND seq = %s", (lane, seq - 2))
     (keep_hash,) = cur.fetchone()
-    cur.execute("DELETE FROM audit_events WHERE seq > %s", (seq - 2,))
-    cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE id = 1", (seq - 2, keep_hash))
+    cur.execute("DELETE FROM audit_events WHERE lane = %s AND seq > %s", (lane, seq - 2))
+    cur.execute("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE lane = %s", (seq - 2, keep_hash, lane))
     return seq
 
 
@@ -194,9 +205,24 @@ def test_aud3_fails_when_a_row_behind_the_newest_anchor_is_rewritten(quiet_lab, 
     target = target_copy(quiet_lab, tmp_path)
     assert once(target).returncode == 0
     with tampered_trail(quiet_lab) as cur:
-        cur.execute("UPDATE audit_events SET payload = CONCAT(payload, ' ') WHERE seq = 2")
+        lane = busiest(cur)
+        cur.execute("UPDATE audit_events SET payload = CONCAT(payload, ' ') WHERE lane = %s AND seq = 2", (lane,))
         run = run_control(target, "ZTM-AUD-3")
-    run.assert_failed("test_database_is_consistent_with_every_anchor", "broken at seq 2", "hash mismatch")
+    run.assert_failed("test_database_is_consistent_with_every_anchor", f"lane {lane}: audit chain broken at seq 2",
+                      "hash mismatch")
+
+
+def test_aud3_fails_when_a_lane_disappears_from_the_database(quiet_lab, control):
+    """A lane-specific break: one lane's rows and its head row deleted (guards dropped); the
+    other lanes are intact, so only the per-lane checks against the anchor can show it."""
+    lab = quiet_lab
+    assert once(lab.target_file).returncode == 0
+    with tampered_trail(lab) as cur:
+        lane = busiest(cur)
+        cur.execute("DELETE FROM audit_events WHERE lane = %s", (lane,))
+        cur.execute("DELETE FROM audit_chain_head WHERE lane = %s", (lane,))
+        run = control("ZTM-AUD-3")
+    run.assert_failed("test_database_is_consistent_with_every_anchor", f"the head row of lane {lane} is missing")
 
 
 def test_aud3_fails_when_a_trigger_is_added_to_the_audit_table(quiet_lab, control):
@@ -325,7 +351,7 @@ def test_aud3_fails_for_an_anchor_signed_with_another_key(lab, tmp_path):
     forged_sink = tmp_path / "anchors.jsonl"
     shutil.copyfile(lab.log_host / "anchors.jsonl", forged_sink)
     records = FileSink(forged_sink).read()  # complete lines only: the lab anchor may be appending
-    state = {k: records[-1]["checkpoint"][k] for k in ("seq", "head_hash", "row_count", "ddl_digest")}
+    state = {k: records[-1]["checkpoint"][k] for k in ("events", "lanes", "heads_digest", "ddl_digest")}
     forged = anchoring.make_anchor(state, records[-1], Ed25519PrivateKey.generate(),
                                    records[-1]["checkpoint"]["target"])
     with open(forged_sink, "a") as handle:
@@ -408,4 +434,4 @@ def test_an_export_is_matched_to_the_anchors_offline(lab, tmp_path):
     lines = export.read_text().splitlines()
     export.write_text("\n".join(lines[:2] + lines[-1:]) + "\n")  # newest rows cut out, head trailer kept
     bad = ztm("anchor", "verify", "--target", str(lab.target_file), "--dump", str(export))
-    assert bad.returncode == 1 and "head trailer says seq" in bad.stdout, bad.stdout + bad.stderr
+    assert bad.returncode == 1 and "do not end where the head trailer says" in bad.stdout, bad.stdout + bad.stderr

@@ -1,9 +1,10 @@
-"""32 concurrent writers x 500 API calls: the audit chain stays one verifiable chain.
+"""32 concurrent writers x 500 API calls: every lane of the audit trail stays verifiable.
 
-Each writer has its own connection (mTLS as app_user), its own user and two accounts, and
-moves 1 EUR back and forth 500 times through app_transfer. Every committed transfer updates
-two rows, so it must add exactly two audit events; a rolled-back one adds none. Writers
-contend only on the chain head, which is what this test is about.
+Each writer has its own connection (mTLS as app_user), its own user and two accounts in one
+of eight tenants, and moves 1 EUR back and forth 500 times through app_transfer. Every
+committed transfer updates two rows, so it must add exactly two audit events, in its
+tenant's lane; a rolled-back one adds none. Writers of a tenant contend on its lane's head,
+writers of tenants in different lanes on nothing: no event lost, forked or orphaned in any.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pymysql
 import pytest
 
 from envelope.setup import client_for
-from tests.lab.fake_records import writer_accounts
-from ztm.audit_chain import verify_database
+from tests.lab.fake_records import load_tenants, writer_accounts
+from ztm.audit_chain import lane_of, verify_database
 from ztm.db import connect
 
 pytestmark = pytest.mark.lab
@@ -26,20 +27,20 @@ WRITERS, CALLS = 32, 500
 
 def test_concurrent_writers_leave_one_intact_chain(lab_target, record_property):
     admin = connect(lab_target, lab_target.roles["admin"])
+    tenants = lab_target.raw["tenants"]["granted"] + load_tenants(admin, lab_target.roles["app"].user, 6)
     with admin.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM securedb.audit_events")
-        (events_before,) = cur.fetchone()
-    tenants = lab_target.raw["tenants"]["granted"]
+        cur.execute("SELECT lane, COUNT(*) FROM securedb.audit_events GROUP BY lane")
+        before = dict(cur.fetchall())
     start = threading.Barrier(WRITERS)
     envelope = client_for(lab_target)  # one client, its DEK cache shared by the writers
     errors: list[int] = []
 
-    def writer(index: int) -> tuple[int, int, int]:
+    def writer(index: int) -> tuple[int, int, int, int]:
         conn = connect(lab_target, lab_target.roles["app"], database="securedb")
         setup, committed, refused = 0, 0, 0
         try:
             with conn.cursor() as cur:
-                accounts = writer_accounts(cur, envelope, tenants[index % 2])
+                accounts = writer_accounts(cur, envelope, tenants[index % len(tenants)])
                 setup = 3
                 start.wait()
                 for call in range(CALLS):
@@ -52,7 +53,7 @@ def test_concurrent_writers_leave_one_intact_chain(lab_target, record_property):
                         errors.append(exc.args[0])
         finally:
             conn.close()
-        return setup, committed, refused
+        return setup, committed, refused, lane_of(tenants[index % len(tenants)])
 
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
         results = list(pool.map(writer, range(WRITERS)))
@@ -60,17 +61,24 @@ def test_concurrent_writers_leave_one_intact_chain(lab_target, record_property):
     committed = sum(r[1] for r in results)
     refused = sum(r[2] for r in results)
     with admin.cursor() as cur:
-        cur.execute("SELECT COUNT(*), COUNT(DISTINCT prev_hash) FROM securedb.audit_events")
+        cur.execute("SELECT lane, COUNT(*) FROM securedb.audit_events GROUP BY lane")
+        after = dict(cur.fetchall())
+        cur.execute("SELECT COUNT(*), COUNT(DISTINCT lane, prev_hash) FROM securedb.audit_events")
         events_after, distinct_prev = cur.fetchone()
     report = verify_database(admin)
+    expected: dict[int, int] = {}
+    for r in results:
+        expected[r[3]] = expected.get(r[3], 0) + r[0] + 2 * r[1]
+    grown = {lane: after.get(lane, 0) - before.get(lane, 0) for lane in set(after) | set(before)}
     admin.close()
     record_property("transfers_committed", committed)
     record_property("transfers_refused", refused)
     assert setup == WRITERS * 3
     assert committed + refused == WRITERS * CALLS
     assert report.intact, report.describe()
-    assert events_after - events_before == setup + 2 * committed, (
-        f"{events_after - events_before} new events for {setup} setup calls and {committed} committed transfers")
-    assert distinct_prev == events_after, "two events share a predecessor: the chain forked"
+    assert len(expected) > 1, "the writers' tenants all share one lane: the test shows nothing about lanes"
+    assert {lane: n for lane, n in grown.items() if n} == expected, (
+        f"new events per lane {grown} for the setup calls and committed transfers of each lane's writers: {expected}")
+    assert distinct_prev == events_after, "two events of one lane share a predecessor: the lane forked"
     assert committed >= WRITERS * CALLS * 0.99, (f"{refused} of {WRITERS * CALLS} transfers were refused "
                                                  f"(errors {sorted(set(errors))})")

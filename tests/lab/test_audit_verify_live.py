@@ -1,4 +1,4 @@
-"""`verify_database` while writers append: the rows and the head are read in one snapshot.
+"""`verify_database` while writers append: the rows and the heads are read in one snapshot.
 
 Reading the rows and then, separately, the head row reported a live chain as "truncated"
 whenever a write committed in between (10 of 10 tries under load). The first two tests
@@ -18,7 +18,15 @@ import pytest
 
 from envelope.setup import client_for
 from tests.lab.fake_records import writer_accounts
-from ztm.audit_chain import chain_snapshot, check_head, read_head, stream_rows, verify_database, verify_rows
+from ztm.audit_chain import (
+    chain_snapshot,
+    check_heads,
+    lane_of,
+    read_heads,
+    stream_trail,
+    verify_database,
+    verify_lanes,
+)
 from ztm.db import connect
 
 pytestmark = pytest.mark.lab
@@ -34,52 +42,59 @@ def app_writer(lab_target):
     transfer (two audit events) and returns only once it is committed."""
     envelope = client_for(lab_target)
     conn = connect(lab_target, lab_target.roles["app"], database="securedb")
+    tenant = lab_target.raw["tenants"]["granted"][0]
     with conn.cursor() as cur:
-        accounts = writer_accounts(cur, envelope, lab_target.raw["tenants"]["granted"][0])
+        accounts = writer_accounts(cur, envelope, tenant)
 
     def transfer() -> None:
         with conn.cursor() as cur:
             cur.execute("CALL app_transfer(%s, %s, 1)", accounts)
 
+    transfer.lane = lane_of(tenant)
     yield transfer
     conn.close()
     envelope.kms.close()
 
 
-def _head_now(lab_target) -> tuple[int, str]:
+def _heads_now(lab_target) -> dict[int, tuple[int, str]]:
     conn = connect(lab_target, lab_target.roles["auditor"])
     try:
-        head = read_head(conn)
+        return read_heads(conn)
     finally:
         conn.close()
-    assert head is not None
-    return head
+
+
+def _events_now(lab_target) -> int:
+    return sum(seq for seq, _ in _heads_now(lab_target).values())
 
 
 def test_a_write_between_rows_and_head_is_invisible_inside_the_snapshot(lab_target, app_writer):
     conn = connect(lab_target, lab_target.roles["auditor"])
     try:
         with chain_snapshot(conn):
-            seen = read_head(conn)
+            seen = read_heads(conn)
             app_writer()  # committed by another connection, after the snapshot began
-            report = check_head(verify_rows(stream_rows(conn)), read_head(conn))
+            report = check_heads(verify_lanes(stream_trail(conn)), read_heads(conn))
     finally:
         conn.close()
     assert report.intact, report.describe()
-    assert (report.last_seq, report.head_hash) == seen
-    assert _head_now(lab_target)[0] == seen[0] + 2, "the transfer did not commit two events: the probe is void"
+    assert report.heads() == seen
+    lane = app_writer.lane
+    assert _heads_now(lab_target)[lane][0] == seen[lane][0] + 2, \
+        "the transfer did not commit two events to its lane: the probe is void"
 
 
 def test_without_the_snapshot_the_same_write_looks_like_a_truncation(lab_target, app_writer):
     """Why the snapshot exists: rows read first, head read after a commit, no snapshot."""
     conn = connect(lab_target, lab_target.roles["auditor"])  # autocommit: each statement its own snapshot
     try:
-        rows = list(stream_rows(conn))
+        rows = list(stream_trail(conn))
         app_writer()
-        report = check_head(verify_rows(rows), read_head(conn))
+        report = check_heads(verify_lanes(rows), read_heads(conn))
     finally:
         conn.close()
-    assert not report.intact and "rows truncated or head moved" in report.reason, report.describe()
+    assert not report.intact and [r.lane for r in report.broken] == [app_writer.lane], report.describe()
+    assert "rows truncated or head moved" in report.reason, report.describe()
 
 
 def test_verify_while_writers_append(lab_target):
@@ -117,9 +132,9 @@ def test_verify_while_writers_append(lab_target):
             ready.wait()
         deadline = time.monotonic() + DEADLINE_S
         while moved < MOVED_VERIFICATIONS and time.monotonic() < deadline and not failures:
-            before = _head_now(lab_target)[0]
+            before = _events_now(lab_target)
             report = verify_database(verifier)
-            after = _head_now(lab_target)[0]
+            after = _events_now(lab_target)
             reports.append(report)
             assert report.intact, f"verification {len(reports)} during live writes: {report.describe()}"
             moved += after > before

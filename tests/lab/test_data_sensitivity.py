@@ -272,32 +272,52 @@ def test_the_fence_makes_a_privileged_drop_wait_and_time_out(lab, data_plane):
 
 
 # -- ZTM-AUD-2 -----------------------------------------------------------------------
-def _middle_seq(data_plane) -> int:
-    (head,) = data_plane("SELECT MAX(seq) FROM audit_events")[0]
-    assert head and head >= 3, "the lab audit trail needs a few events for this test"
-    return head // 2
+def _middle_row(data_plane) -> tuple[int, int]:
+    """(lane, seq) of a middle event of the busiest lane."""
+    lane, head = data_plane("SELECT lane, seq FROM audit_chain_head ORDER BY seq DESC LIMIT 1")[0]
+    assert head and head >= 3, "the lab audit trail needs a few events in one lane for this test"
+    return lane, head // 2
 
 
 def test_aud2_fails_when_one_payload_byte_is_changed(data_plane, control):
-    seq = _middle_seq(data_plane)
-    (original,) = data_plane("SELECT payload FROM audit_events WHERE seq = %s", args=(seq,))[0]
-    tampered = original[:12] + ("X" if original[12] != "X" else "Y") + original[13:]
+    lane, seq = _middle_row(data_plane)
+    (original,) = data_plane("SELECT payload FROM audit_events WHERE lane = %s AND seq = %s", args=(lane, seq))[0]
+    tampered = original[:30] + ("X" if original[30] != "X" else "Y") + original[31:]
     data_plane("DROP TRIGGER audit_events_guard_update",
-               "UPDATE audit_events SET payload = %s WHERE seq = %s", args=(tampered, seq))
+               "UPDATE audit_events SET payload = %s WHERE lane = %s AND seq = %s", args=(tampered, lane, seq))
     try:
         run = control("ZTM-AUD-2")
     finally:
-        data_plane("UPDATE audit_events SET payload = %s WHERE seq = %s", args=(original, seq))
-    run.assert_failed("test_full_chain_recomputes_to_the_head", f"broken at seq {seq}", "hash mismatch")
+        data_plane("UPDATE audit_events SET payload = %s WHERE lane = %s AND seq = %s", args=(original, lane, seq))
+    run.assert_failed("test_full_chain_recomputes_to_the_head", f"lane {lane}: audit chain broken at seq {seq}",
+                      "hash mismatch")
 
 
 def test_aud2_fails_when_a_middle_row_is_deleted(data_plane, control):
-    seq = _middle_seq(data_plane)
-    row = data_plane("SELECT seq, payload, prev_hash, curr_hash FROM audit_events WHERE seq = %s", args=(seq,))[0]
-    data_plane("DROP TRIGGER audit_events_guard_delete", "DELETE FROM audit_events WHERE seq = %s", args=(seq,))
+    lane, seq = _middle_row(data_plane)
+    row = data_plane("SELECT lane, seq, payload, prev_hash, curr_hash FROM audit_events WHERE lane = %s AND seq = %s",
+                     args=(lane, seq))[0]
+    data_plane("DROP TRIGGER audit_events_guard_delete", "DELETE FROM audit_events WHERE lane = %s AND seq = %s",
+               args=(lane, seq))
     try:
         run = control("ZTM-AUD-2")
     finally:
         data_plane("DROP TRIGGER audit_events_guard_insert",
-                   "INSERT INTO audit_events (seq, payload, prev_hash, curr_hash) VALUES (%s, %s, %s, %s)", args=row)
-    run.assert_failed("test_full_chain_recomputes_to_the_head", f"broken at seq {seq}", "gap")
+                   "INSERT INTO audit_events (lane, seq, payload, prev_hash, curr_hash) VALUES (%s, %s, %s, %s, %s)",
+                   args=row)
+    run.assert_failed("test_full_chain_recomputes_to_the_head", f"lane {lane}: audit chain broken at seq {seq}", "gap")
+
+
+def test_aud2_fails_when_a_lane_head_is_rewound(data_plane, control):
+    """A lane-specific break: one lane's head row moved back one event (its newest row kept)."""
+    lane, seq = data_plane("SELECT lane, seq FROM audit_chain_head ORDER BY seq DESC LIMIT 1")[0]
+    (prev,) = data_plane("SELECT curr_hash FROM audit_events WHERE lane = %s AND seq = %s", args=(lane, seq - 1))[0]
+    (head,) = data_plane("SELECT head_hash FROM audit_chain_head WHERE lane = %s", args=(lane,))[0]
+    data_plane("DROP TRIGGER audit_chain_head_guard_update",
+               "UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE lane = %s", args=(seq - 1, prev, lane))
+    try:
+        run = control("ZTM-AUD-2")
+    finally:
+        data_plane("UPDATE audit_chain_head SET seq = %s, head_hash = %s WHERE lane = %s", args=(seq, head, lane))
+    run.assert_failed("test_full_chain_recomputes_to_the_head", f"lane {lane}: audit chain broken at seq {seq}",
+                      "head mismatch")

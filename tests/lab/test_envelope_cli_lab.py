@@ -21,7 +21,7 @@ import tomli_w
 
 from envelope.client import PII_FIELDS
 from tests.lab.hsm_copy import copy_token, destroy_keys
-from ztm.audit_chain import verify_database
+from ztm.audit_chain import lane_of, verify_database
 
 pytestmark = pytest.mark.lab
 
@@ -178,8 +178,8 @@ def test_interrupted_rewrap_resumes_and_finishes(lab, lab_target):
     with admin.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute("SELECT * FROM securedb.users WHERE tenant_id = %s ORDER BY user_id", (tenant,))
         before = {r["user_id"]: r for r in cur.fetchall()}
-        cur.execute("SELECT MAX(seq) AS s FROM securedb.audit_events")
-        seq_before = cur.fetchone()["s"]
+        cur.execute("SELECT seq AS s FROM securedb.audit_chain_head WHERE lane = %s", (lane_of(tenant),))
+        seq_before = cur.fetchone()["s"]  # the rewrap's events all go to the tenant's lane
         cur.execute("SELECT @@GLOBAL.innodb_lock_wait_timeout AS t")
         lock_wait = cur.fetchone()["t"]
     order = list(before)  # the rewrap's order: by user_id
@@ -211,7 +211,8 @@ def test_interrupted_rewrap_resumes_and_finishes(lab, lab_target):
     with admin.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute("SELECT * FROM securedb.users WHERE tenant_id = %s", (tenant,))
         after = {r["user_id"]: r for r in cur.fetchall()}
-        cur.execute("SELECT payload FROM securedb.audit_events WHERE seq > %s", (seq_before,))
+        cur.execute("SELECT payload FROM securedb.audit_events WHERE lane = %s AND seq > %s",
+                    (lane_of(tenant), seq_before))
         events = [json.loads(p["payload"]) for p in cur.fetchall()]
     for user_id, row in after.items():
         assert int(row["pii_key_version"]) == new_version

@@ -15,7 +15,7 @@ from envelope.client import EnvelopeClient
 from envelope.rotate import rewrap_tenant
 from envelope.setup import client_for, pq_private_for
 from tests.lab.fake_records import PII, lab_record
-from ztm.audit_chain import verify_database
+from ztm.audit_chain import lane_of, verify_database
 from ztm.db import connect
 
 pytestmark = pytest.mark.lab
@@ -47,8 +47,8 @@ def test_kek_rotation_rewraps_without_touching_ciphertext(lab_target):
         new_version = max(int(r["pii_key_version"]) for r in before.values()) + 1
         client.kms.create_kek(new_version)
         with admin.cursor() as cur:
-            cur.execute("SELECT MAX(seq) FROM securedb.audit_events")
-            (seq_before,) = cur.fetchone()
+            cur.execute("SELECT seq FROM securedb.audit_chain_head WHERE lane = %s", (lane_of(tenant),))
+            (seq_before,) = cur.fetchone()  # the rewrap's events all go to the tenant's lane
         calls = client.kms.calls
         counts = rewrap_tenant(app, client, tenant, new_version)
         rewrap_calls = client.kms.calls - calls
@@ -56,8 +56,8 @@ def test_kek_rotation_rewraps_without_touching_ciphertext(lab_target):
         again = rewrap_tenant(app, client, tenant, new_version)
         private = pq_private_for(lab_target)
         with admin.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE seq > %s AND payload LIKE %s",
-                        (seq_before, '%"op": "UPDATE"%'))
+            cur.execute("SELECT COUNT(*) FROM securedb.audit_events WHERE lane = %s AND seq > %s AND payload LIKE %s",
+                        (lane_of(tenant), seq_before, '%"op": "UPDATE"%'))
             (audited,) = cur.fetchone()
         report = verify_database(admin)
         checks = {uid: (client.decrypt_user(row), EnvelopeClient.recover_with_pq(row, private))

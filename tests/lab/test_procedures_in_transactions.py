@@ -102,7 +102,8 @@ def test_eight_concurrent_rewraps_only_ever_raise_the_version(lab, lab_target, e
             cur.execute(f"DELETE FROM `{lab_target.database}`.users WHERE user_id = %s", (user_id,))
     assert len(accepted) + len(refused) == len(wraps), f"writers did not finish: {accepted=} {refused=}"
     with connect(lab_target, lab_target.roles["auditor"]) as auditor, auditor.cursor() as cur:
-        cur.execute(f"SELECT payload FROM `{lab_target.database}`.audit_events WHERE payload LIKE %s ORDER BY seq",
+        cur.execute(f"SELECT payload FROM `{lab_target.database}`.audit_events WHERE payload LIKE %s "
+                    "ORDER BY lane, seq",
                     (f'%"UPDATE"%{user_id}%',))
         trail = [json.loads(p)["after"]["pii_key_version"] for (p,) in cur.fetchall()]
     assert final == max(accepted), f"the record ends at version {final} but version {max(accepted)} was accepted"

@@ -10,6 +10,7 @@ import pytest
 
 from envelope.setup import client_for
 from tests.lab.fake_records import writer_accounts
+from ztm.audit_chain import lane_of
 from ztm.db import connect
 
 pytestmark = pytest.mark.lab
@@ -31,7 +32,8 @@ def test_a_client_clock_or_zone_does_not_move_the_recorded_time(lab_target):
         envelope.kms.close()
     assert forged_now.year == 2001, "the session clock did not move: the probe proves nothing"
     with connect(lab_target, lab_target.roles["auditor"]) as auditor, auditor.cursor() as cur:
-        cur.execute(f"SELECT payload FROM `{lab_target.database}`.audit_events ORDER BY seq DESC LIMIT 3")
+        cur.execute(f"SELECT payload FROM `{lab_target.database}`.audit_events WHERE lane = %s ORDER BY seq DESC "
+                    "LIMIT 3", (lane_of(tenant),))  # the newest of the tenant's lane: its events
         events = [json.loads(p) for (p,) in cur.fetchall()]
     for event in events:
         at = event["at"]

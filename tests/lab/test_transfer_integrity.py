@@ -32,7 +32,7 @@ def _state(lab_target, conn, accounts: list[str]) -> tuple[list[Decimal], int]:
             cur.execute("SELECT balance FROM v_accounts WHERE account_id = %s", (account,))
             balances.append(cur.fetchone()[0])
     with connect(lab_target, lab_target.roles["auditor"]) as auditor, auditor.cursor() as cur:
-        cur.execute(f"SELECT seq FROM `{lab_target.database}`.audit_chain_head")
+        cur.execute(f"SELECT SUM(seq) FROM `{lab_target.database}`.audit_chain_head")  # every lane
         (head,) = cur.fetchone()
     return balances, int(head)
 

@@ -23,7 +23,7 @@ T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 def chain(key, times: list[datetime], target: str = "t") -> list[dict]:
     records, previous = [], None
     for n, at in enumerate(times, 1):
-        state = {"seq": n, "head_hash": f"{n:064x}", "row_count": n, "ddl_digest": "d" * 64}
+        state = anchoring.make_state({0: (n, f"{n:064x}")}, "d" * 64, counts={0: n})
         previous = anchoring.make_anchor(state, previous, key, target, now=at)
         records.append(previous)
     return records
@@ -51,7 +51,7 @@ def test_an_exact_repeat_counts_once_with_a_note(key):
 
 def test_two_different_anchors_under_one_number_are_a_fork(key):
     records = chain(key, times(2))
-    other = anchoring.make_anchor({"seq": 9, "head_hash": "f" * 64, "row_count": 9, "ddl_digest": "d" * 64},
+    other = anchoring.make_anchor(anchoring.make_state({0: (9, "f" * 64)}, "d" * 64, counts={0: 9}),
                                   records[0], key, "t", now=T0 + timedelta(minutes=1))
     (problem,) = anchoring.verify_anchor_chain([*records, other], key.public_key(), now=T0).problems
     assert "anchor_seq 2 appears twice with different content" in problem
@@ -61,7 +61,7 @@ def test_anchor_time_going_backwards_is_named(key):
     records = chain(key, [T0, T0 + timedelta(minutes=5), T0 + timedelta(minutes=5)])
     assert anchoring.verify_anchor_chain(records, key.public_key(), now=T0).ok  # equal times are allowed
     back = chain(key, [T0])
-    forged_state = {"seq": 2, "head_hash": "2" * 64, "row_count": 2, "ddl_digest": "d" * 64}
+    forged_state = anchoring.make_state({0: (2, "2" * 64)}, "d" * 64, counts={0: 2})
     checkpoint = {**anchoring.make_anchor(forged_state, back[0], key, "t", now=T0)["checkpoint"],
                   "at": "2026-12-01T11:00:00Z"}  # signed by a shipper without the clock guard
     back.append({"checkpoint": checkpoint, "key_id": "x", "sig": _sign(key, checkpoint)})
@@ -89,7 +89,7 @@ def test_another_targets_anchor_with_the_same_key_is_refused_naming_it(key):
 
 def test_the_signer_never_signs_an_earlier_time_nor_links_to_another_target(key):
     (first,) = chain(key, [T0])
-    state = {"seq": 2, "head_hash": "2" * 64, "row_count": 2, "ddl_digest": "d" * 64}
+    state = anchoring.make_state({0: (2, "2" * 64)}, "d" * 64, counts={0: 2})
     with pytest.raises(UserError, match="behind the previous anchor's time"):
         anchoring.make_anchor(state, first, key, "t", now=T0 - timedelta(seconds=1))
     with pytest.raises(UserError, match="belongs to target 't', not 'u'"):

@@ -38,11 +38,11 @@ def test_anchors_are_stored_in_compliance_mode_on_the_moto_emulator(s3_emulator)
     sink = S3Sink("worm", endpoint_url=endpoint, retain_days=30)
     key, previous = Ed25519PrivateKey.generate(), None
     for seq in (5, 9):
-        previous = anchoring.make_anchor({"seq": seq, "head_hash": "a" * 64, "row_count": seq,
-                                          "ddl_digest": "d" * 64}, previous, key, "t")
+        state = anchoring.make_state({0: (seq, "a" * 64)}, "d" * 64, counts={0: seq})
+        previous = anchoring.make_anchor(state, previous, key, "t")
         sink.ship(previous)
     records = sink.read()
-    assert [r["checkpoint"]["seq"] for r in records] == [5, 9]
+    assert [r["checkpoint"]["lanes"]["0"]["seq"] for r in records] == [5, 9]
     assert anchoring.verify_anchor_chain(records, key.public_key()).ok
     head = client.head_object(Bucket="worm", Key="anchors/000000000002.json")  # (moto's GetObjectRetention fails)
     assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"]
@@ -64,11 +64,11 @@ def test_an_anchor_object_is_never_overwritten_on_the_moto_emulator(s3_emulator)
     endpoint, client = s3_emulator
     sink = S3Sink("worm", prefix="once/", endpoint_url=endpoint)
     key = Ed25519PrivateKey.generate()
-    state = {"seq": 1, "head_hash": "a" * 64, "row_count": 1, "ddl_digest": "d" * 64}
+    state = anchoring.make_state({0: (1, "a" * 64)}, "d" * 64, counts={0: 1})
     original = anchoring.make_anchor(state, None, key, "t")
     sink.ship(original)
     sink.ship(original)  # the retry of an upload whose answer was lost
-    forged = anchoring.make_anchor({**state, "head_hash": "b" * 64}, None, key, "t")
+    forged = anchoring.make_anchor(anchoring.make_state({0: (1, "b" * 64)}, "d" * 64), None, key, "t")
     with pytest.raises(UserError, match="already holds a different anchor: not overwritten"):
         sink.ship(forged)
     assert sink.read() == [original]

@@ -22,26 +22,39 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from provision.anchor_shipper import Shipper
 from ztm import anchoring
 from ztm.anchoring.sinks import FileSink
-from ztm.audit_chain import GENESIS, link_hash
+from ztm.audit_chain import GENESIS, LANES, heads_digest, link_hash
 
 DDL = "d" * 64
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def rows(n: int, tag: str = "") -> list[tuple[int, str, str, str]]:
-    """A valid chain of n events (as the triggers chain them)."""
+def rows(n: int, tag: str = "", lane: int = 0) -> list[tuple[int, int, str, str, str]]:
+    """A valid lane of n events (as the triggers chain them)."""
     out, prev = [], GENESIS
     for seq in range(1, n + 1):
-        payload = json.dumps({"seq": seq, "op": "INSERT", "tag": tag})
+        payload = f'{{"lane": {lane}, "seq": {seq}, ' + json.dumps({"op": "INSERT", "tag": tag})[1:]
         curr = link_hash(prev, payload)
-        out.append((seq, payload, prev, curr))
+        out.append((lane, seq, payload, prev, curr))
         prev = curr
     return out
 
 
-def state(chain_rows, seq: int, **changes) -> dict:
-    head = chain_rows[seq - 1][3] if seq else GENESIS
-    return {"seq": seq, "head_hash": head, "row_count": seq, "ddl_digest": DDL, **changes}
+OTHER = rows(2, "another tenant", lane=9)  # a second lane with events, the same in every state
+
+
+def trail(lane0):
+    """Lane 0 as given, then lane 9 (the trail's (lane, seq) order)."""
+    return list(lane0) + OTHER
+
+
+def state(chain_rows, seq: int, *, head_hash: str | None = None, row_count: int | None = None, **changes) -> dict:
+    """The anchored state: lane 0 at ``seq`` of ``chain_rows``, lane 9 at OTHER's head, the rest at genesis."""
+    heads = {lane: (0, GENESIS) for lane in range(LANES)}
+    heads[0] = (seq, head_hash or (chain_rows[seq - 1][4] if seq else GENESIS))
+    heads[9] = (2, OTHER[-1][4])
+    counts = {0: seq if row_count is None else row_count, 9: 2}
+    lanes = {str(lane): {"seq": s, "head_hash": h, "row_count": counts.get(lane, 0)} for lane, (s, h) in heads.items()}
+    return {"events": seq + 2, "lanes": lanes, "heads_digest": heads_digest(heads), "ddl_digest": DDL, **changes}
 
 
 def anchors(key, states: list[dict], ddl_change: dict[int, str] | None = None) -> list[dict]:
@@ -74,7 +87,7 @@ def test_removed_anchor_breaks_the_links(key):
 def test_altered_anchor_fails_its_signature(key):
     r = rows(9)
     records = anchors(key, [state(r, s) for s in (3, 5, 9)])
-    records[2]["checkpoint"]["seq"] = 99
+    records[2]["checkpoint"]["lanes"]["0"]["seq"] = 99
     assert "signature does not verify" in anchoring.verify_anchor_chain(records, key.public_key()).problems[0]
 
 
@@ -96,7 +109,7 @@ def test_rows_deleted_behind_the_head_between_anchors_are_flagged(key):
     r = rows(9)
     records = anchors(key, [state(r, 5), state(r, 9, row_count=7)])
     problems = anchoring.verify_anchor_chain(records, key.public_key()).problems
-    assert any("rows deleted between anchor 1" in p and "counted 7" in p for p in problems), problems
+    assert any("rows of lane 0 deleted between anchor 1" in p and "counted 7" in p for p in problems), problems
 
 
 def test_a_rewritten_head_row_between_anchors_is_flagged(key):
@@ -173,47 +186,85 @@ def test_freshness(key):
 
 def test_the_rows_pass_through_every_anchor(key):
     r = rows(12)
-    problems, last, head = anchoring.check_rows(r, anchors(key, [state(r, s) for s in (3, 7, 12)]))
-    assert problems == [] and (last, head) == (12, r[-1][3])
+    problems, ends = anchoring.check_rows(trail(r), anchors(key, [state(r, s) for s in (3, 7, 12)]))
+    assert problems == [] and ends[0] == (12, r[-1][4]) and ends[9] == (2, OTHER[-1][4]) and ends[5] == (0, GENESIS)
+
+
+def test_a_lane_rewound_behind_an_anchor_is_caught(key):
+    """Lane 0 fine; lane 9 lost its newest event after an anchor recorded it."""
+    r = rows(6)
+    problems, _ = anchoring.check_rows(r + OTHER[:1], anchors(key, [state(r, 6)]))
+    assert len(problems) == 1 and "lane 9 of the audit trail ends at seq 1, behind anchor 1" in problems[0], problems
+
+
+def test_a_lane_dropped_from_an_anchor_or_a_single_chain_anchor_is_refused(key):
+    r = rows(6)
+    dropped = state(r, 6)
+    del dropped["lanes"]["9"]
+    problems = anchoring.verify_anchor_chain(anchors(key, [state(r, 3), dropped]), key.public_key()).problems
+    assert any("records 63 lanes, not the trail's 64: a lane was dropped" in p for p in problems), problems
+    unbound = state(r, 6, heads_digest="0" * 64)
+    problems = anchoring.verify_anchor_chain(anchors(key, [unbound]), key.public_key()).problems
+    assert problems == ["anchor 1: heads_digest does not bind its lane heads"], problems
+    old = anchoring.make_anchor({"seq": 6, "head_hash": r[-1][4], "row_count": 6, "ddl_digest": DDL}, None, key, "t")
+    old["checkpoint"]["v"] = 1
+    old["sig"] = __import__("base64").b64encode(key.sign(anchoring.canonical(old["checkpoint"]))).decode()
+    (problem,) = anchoring.verify_anchor_chain([old], key.public_key()).problems
+    assert "single-chain format (v1" in problem, problem
+
+
+def test_one_lane_going_back_between_anchors_is_named(key):
+    r = rows(6)
+    later = state(r, 6)
+    later["lanes"]["9"] = {"seq": 1, "head_hash": OTHER[0][4], "row_count": 1}
+    later["heads_digest"] = heads_digest(anchoring.lane_heads(later))
+    problems = anchoring.verify_anchor_chain(anchors(key, [state(r, 3), later]), key.public_key()).problems
+    assert problems == [next(p for p in problems if "lane 9 went backwards" in p and "(2 -> 1)" in p)], problems
 
 
 def test_a_rewritten_and_rechained_row_is_caught_at_the_oldest_anchor_behind_it(key):
     r = rows(12)
     records = anchors(key, [state(r, s) for s in (3, 7, 12)])
     forged = _rechain(r[:1] + rows(12, tag="rewritten")[1:])  # rows from 2 rewritten, every hash recomputed
-    problems, _, _ = anchoring.check_rows(forged, records)
-    assert len(problems) == 1 and "does not pass through anchor 1" in problems[0], problems
+    problems, _ = anchoring.check_rows(trail(forged), records)
+    assert len(problems) == 1 and "lane 0 of the audit trail does not pass through anchor 1" in problems[0], problems
 
 
 def test_a_rollback_behind_an_anchor_then_new_writes_is_caught(key):
     r = rows(10)
     records = anchors(key, [state(r, s) for s in (4, 8)])
     rolled_back = _rechain(r[:5] + rows(12, tag="after the restore")[5:])  # restored at seq 5, then 7 new events
-    problems, last, _ = anchoring.check_rows(rolled_back, records)
-    assert last == 12 and len(problems) == 1, problems
+    problems, ends = anchoring.check_rows(trail(rolled_back), records)
+    assert ends[0][0] == 12 and len(problems) == 1, problems
     assert "does not pass through anchor 2" in problems[0] and "rolled back" in problems[0]
 
 
 def test_truncated_newest_rows_are_caught(key):
     r = rows(10)
-    problems, _, _ = anchoring.check_rows(r[:7], anchors(key, [state(r, s) for s in (4, 10)]))
-    assert problems and "ends at seq 7, behind anchor 2" in problems[0]
+    problems, _ = anchoring.check_rows(trail(r[:7]), anchors(key, [state(r, s) for s in (4, 10)]))
+    assert problems and "lane 0 of the audit trail ends at seq 7, behind anchor 2" in problems[0]
 
 
 def _rechain(chain_rows):
     out, prev = [], GENESIS
-    for seq, payload, _, _ in chain_rows:
+    for lane, seq, payload, _, _ in chain_rows:
         curr = link_hash(prev, payload)
-        out.append((seq, payload, prev, curr))
+        out.append((lane, seq, payload, prev, curr))
         prev = curr
     return out
 
 
 def write_export(path: Path, chain_rows, head_seq: int | None) -> Path:
-    lines = [json.dumps({"seq": s, "payload": p, "prev_hash": ph, "curr_hash": ch}) for s, p, ph, ch in chain_rows]
+    """An export of lane 0 as given (its trailer's head at ``head_seq``) and lane 9."""
+    chain_rows = trail(chain_rows)
+    lines = [json.dumps({"lane": la, "seq": s, "payload": p, "prev_hash": ph, "curr_hash": ch})
+             for la, s, p, ph, ch in chain_rows]
     if head_seq is not None:
-        head = {"seq": head_seq, "head_hash": chain_rows[head_seq - 1][3] if head_seq else GENESIS}
-        lines.append(json.dumps({"head": head, "rows": len(chain_rows)}))
+        heads = {lane: (0, GENESIS) for lane in range(LANES)}
+        heads[0] = (head_seq, chain_rows[head_seq - 1][4] if head_seq else GENESIS)
+        heads[9] = (2, OTHER[-1][4])
+        lines.append(json.dumps({"heads": {str(la): {"seq": s, "head_hash": h} for la, (s, h) in heads.items()},
+                                 "heads_digest": heads_digest(heads), "lanes": LANES, "rows": len(chain_rows)}))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -222,7 +273,7 @@ def test_an_export_matches_the_anchors_up_to_its_head(tmp_path, key):
     r = rows(10)
     records = anchors(key, [state(r, s) for s in (4, 8, 10)])
     problems, notes = anchoring.check_export(write_export(tmp_path / "x.jsonl", r[:9], 9), records)
-    assert problems == [] and notes == ["export head seq 9: passes through anchors 1..2; anchors 3..3 are newer "
+    assert problems == [] and notes == ["export of 11 events: passes through anchors 1..2; anchors 3..3 are newer "
                                         "than the export"]
 
 
@@ -233,9 +284,18 @@ def test_an_export_cut_short_or_with_rows_removed_is_caught(tmp_path, key):
     assert "has no head trailer" in no_trailer[0]
     path = write_export(tmp_path / "b.jsonl", r, 10)
     lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:6] + lines[-1:]) + "\n")  # rows 7..10 removed, trailer kept
+    path.write_text("\n".join(lines[:6] + lines[-3:]) + "\n")  # lane 0's rows 7..10 removed, lane 9 and trailer kept
     removed, _ = anchoring.check_export(path, records)
-    assert any("behind anchor 2" in p for p in removed) and any("head trailer says seq 10" in p for p in removed)
+    assert any("behind anchor 2" in p for p in removed) and any("rows of lanes [0] do not end where the head trailer"
+                                                               in p for p in removed), removed
+
+
+def test_a_single_chain_export_is_refused_with_one_line(tmp_path, key):
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps({"seq": 1, "payload": "{}", "prev_hash": GENESIS, "curr_hash": link_hash(GENESIS, "{}")})
+                    + "\n" + json.dumps({"head": {"seq": 1, "head_hash": link_hash(GENESIS, "{}")}, "rows": 1}) + "\n")
+    with pytest.raises(anchoring.UserError, match="single-chain audit export"):
+        anchoring.check_export(path, [])
 
 
 def test_missing_timestamps_on_the_newest_anchors_are_a_problem(key):

@@ -1,5 +1,7 @@
 """The chain verifier against hand-built chains: intact, changed byte, broken link, gap,
-a trusted starting point, a head beyond the rows, constant memory; the CLI's exit codes."""
+a trusted starting point, a head beyond the rows, constant memory; lanes (each verified on
+its own, a broken one named, a dropped one caught, a single-chain dump refused); the CLI's
+exit codes."""
 
 from __future__ import annotations
 
@@ -9,7 +11,18 @@ import tracemalloc
 
 import pytest
 
-from ztm.audit_chain import GENESIS, check_head, dump_rows, link_hash, verify_rows
+from ztm.audit_chain import (
+    GENESIS,
+    LANES,
+    check_head,
+    check_heads,
+    dump_rows,
+    genesis_heads,
+    heads_digest,
+    link_hash,
+    verify_lanes,
+    verify_rows,
+)
 from ztm.cli import main as ztm_main
 
 
@@ -63,24 +76,59 @@ def test_start_from_a_trusted_point_checks_only_newer_rows():
     assert not verify_rows(rows[3:], start_seq=3, start_hash=GENESIS).intact
 
 
-def write_dump(path, rows, trailer=True):
-    """A dump as 'ztm audit export' writes it: the rows, then the head trailer."""
-    lines = [json.dumps({"seq": s, "payload": p, "prev_hash": a, "curr_hash": b}) for s, p, a, b in rows]
+def lane_rows(n: int, lane: int) -> list[tuple[int, int, str, str, str]]:
+    rows, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        payload = f'{{"lane": {lane}, "seq": {seq}, "table": "users", "op": "INSERT"}}'
+        curr = link_hash(prev, payload)
+        rows.append((lane, seq, payload, prev, curr))
+        prev = curr
+    return rows
+
+
+def write_dump(path, rows, trailer=True, lane=0):
+    """A dump as 'ztm audit export' writes it: ``rows`` as lane ``lane``, then the trailer."""
+    lines = [json.dumps({"lane": lane, "seq": s, "payload": p, "prev_hash": a, "curr_hash": b}) for s, p, a, b in rows]
     if trailer:
-        last = (rows[-1][0], rows[-1][3]) if rows else (0, GENESIS)
-        lines.append(json.dumps({"head": {"seq": last[0], "head_hash": last[1]}, "rows": len(rows)}))
+        heads = genesis_heads()
+        heads[lane] = (rows[-1][0], rows[-1][3]) if rows else (0, GENESIS)
+        lines.append(json.dumps({"heads": {str(la): {"seq": s, "head_hash": h} for la, (s, h) in heads.items()},
+                                 "heads_digest": heads_digest(heads), "lanes": LANES, "rows": len(rows)}))
     path.write_text("".join(line + "\n" for line in lines))
     return path
 
 
-def test_dump_is_streamed_and_filtered_by_start(tmp_path):
-    dump = write_dump(tmp_path / "d.jsonl", chain(4))
-    assert [r[0] for r in dump_rows(dump, start_seq=2)] == [3, 4]
+def test_dump_rows_are_streamed_with_their_lane(tmp_path):
+    dump = write_dump(tmp_path / "d.jsonl", chain(4), lane=3)
+    assert [r[:2] for r in dump_rows(dump)] == [(3, 1), (3, 2), (3, 3), (3, 4)]
+
+
+def test_lanes_are_verified_each_on_its_own_and_a_broken_one_is_named():
+    rows = lane_rows(3, 2) + lane_rows(4, 7)
+    report = check_heads(verify_lanes(rows), {**genesis_heads(), 2: rows[2][1::3], 7: rows[-1][1::3]})
+    assert report.intact and report.checked == 7 and report.lane(7).last_seq == 4 and report.lane(5).last_seq == 0
+    forged = [*rows[:1], (2, 2, rows[1][2].replace("INSERT", "DELETE"), *rows[1][3:]), *rows[2:]]
+    broken = verify_lanes(forged)
+    assert [r.lane for r in broken.broken] == [2] and broken.lane(7).intact
+    assert "lane 2: audit chain broken at seq 2: hash mismatch" in broken.describe()
+
+
+def test_a_lane_rewound_or_its_head_row_dropped_is_caught():
+    rows = lane_rows(3, 2) + lane_rows(4, 7)
+    heads = {**genesis_heads(), 2: rows[2][1::3], 7: rows[-1][1::3]}
+    rewound = check_heads(verify_lanes(rows), {**heads, 7: rows[-2][1::3]})
+    assert [r.lane for r in rewound.broken] == [7] and "head mismatch" in rewound.lane(7).reason
+    dropped = dict(heads)
+    del dropped[7]
+    missing = check_heads(verify_lanes(rows), dropped)
+    assert missing.lane(7).reason.startswith("the head row of lane 7 is missing")
+    assert verify_lanes(rows[3:] + rows[:3]).problems == []  # lanes in any order of lane runs
+    assert "out of (lane, seq) order" in verify_lanes(rows[:1] + rows[3:] + rows[1:3]).problems[0]
 
 
 @pytest.mark.parametrize(("mutate", "code", "said"), [
-    (lambda rows: rows, 0, "audit chain intact: 4 events"),
-    (lambda rows: rows[:1] + rows[2:], 1, "broken at seq 2: gap"),
+    (lambda rows: rows, 0, "audit trail intact: 4 events checked in 64 lanes"),
+    (lambda rows: rows[:1] + rows[2:], 1, "lane 0: audit chain broken at seq 2: gap"),
 ])
 def test_cli_verify_dump_exit_codes(tmp_path, capsys, mutate, code, said):
     dump = write_dump(tmp_path / "d.jsonl", mutate(chain(4)))
@@ -88,7 +136,7 @@ def test_cli_verify_dump_exit_codes(tmp_path, capsys, mutate, code, said):
     assert said in capsys.readouterr().out
 
 
-def test_a_dump_cut_short_or_edited_is_not_intact(tmp_path, capsys):
+def test_a_dump_cut_short_or_edited_or_missing_a_lane_is_not_intact(tmp_path, capsys):
     rows = chain(4)
     whole = write_dump(tmp_path / "whole.jsonl", rows)
     cut = tmp_path / "cut.jsonl"
@@ -101,32 +149,51 @@ def test_a_dump_cut_short_or_edited_is_not_intact(tmp_path, capsys):
     assert "rows follow the head trailer" in capsys.readouterr().out
     short = write_dump(tmp_path / "short.jsonl", rows[:3])
     lines = short.read_text().splitlines(keepends=True)
-    lines[-1] = json.dumps({"head": {"seq": 4, "head_hash": rows[3][3]}, "rows": 4}) + "\n"
+    trailer = json.loads(lines[-1])
+    trailer["heads"]["0"] = {"seq": 4, "head_hash": rows[3][3]}
+    lines[-1] = json.dumps(trailer) + "\n"
     short.write_text("".join(lines))
     assert ztm_main(["audit", "verify", "--dump", str(short)]) == 1
-    assert "does not match the dump's last row" in capsys.readouterr().out
+    assert "does not match the dump's rows (3; lanes differing: [0])" in capsys.readouterr().out
+    trailer = json.loads(whole.read_text().splitlines()[-1])
+    del trailer["heads"]["9"]
+    dropped = tmp_path / "dropped.jsonl"
+    dropped.write_text("".join(whole.read_text().splitlines(keepends=True)[:-1]) + json.dumps(trailer) + "\n")
+    assert ztm_main(["audit", "verify", "--dump", str(dropped)]) == 1
+    assert "a lane dropped" in capsys.readouterr().out
+
+
+def test_a_single_chain_dump_is_refused_with_one_line(tmp_path, capsys):
+    old = tmp_path / "old.jsonl"
+    row = chain(1)[0]
+    old.write_text(json.dumps({"seq": 1, "payload": row[1], "prev_hash": row[2], "curr_hash": row[3]}) + "\n")
+    assert ztm_main(["audit", "verify", "--dump", str(old)]) == 2
+    assert "single-chain audit export" in capsys.readouterr().err
 
 
 def test_from_seq_needs_that_row_in_the_dump(tmp_path, capsys):
     rows = chain(4)
     dump = write_dump(tmp_path / "d.jsonl", rows)
     assert ztm_main(["audit", "verify", "--dump", str(dump), "--from-seq", "2", "--from-hash", rows[1][3]]) == 0
-    assert "2 events checked (seq 3..4)" in capsys.readouterr().out
+    assert "audit trail intact: 2 events checked" in capsys.readouterr().out
     empty = write_dump(tmp_path / "empty.jsonl", [])
     assert ztm_main(["audit", "verify", "--dump", str(empty), "--from-seq", "2", "--from-hash", rows[1][3]]) == 1
-    assert "seq 2 is not in the dump" in capsys.readouterr().out
+    assert "lane 0 seq 2 is not in the dump" in capsys.readouterr().out
     assert ztm_main(["audit", "verify", "--dump", str(dump), "--from-seq", "2", "--from-hash", rows[0][3]]) == 1
+    assert ztm_main(["audit", "verify", "--dump", str(dump), "--from-lane", "64"]) == 2
 
 
-@pytest.mark.parametrize("line", ['{"seq": 1e400, "payload": "", "prev_hash": "", "curr_hash": ""}',
-                                  '{"seq": NaN, "payload": "", "prev_hash": "", "curr_hash": ""}', "[1, 2]",
-                                  "[" * 100_000, '{"seq": "1", "payload": "", "prev_hash": "", "curr_hash": ""}'])
+@pytest.mark.parametrize("line", ['{"lane": 0, "seq": 1e400, "payload": "", "prev_hash": "", "curr_hash": ""}',
+                                  '{"lane": 0, "seq": NaN, "payload": "", "prev_hash": "", "curr_hash": ""}',
+                                  "[1, 2]", "[" * 100_000,
+                                  '{"lane": 0, "seq": "1", "payload": "", "prev_hash": "", "curr_hash": ""}',
+                                  '{"lane": -1, "seq": 1, "payload": "", "prev_hash": "", "curr_hash": ""}'])
 def test_hostile_dump_lines_are_one_line_exit_2(tmp_path, capsys, line):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(line + "\n")
     assert ztm_main(["audit", "verify", "--dump", str(bad)]) == 2
-    assert capsys.readouterr().err.strip() == f"ztm: {bad}: line 1 is not an audit row (JSON with seq, payload, "\
-        "prev_hash, curr_hash)"
+    assert capsys.readouterr().err.strip() == f"ztm: {bad}: line 1 is not an audit row (JSON with lane, seq, "\
+        "payload, prev_hash, curr_hash)"
 
 
 def test_a_non_utf8_dump_is_one_line_exit_2(tmp_path, capsys):
@@ -142,7 +209,7 @@ def test_cli_unusable_inputs_exit_2_with_one_line(tmp_path, capsys):
     assert ztm_main(["audit", "verify", "--dump", str(bad)]) == 2
     assert ztm_main(["audit", "verify", "--dump", str(bad), "--from-hash", "xyz"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0] == f"ztm: {bad}: line 1 is not an audit row (JSON with seq, payload, prev_hash, curr_hash)"
+    assert err[0] == f"ztm: {bad}: line 1 is not an audit row (JSON with lane, seq, payload, prev_hash, curr_hash)"
     assert len(err) == 2
 
 
@@ -161,7 +228,8 @@ def _write_streamed_dump(path, n: int):
         for seq in range(1, n + 1):
             payload = json.dumps({"seq": seq, "table": "accounts", "op": "UPDATE", "after": {"balance": seq}})
             curr = link_hash(prev, payload)
-            handle.write(json.dumps({"seq": seq, "payload": payload, "prev_hash": prev, "curr_hash": curr}) + "\n")
+            handle.write(json.dumps({"lane": 0, "seq": seq, "payload": payload, "prev_hash": prev,
+                                     "curr_hash": curr}) + "\n")
             prev = curr
     return path
 
@@ -169,7 +237,7 @@ def _write_streamed_dump(path, n: int):
 def _peak_bytes_verifying(path) -> tuple[int, int]:
     tracemalloc.start()
     try:
-        report = verify_rows(dump_rows(path))
+        report = verify_lanes(dump_rows(path))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -196,8 +196,8 @@ CASES = [
     Case("audit dump not UTF-8", lambda w: ["audit", "verify", "--dump", w.file("d.jsonl", b'{"seq": 1}\n\xff\xfe\n')],
          2, "is not UTF-8 text"),
     Case("audit dump seq 1e400",
-         lambda w: ["audit", "verify", "--dump", w.file("d.jsonl", '{"seq": 1e400, "payload": "x", "prev_hash": "0",'
-                                                                    ' "curr_hash": "0"}\n')],
+         lambda w: ["audit", "verify", "--dump", w.file("d.jsonl", '{"lane": 0, "seq": 1e400, "payload": "x", '
+                                                                    '"prev_hash": "0", "curr_hash": "0"}\n')],
          2, "line 1 is not an audit row"),
     Case("waiver file not UTF-8", lambda w: ["--waivers", w.file("w.toml", b"\xff\xfe[[waiver]]\n")],
          4, "is not UTF-8 text", tool="pytest"),

@@ -1,6 +1,7 @@
 """Signed checkpoints of the audit chain ("anchors"), and their verification.
 
-An anchor records, as read by the auditor: the head seq and hash, the row count, a digest
+An anchor records, as read by the auditor: every lane's head seq and hash and row count
+(``lanes``), one digest binding them (``heads_digest``), the total of events, a digest
 per object of every definition that decides what is recorded and enforced (all triggers,
 routines and views, the tables' columns, keys and constraints) and one over them all, the
 time, its own sequence number and the hash of the previous anchor; it is signed with
@@ -8,11 +9,13 @@ Ed25519. A reviewed change of any of those definitions is declared in the anchor
 after it (``ddl_change``). Anchors are shipped off-host to write-once sinks.
 
 Verification checks the anchor chain (links, signatures, increasing sequence), every pair
-of consecutive anchors (no seq going back, no row missing, no undeclared DDL change), that
+of consecutive anchors (no lane's seq going back, no lane dropped, no row missing, no
+undeclared DDL change), that
 every sink holds it (a sink left behind shows as a gap), its freshness, and the database
-against every anchor: the chain is recomputed from genesis and must pass through each
-anchored (seq, hash), so truncated newest rows, a rollback behind any anchor, a rewritten
-row and a DDL or trigger change all show.
+against every anchor: every lane is recomputed from genesis and must pass through each
+anchored (seq, hash) of that lane, so truncated newest rows, a rollback behind any anchor, a
+rewritten row and a DDL or trigger change all show. Anchors of the single-chain format (v1,
+before lanes) are refused with one line: the trail they describe no longer exists.
 
 The sinks (``ztm.anchoring.sinks``) and the RFC 3161 client (``ztm.anchoring.rfc3161``) are
 part of this package; the anchor host's shipper and CLI are in provision.
@@ -35,18 +38,27 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ztm.anchoring import rfc3161
 from ztm.anchoring.sinks import Sink, sink_for
-from ztm.audit_chain import GENESIS, dump_rows, head_query, stream_rows, verify_rows
+from ztm.audit_chain import (
+    GENESIS,
+    LANES,
+    OLD_SHAPE,
+    dump_rows,
+    heads_digest,
+    read_heads,
+    stream_trail,
+    verify_lanes,
+)
 from ztm.data_plane import DATABASE
 from ztm.db import quote_name
 from ztm.errors import UserError
 from ztm.keys import load_public_key
 from ztm.target import Target
 
-FORMAT = 1
+FORMAT = 2  # 2: per-lane heads; 1 (a single chain) is refused
 DEFAULT_INTERVAL = 60  # seconds between anchors, unless [anchor].interval_seconds says otherwise
 MAX_SKEW = 300  # seconds an anchor's time may be ahead of the verifier's clock (clocks differ a little)
 TSA_SKEW = 300  # seconds the TSA's genTime may differ from the anchor's own time
-Row = tuple[int, str, str, str]
+Row = tuple[int, int, str, str, str]  # lane, seq, payload, prev_hash, curr_hash
 
 
 def canonical(doc: dict[str, Any]) -> bytes:
@@ -121,19 +133,55 @@ def changed_objects(before: dict[str, str], after: dict[str, str]) -> str:
 
 
 def read_state(conn: pymysql.connections.Connection, database: str = DATABASE) -> dict[str, Any]:
-    """Head and row count from one consistent snapshot: writers keep appending meanwhile."""
+    """Every lane's head and row count from one consistent snapshot: writers keep appending."""
     with conn.cursor() as cur:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
-            cur.execute(head_query(database))
-            seq, head = cur.fetchone()
-            cur.execute(f"SELECT COUNT(*) FROM {quote_name(database)}.audit_events WHERE seq <= %s", (seq,))
-            (count,) = cur.fetchone()
+            heads = read_heads(conn, database)
+            cur.execute(f"SELECT lane, COUNT(*) FROM {quote_name(database)}.audit_events GROUP BY lane")
+            counts = {int(lane): int(n) for lane, n in cur.fetchall()}
         finally:
             cur.execute("COMMIT")
     objects = definitions(conn, database)
-    return {"seq": int(seq), "head_hash": head, "row_count": int(count), "ddl_digest": digest_of(objects),
-            "definitions": objects}
+    return make_state(heads, digest_of(objects), objects, counts)
+
+
+def make_state(heads: dict[int, tuple[int, str]], ddl_digest: str, objects: dict[str, str] | None = None,
+               counts: dict[int, int] | None = None) -> dict[str, Any]:
+    """What an anchor records of the trail: every lane's (seq, head_hash, row_count), lanes not
+    in ``heads`` at genesis; the digest binding the heads; the definitions' digest (and the
+    per-object digests when given). ``counts`` defaults to each lane's seq."""
+    heads = {**{lane: (0, GENESIS) for lane in range(LANES)}, **heads}
+    counts = counts if counts is not None else {lane: seq for lane, (seq, _) in heads.items()}
+    lanes = {str(lane): {"seq": seq, "head_hash": h, "row_count": counts.get(lane, 0)}
+             for lane, (seq, h) in sorted(heads.items())}
+    state = {"events": sum(seq for seq, _ in heads.values()), "lanes": lanes, "heads_digest": heads_digest(heads),
+             "ddl_digest": ddl_digest}
+    return {**state, "definitions": objects} if objects is not None else state
+
+
+def lane_heads(checkpoint: dict[str, Any]) -> dict[int, tuple[int, str]]:
+    """An anchor's lane -> (seq, head_hash)."""
+    return {int(lane): (int(v["seq"]), v["head_hash"]) for lane, v in checkpoint["lanes"].items()}
+
+
+def shape_problem(checkpoint: dict[str, Any]) -> str | None:
+    """Why an anchor is not of this format (one line), or None."""
+    if checkpoint.get("v") == 1 or ("lanes" not in checkpoint and "head_hash" in checkpoint):
+        return (f"anchor {checkpoint.get('anchor_seq')} is of the single-chain format (v1, before the trail had "
+                "lanes): it cannot vouch for a trail of lanes; start a new anchor chain (new sink or key) after the "
+                "upgrade")
+    lanes = checkpoint.get("lanes")
+    try:
+        heads = lane_heads(checkpoint)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return f"anchor {checkpoint.get('anchor_seq')} has no readable per-lane heads"
+    if sorted(heads) != list(range(LANES)):
+        return (f"anchor {checkpoint.get('anchor_seq')} records {len(lanes)} lanes, not the trail's {LANES}: a lane "
+                "was dropped from it")
+    if checkpoint.get("heads_digest") != heads_digest(heads):
+        return f"anchor {checkpoint.get('anchor_seq')}: heads_digest does not bind its lane heads"
+    return None
 
 
 def make_anchor(state: dict[str, Any], previous: dict[str, Any] | None, key: Ed25519PrivateKey,
@@ -209,14 +257,23 @@ def compare_consecutive(previous: dict[str, Any], record: dict[str, Any]) -> lis
     if _at(record) < _at(previous):
         problems.append(f"anchor time went backwards {between}: anchor {b['anchor_seq']} is dated before anchor "
                         f"{a['anchor_seq']} (a clock set back or an anchor back-dated)")
-    if b["seq"] < a["seq"]:
-        problems.append(f"audit seq went backwards {between} ({a['seq']} -> {b['seq']}): newest audit rows deleted "
-                        "or the database rolled back")
-    elif b["seq"] == a["seq"] and b["head_hash"] != a["head_hash"]:
-        problems.append(f"the audit head at seq {b['seq']} changed its hash {between}: the newest row was rewritten")
-    if b["row_count"] != b["seq"] and a["row_count"] == a["seq"]:
-        problems.append(f"rows deleted {between}: anchor {b['anchor_seq']} counted {b['row_count']} audit rows up to "
-                        f"seq {b['seq']}, the previous one {a['row_count']} up to seq {a['seq']}")
+    for lane in sorted(set(a["lanes"]) | set(b["lanes"]), key=int):
+        x, y = a["lanes"].get(lane), b["lanes"].get(lane)
+        if y is None:
+            problems.append(f"lane {lane} disappeared {between}: the newer anchor does not record it")
+            continue
+        if x is None:
+            continue
+        if y["seq"] < x["seq"]:
+            problems.append(f"audit seq of lane {lane} went backwards {between} ({x['seq']} -> {y['seq']}): newest "
+                            "audit rows deleted or the database rolled back")
+        elif y["seq"] == x["seq"] and y["head_hash"] != x["head_hash"]:
+            problems.append(f"the audit head of lane {lane} at seq {y['seq']} changed its hash {between}: the newest "
+                            "row was rewritten")
+        if y["row_count"] != y["seq"] and x["row_count"] == x["seq"]:
+            problems.append(f"rows of lane {lane} deleted {between}: anchor {b['anchor_seq']} counted "
+                            f"{y['row_count']} rows up to seq {y['seq']}, the previous one {x['row_count']} up to "
+                            f"seq {x['seq']}")
     if b["ddl_digest"] != a["ddl_digest"] and not b.get("ddl_change"):
         named = (changed_objects(a["definitions"], b["definitions"])
                  if isinstance(a.get("definitions"), dict) and isinstance(b.get("definitions"), dict)
@@ -260,6 +317,10 @@ def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey,
             report.problems.append(f"anchor {checkpoint['anchor_seq']} is dated {checkpoint['at']}, {ahead:.0f} s in "
                                    f"the future (allowed clock skew {max_skew:.0f} s): a future-dated anchor would "
                                    "look fresh")
+        shape = shape_problem(checkpoint)
+        if shape:
+            report.problems.append(shape)
+            return report
         if previous and checkpoint.get("anchor_seq") == previous["checkpoint"]["anchor_seq"]:
             report.problems.append(f"anchor_seq {checkpoint['anchor_seq']} appears twice with different content: the "
                                    "chain was forked (two anchors signed under one number)")
@@ -274,9 +335,11 @@ def verify_anchor_chain(records: list[dict[str, Any]], public: Ed25519PublicKey,
             report.problems.append(f"anchor {index}: anchor_seq {checkpoint['anchor_seq']} does not follow "
                                    f"{previous['checkpoint']['anchor_seq']}")
             return report
-        if previous is None and not late_first and checkpoint["row_count"] != checkpoint["seq"]:
-            report.problems.append(f"anchor {checkpoint['anchor_seq']} counted {checkpoint['row_count']} audit rows "
-                                   f"up to seq {checkpoint['seq']}: rows were already missing")
+        short = [lane for lane, v in sorted(checkpoint["lanes"].items(), key=lambda i: int(i[0]))
+                 if v["row_count"] != v["seq"]]
+        if previous is None and not late_first and short:
+            report.problems.append(f"anchor {checkpoint['anchor_seq']} counted fewer audit rows than the head seq in "
+                                   f"lanes {', '.join(short)}: rows were already missing")
         if previous:
             report.problems += compare_consecutive(previous, record)
         if checkpoint.get("ddl_change"):
@@ -361,68 +424,80 @@ def check_freshness(latest: dict[str, Any] | None, max_age_seconds: float, now: 
     return None
 
 
-def _through_anchors(rows: Iterable[Row], anchored: dict[int, dict[str, Any]], found: list[str]) -> Iterator[Row]:
-    """Pass the rows on; note the first anchored seq whose row does not carry the anchored hash."""
+def _through_anchors(rows: Iterable[Row], anchored: dict[tuple[int, int], dict[str, Any]],
+                     found: list[str]) -> Iterator[Row]:
+    """Pass the rows on; note the first anchored (lane, seq) whose row does not carry the anchored hash."""
     for row in rows:
-        checkpoint = anchored.get(int(row[0]))
-        if checkpoint and row[3] != checkpoint["head_hash"] and not found:
-            found.append(f"the audit chain does not pass through anchor {checkpoint['anchor_seq']} "
-                         f"({checkpoint['at']}): row seq {row[0]} has hash {row[3][:16]}..., the anchor recorded "
-                         f"{checkpoint['head_hash'][:16]}...: a row up to seq {row[0]} was rewritten or the database "
-                         "was rolled back behind this anchor")
+        checkpoint = anchored.get((int(row[0]), int(row[1])))
+        if checkpoint and row[4] != checkpoint["lanes"][str(row[0])]["head_hash"] and not found:
+            found.append(f"lane {row[0]} of the audit trail does not pass through anchor {checkpoint['anchor_seq']} "
+                         f"({checkpoint['at']}): row seq {row[1]} has hash {row[4][:16]}..., the anchor recorded "
+                         f"{checkpoint['lanes'][str(row[0])]['head_hash'][:16]}...: a row of that lane up to seq "
+                         f"{row[1]} was rewritten or the database was rolled back behind this anchor")
         yield row
 
 
-def check_rows(rows: Iterable[Row], records: list[dict[str, Any]]) -> tuple[list[str], int, str]:
-    """Recompute the chain from genesis; it must pass through every anchored (seq, hash).
-    Returns the problems and the (seq, hash) the rows end at."""
-    anchored = {r["checkpoint"]["seq"]: r["checkpoint"] for r in records if r["checkpoint"]["seq"]}
+def check_rows(rows: Iterable[Row], records: list[dict[str, Any]]) -> tuple[list[str], dict[int, tuple[int, str]]]:
+    """Recompute every lane from genesis; each must pass through every anchored (seq, hash)
+    of it. Returns the problems and the (seq, hash) each lane ends at."""
+    anchored = {(lane, seq): r["checkpoint"] for r in records
+                for lane, (seq, _) in lane_heads(r["checkpoint"]).items() if seq}
     problems: list[str] = []
     passing = _through_anchors(rows, anchored, problems)
-    chain = verify_rows(passing)
-    passing.close()  # verify_rows may stop early: release the rows (an unbuffered cursor) now
-    if not chain.intact:
-        problems.append(chain.describe())
-    beyond = [c for s, c in sorted(anchored.items()) if s > chain.last_seq]
-    if chain.intact and beyond:
-        problems.append(f"the audit chain ends at seq {chain.last_seq}, behind anchor {beyond[0]['anchor_seq']} "
-                        f"(seq {beyond[0]['seq']}): newest audit rows truncated or the database rolled back")
-    return problems, chain.last_seq, chain.head_hash
+    trail = verify_lanes(passing)
+    passing.close()  # verification may stop early: release the rows (an unbuffered cursor) now
+    if not trail.intact:
+        problems.append(trail.describe())
+    ends = trail.heads()
+    for (lane, seq), checkpoint in sorted(anchored.items()):
+        lane_report = trail.lane(lane)
+        if lane_report.intact and seq > ends[lane][0]:
+            problems.append(f"lane {lane} of the audit trail ends at seq {ends[lane][0]}, behind anchor "
+                            f"{checkpoint['anchor_seq']} (seq {seq}): newest audit rows truncated or the database "
+                            "rolled back")
+            break
+    return problems, ends
 
 
 def check_database(conn: pymysql.connections.Connection, records: list[dict[str, Any]],
                    database: str = DATABASE) -> list[str]:
-    """The database against every anchor (the newest for the head, the count and the DDL),
+    """The database against every anchor (the newest for the heads, the counts and the DDL),
     all read in one snapshot so that writers appending meanwhile do not disturb it."""
     if not records:
         return ["no valid anchor to compare the database with"]
     anchored = records[-1]["checkpoint"]
+    anchored_heads = lane_heads(anchored)
     problems = []
     with conn.cursor() as cur:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
-            cur.execute(head_query(database))
-            head = cur.fetchone()
-            cur.execute(f"SELECT COUNT(*) FROM {quote_name(database)}.audit_events WHERE seq <= %s",
-                        (anchored["seq"],))
-            (count_upto,) = cur.fetchone()
-            rows = stream_rows(conn, database=database)
-            chain_problems, last_seq, last_hash = check_rows(rows, records)
+            heads = read_heads(conn, database)
+            counts: dict[int, int] = {}
+            for lane, (seq, _) in anchored_heads.items():
+                if seq:
+                    cur.execute(f"SELECT COUNT(*) FROM {quote_name(database)}.audit_events WHERE lane = %s "
+                                "AND seq <= %s", (lane, seq))
+                    counts[lane] = int(cur.fetchone()[0])
+            rows = stream_trail(conn, database=database, binary=False)
+            chain_problems, ends = check_rows(rows, records)
             rows.close()
         finally:
             cur.execute("COMMIT")
-    if head is None:
-        problems.append("the audit chain head row is missing")
-    elif int(head[0]) < anchored["seq"]:
-        problems.append(f"the audit head is at seq {head[0]}, behind the anchored seq {anchored['seq']}: "
-                        "newest audit rows truncated or the database rolled back")
-    if count_upto != anchored["row_count"]:
-        problems.append(f"{count_upto} audit rows up to seq {anchored['seq']}, the newest anchor counted "
-                        f"{anchored['row_count']}: rows deleted or inserted behind the anchor")
+    for lane, (seq, _) in sorted(anchored_heads.items()):
+        if lane not in heads:
+            problems.append(f"the head row of lane {lane} is missing")
+        elif heads[lane][0] < seq:
+            problems.append(f"the audit head of lane {lane} is at seq {heads[lane][0]}, behind the anchored seq "
+                            f"{seq}: newest audit rows truncated or the database rolled back")
+        if seq and counts.get(lane) != anchored["lanes"][str(lane)]["row_count"]:
+            problems.append(f"{counts.get(lane)} audit rows of lane {lane} up to seq {seq}, the newest anchor counted "
+                            f"{anchored['lanes'][str(lane)]['row_count']}: rows deleted or inserted behind the anchor")
     problems += chain_problems
-    if head is not None and not chain_problems and (int(head[0]), head[1]) != (last_seq, last_hash):
-        problems.append(f"the head row says seq {head[0]} but the chain ends at seq {last_seq}: rows truncated "
-                        "or the head moved")
+    if not chain_problems:
+        moved = sorted(lane for lane, head in heads.items() if head != ends.get(lane))
+        if moved:
+            problems.append(f"the head rows of lanes {moved} do not point at the last event of their lane: rows "
+                            "truncated or the head moved")
     current = definitions(conn, database)
     if digest_of(current) != anchored["ddl_digest"]:
         named = (changed_objects(anchored["definitions"], current) if isinstance(anchored.get("definitions"), dict)
@@ -433,11 +508,12 @@ def check_database(conn: pymysql.connections.Connection, records: list[dict[str,
 
 
 def read_export_head(path: Path) -> dict[str, Any] | None:
-    """The head trailer of a 'ztm audit export' file (its last line), or None."""
+    """The trailer of a 'ztm audit export' file (its last line), or None. A single-chain
+    export's trailer ({"head": ...}) is refused with one line."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, 2)
-            handle.seek(max(0, handle.tell() - 4096))
+            handle.seek(max(0, handle.tell() - 65536))
             tail = handle.read().decode("utf-8", errors="replace").strip().splitlines()
     except OSError as exc:
         raise UserError(f"cannot read audit export {path}: {exc.strerror}", 2) from None
@@ -445,21 +521,29 @@ def read_export_head(path: Path) -> dict[str, Any] | None:
         last = json.loads(tail[-1]) if tail else {}
     except ValueError:
         return None
-    return last.get("head") if isinstance(last, dict) else None
+    if isinstance(last, dict) and "head" in last and "heads" not in last:
+        raise UserError(f"{path}: {OLD_SHAPE}", 2)
+    return last if isinstance(last, dict) and isinstance(last.get("heads"), dict) else None
 
 
 def check_export(path: Path, records: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """An offline export against the anchors: its chain passes through every anchor up to its
-    head, and its head trailer matches where its rows end (an export cut short shows)."""
-    head = read_export_head(path)
-    if head is None:
+    """An offline export against the anchors: each lane passes through every anchor up to the
+    export's head of that lane, and the trailer matches where each lane's rows end."""
+    trailer = read_export_head(path)
+    if trailer is None:
         return [f"{path} has no head trailer: it was cut short (or written before exports carried one)"], []
-    covered = [r for r in records if r["checkpoint"]["seq"] <= int(head["seq"])]
-    problems, last_seq, last_hash = check_rows(dump_rows(path), covered)
-    if (last_seq, last_hash) != (int(head["seq"]), head["head_hash"]):
-        problems.append(f"{path}: the rows end at seq {last_seq} but the head trailer says seq {head['seq']}: "
-                        "rows removed from the export")
-    notes = [f"export head seq {head['seq']}: passes through anchors 1..{len(covered)}"
+    try:
+        heads = {int(lane): (int(v["seq"]), v["head_hash"]) for lane, v in trailer["heads"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return [f"{path}: the head trailer is not readable"], []
+    covered = [r for r in records if all(seq <= heads.get(lane, (0, GENESIS))[0]
+                                         for lane, (seq, _) in lane_heads(r["checkpoint"]).items())]
+    problems, ends = check_rows(dump_rows(path), covered)
+    cut = sorted(lane for lane, head in heads.items() if head != ends.get(lane, (0, GENESIS)))
+    if cut:
+        problems.append(f"{path}: the rows of lanes {cut} do not end where the head trailer says: rows removed from "
+                        "the export")
+    notes = [f"export of {sum(s for s, _ in heads.values())} events: passes through anchors 1..{len(covered)}"
              + (f"; anchors {len(covered) + 1}..{len(records)} are newer than the export"
                 if len(covered) < len(records) else "")]
     return problems, notes
