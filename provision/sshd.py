@@ -11,7 +11,10 @@ sshd runs in a private mount namespace, the database host's *view* of the machin
 - ``view/`` holds a tmpfs with a marker file that exists only in this view (the assessor
   sees an empty folder): a test shows host evidence really comes through this sshd;
 - SCAP content fetched for the host's OS (``provision.scap``) is mounted read-only at
-  ``/usr/local/share/xml/scap/ssg/content``, where a provisioned VM has it too.
+  ``/usr/local/share/xml/scap/ssg/content``, where a provisioned VM has it too;
+- root's ``~/.bashrc`` is Debian's stock one (``/etc/skel/.bashrc``, read-only): bash sources it
+  for every command sshd runs, and the assessor machine's own (here it runs ``pyenv init``,
+  0.2 s per command) is not the database host's.
 
 Every command run over SSH inherits that view and the database namespace's network.
 """
@@ -40,6 +43,8 @@ PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it (the system 
 _ENTER_VIEW = ('set -e; mount -t tmpfs -o mode=0755,size=64k ztm-dbhost-view "$1"; '
                'printf "%s\\n" "$2" > "$1/marker"; mount --bind "$3" /etc/ssh; '
                'if [ -n "$4" ]; then mount --bind "$4" "$SCAP_MOUNT"; mount -o remount,bind,ro "$SCAP_MOUNT"; fi; '
+               'if [ -f /root/.bashrc ] && [ -f /etc/skel/.bashrc ]; then mount --bind /etc/skel/.bashrc /root/.bashrc; '
+               'mount -o remount,bind,ro /root/.bashrc; fi; '
                f'exec {SSHD} -D -e -f "$5"')
 
 
