@@ -97,7 +97,7 @@ def test_cry1_sentinel_scan_names_table_column_and_row_of_a_leak(lab, control):
     try:
         message = run.assert_failed("test_sentinel_pii_never_appears_in_plaintext", "plaintext PII stored",
                                     "users.name_ct (user_id=", "sentinel name (raw)",
-                                    "audit_events.payload (seq=", "sentinel email (HEX)")
+                                    "audit_events.payload (lane=", "sentinel email (HEX)")
         assert "ZTM SENTINEL" not in message, "the finding quotes the PII it found"
         run.assert_failed("test_every_stored_pii_field_is_ciphertext", "holds readable text")
     finally:
