@@ -43,8 +43,8 @@ PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it (the system 
 _ENTER_VIEW = ('set -e; mount -t tmpfs -o mode=0755,size=64k ztm-dbhost-view "$1"; '
                'printf "%s\\n" "$2" > "$1/marker"; mount --bind "$3" /etc/ssh; '
                'if [ -n "$4" ]; then mount --bind "$4" "$SCAP_MOUNT"; mount -o remount,bind,ro "$SCAP_MOUNT"; fi; '
-               'if [ -f /root/.bashrc ] && [ -f /etc/skel/.bashrc ]; then mount --bind /etc/skel/.bashrc /root/.bashrc; '
-               'mount -o remount,bind,ro /root/.bashrc; fi; '
+               'if [ -f /root/.bashrc ] && [ -f /etc/skel/.bashrc ]; then '
+               'mount --bind /etc/skel/.bashrc /root/.bashrc; mount -o remount,bind,ro /root/.bashrc; fi; '
                f'exec {SSHD} -D -e -f "$5"')
 
 
