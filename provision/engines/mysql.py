@@ -91,6 +91,8 @@ class MySQLEngine(Engine):
         self.server_dir = None
         point = self.rootfs / server_dir.relative_to("/")
         for folder in (point, point.parent):
+            if len(folder.relative_to(self.rootfs).parts) < 2:  # the rootfs's own /tmp, /work...: never ours
+                break
             try:
                 folder.rmdir()
             except OSError:
