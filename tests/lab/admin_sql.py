@@ -92,3 +92,22 @@ def realign_balances(lab: lab_mod.Lab) -> list[str]:
                 cur.execute(f"DROP TRIGGER IF EXISTS accounts_audit_{op}")
             cur.executemany("UPDATE accounts SET balance = %s WHERE account_id = %s", drifted)
     return [key for _, key in drifted]
+
+
+def sql_change(lab: lab_mod.Lab) -> Callable[..., object]:
+    """``with change(do, undo):`` applies SQL as the break-glass admin and undoes it when the block
+    ends, even if the test fails (the admin_change fixtures, at test or module scope)."""
+
+    @contextmanager
+    def change(do: list[str], undo: list[str]) -> Iterator[None]:
+        with lab.admin() as conn, conn.cursor() as cur:
+            for statement in do:
+                cur.execute(statement)
+        try:
+            yield
+        finally:
+            with lab.admin() as conn, conn.cursor() as cur:
+                for statement in undo:
+                    cur.execute(statement)
+
+    return change

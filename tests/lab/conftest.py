@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from provision import lab as lab_mod
 from provision import netns
 from tests.control_runner import ControlRun, run_control
+from tests.lab.admin_sql import sql_change
 
 
 @pytest.fixture(scope="session")
@@ -45,20 +45,7 @@ def control(lab) -> Callable[..., ControlRun]:
 @pytest.fixture
 def admin_change(lab) -> Callable[..., object]:
     """Apply SQL as the break-glass admin and undo it afterwards, even if the test fails."""
-
-    @contextmanager
-    def change(do: list[str], undo: list[str]) -> Iterator[None]:
-        with lab.admin() as conn, conn.cursor() as cur:
-            for statement in do:
-                cur.execute(statement)
-        try:
-            yield
-        finally:
-            with lab.admin() as conn, conn.cursor() as cur:
-                for statement in undo:
-                    cur.execute(statement)
-
-    return change
+    return sql_change(lab)
 
 
 @pytest.fixture

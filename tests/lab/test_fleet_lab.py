@@ -13,13 +13,13 @@ import os
 import subprocess
 import sys
 import tarfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from evidence.schemas import OSCAL_AR_SCHEMA, problems
 from tests.control_runner import run_control
+from tests.lab.admin_sql import sql_change
 
 pytestmark = pytest.mark.lab
 
@@ -70,20 +70,7 @@ def fleet_run(lab, lab_target, other_lab, admin_change_module, tmp_path_factory)
 @pytest.fixture(scope="module")
 def admin_change_module(lab):
     """admin_change for a module-scoped run: the SQL is undone when the block ends."""
-
-    @contextmanager
-    def change(do: list[str], undo: list[str]):
-        with lab.admin() as conn, conn.cursor() as cur:
-            for statement in do:
-                cur.execute(statement)
-        try:
-            yield
-        finally:
-            with lab.admin() as conn, conn.cursor() as cur:
-                for statement in undo:
-                    cur.execute(statement)
-
-    return change
+    return sql_change(lab)
 
 
 def test_one_fleet_run_writes_one_bundle_that_verifies(lab, fleet_run):
